@@ -1,0 +1,17 @@
+"""Errors a person can read: pages catch `ZooScopeError` and show its message."""
+
+
+class ZooScopeError(Exception):
+    """Base class: the message is one sentence meant for the person using the app."""
+
+
+class ImageError(ZooScopeError):
+    """An uploaded file could not be turned into an RGB image."""
+
+
+class WeightsUnavailable(ZooScopeError):
+    """A model's weights file is not on this machine and could not be fetched or verified."""
+
+
+class UnknownModel(ZooScopeError):
+    """A model name that is not in the catalogue."""
