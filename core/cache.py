@@ -1,0 +1,17 @@
+"""The one streamlit import in core: a process-wide model pool shared by every browser session."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.loading import LoadedModel, ModelPool, Progress
+from core.runtime import pick_device
+
+
+@st.cache_resource(show_spinner=False)
+def model_pool() -> ModelPool:
+    return ModelPool(pick_device())
+
+
+def get_model(name: str, *, progress: Progress | None = None) -> LoadedModel:
+    return model_pool().get(name, progress=progress)
