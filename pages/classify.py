@@ -1,0 +1,141 @@
+"""Classify: one photo or many through one model, top-k with a chart, latency and a CSV."""
+
+import hashlib
+
+import streamlit as st
+
+from core import weights
+from core.cache import get_model, model_pool
+from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
+from core.charts import top_k_bars
+from core.errors import ZooScopeError
+from core.predict import (
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    Classification,
+    Failure,
+    classify_files,
+    predictions_frame,
+    summary_frame,
+    top_k_frame,
+)
+from ui.inputs import image_inputs
+from ui.progress import progress_bar
+
+DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
+
+
+def model_label(spec: ModelSpec) -> str:
+    offline = "" if weights.is_available(spec) else " · downloads on first use"
+    return f"{spec.name} · {spec.acc1:.1f}% top-1 · {spec.file_size_mb:.0f} MB{offline}"
+
+
+def default_index(specs: list[ModelSpec]) -> int:
+    """The bundled offline model, unless a curated torchvision model is already on disk."""
+    names = [spec.name for spec in specs]
+    available = [spec.name for spec in specs if spec.source == "torchvision" and weights.is_available(spec)]
+    return names.index(available[0] if available else OFFLINE_DEFAULT)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _file_digest(files: tuple[tuple[str, bytes], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def classify(model_name: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
+    """Classify once per (model, files, k): widget reruns reuse this session's last answer."""
+    key = (model_name, k, _file_digest(tuple(files)))
+    previous = st.session_state.get("classify_last")
+    if previous and previous[0] == key:
+        return previous[1]
+    if model_name not in model_pool().loaded():
+        with progress_bar(f"Loading {model_name}…") as progress:
+            model = get_model(model_name, progress=progress)
+    else:
+        model = get_model(model_name)
+    with progress_bar(f"Classifying {len(files)} image(s) with {model_name}…") as progress:
+        results = classify_files(model, files, k=k, thumbnails=True, progress=progress)
+    st.session_state["classify_last"] = (key, results)
+    return results
+
+
+def show_result(result: Classification, device: str) -> None:
+    with st.container(border=True):
+        picture, numbers = st.columns([1, 2], gap="medium")
+        picture.image(result.thumbnail, caption=result.file, width="stretch")
+        with numbers:
+            top = result.top1
+            st.markdown(f"**{top.label}** · {top.probability:.1%}")
+            st.altair_chart(top_k_bars(top_k_frame(result)), width="stretch")
+            st.dataframe(
+                top_k_frame(result),
+                hide_index=True,
+                column_config={
+                    "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)
+                },
+            )
+            st.caption(f"{result.latency_ms:.1f} ms on {device} (decode excluded: preprocess, forward, top-k)")
+
+
+def main() -> None:
+    st.title("Classify")
+    st.caption(
+        "Upload photos, take one with the camera, or try an example: every image gets the model's top-k at once."
+    )
+
+    specs = curated_specs()
+    settings_model, settings_k = st.columns([3, 1])
+    model_name = settings_model.selectbox(
+        "Model",
+        [spec.name for spec in specs],
+        index=default_index(specs),
+        format_func=lambda name: model_label(next(s for s in specs if s.name == name)),
+        key="classify_model",
+    )
+    k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")
+    files = image_inputs("classify")
+
+    if not files:
+        st.info("Add one or more photos above to classify them.")
+        return
+
+    try:
+        results = classify(model_name, files, k)
+    except ZooScopeError as error:
+        st.error(str(error), icon=":material/error:")
+        return
+
+    device = model_pool().device.type.upper()
+    for failure in (r for r in results if isinstance(r, Failure)):
+        st.error(f"**{failure.file}**: {failure.error}", icon=":material/broken_image:")
+
+    classified = [r for r in results if isinstance(r, Classification)]
+    if classified:
+        if len(results) > 1:
+            st.subheader(f"{len(classified)} of {len(results)} images classified")
+            st.dataframe(
+                summary_frame(results),
+                hide_index=True,
+                column_config={
+                    "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+                    "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f"),
+                },
+            )
+        st.download_button(
+            "Download all top-k rows (CSV)",
+            predictions_frame(results).to_csv(index=False),
+            file_name=f"zooscope-{model_name}-top{k}.csv",
+            mime="text/csv",
+            key="classify_csv",
+            icon=":material/download:",
+        )
+        for result in classified[:DETAILED_LIMIT]:
+            show_result(result, device)
+        if len(classified) > DETAILED_LIMIT:
+            st.caption(f"Showing the first {DETAILED_LIMIT} images; the table and the CSV hold all {len(classified)}.")
+
+
+main()

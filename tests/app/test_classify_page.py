@@ -1,0 +1,104 @@
+"""The Classify page through Streamlit's AppTest: real model, real photos, bad files."""
+
+from pathlib import Path
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import TIMEOUT
+
+ROOT = Path(__file__).resolve().parents[2]
+CHELSEA = (ROOT / "assets/examples/chelsea.jpg").read_bytes()
+COFFEE = (ROOT / "assets/examples/coffee.jpg").read_bytes()
+CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat"}
+
+
+def upload(app, *files):
+    app.file_uploader(key="classify_files").set_value(list(files)).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def frames(app) -> list[pd.DataFrame]:
+    return [element.value for element in app.dataframe]
+
+
+def test_page_opens_with_offline_model_and_prompt(app):
+    assert app.title[0].value == "Classify"
+    assert app.selectbox(key="classify_model").value == "efficientnet_lite0"
+    assert app.slider(key="classify_top_k").value == 5
+    assert "Add one or more photos" in app.info[0].value
+    assert not app.error
+
+
+def test_real_photo_gets_expected_label_table_chart_and_latency(app):
+    upload(app, ("chelsea.jpg", CHELSEA, "image/jpeg"))
+    top_k = frames(app)[0]
+    assert list(top_k.columns) == ["rank", "label", "probability"]
+    assert len(top_k) == 5
+    assert top_k["label"].iloc[0] in CAT_LABELS
+    assert top_k["probability"].is_monotonic_decreasing
+    chart_types = [element.type for element in app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")]
+    assert chart_types, "expected the top-k bar chart"
+    assert any(" ms on CPU" in caption.value for caption in app.caption)
+    assert not app.error
+
+
+def test_top_k_slider_changes_rows(app):
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
+    app.slider(key="classify_top_k").set_value(12).run()
+    top_k = frames(app)[0]
+    assert len(top_k) == 12
+    assert top_k["label"].iloc[0] == "espresso"
+
+
+def test_non_image_shows_error_and_no_exception(app):
+    upload(app, ("notes.jpg", b"these are my notes, not a photo", "image/jpeg"))
+    assert not app.exception
+    assert len(app.error) == 1
+    assert "notes.jpg" in app.error[0].value
+    assert "not an image" in app.error[0].value
+    assert not frames(app)
+
+
+def test_batch_with_one_bad_file_reports_it_and_classifies_the_rest(app):
+    upload(app, ("chelsea.jpg", CHELSEA, "image/jpeg"), ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "image/png"))
+    assert len(app.error) == 1 and "broken.png" in app.error[0].value
+    summary = frames(app)[0]
+    assert list(summary["file"]) == ["chelsea.jpg", "broken.png"]
+    assert summary["top1"].iloc[0] in CAT_LABELS
+    assert summary["error"].iloc[1]
+    assert app.get("download_button"), "the CSV download is offered"
+
+
+def test_examples_button_classifies_bundled_photos(app):
+    app.button(key="classify_examples_on").click().run()
+    summary = frames(app)[0]
+    by_file = dict(zip(summary["file"], summary["top1"], strict=False))
+    assert by_file["coffee.jpg"] == "espresso"
+    assert by_file["chelsea.jpg"] in CAT_LABELS
+
+
+def sidebar_script():
+    from ui.sidebar import render_sidebar
+
+    render_sidebar()
+
+
+def test_sidebar_shows_device_loaded_model_and_unloads(app):
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))  # loads the model into the shared pool
+    # AppTest re-runs only the page script after the first run, so the sidebar is checked on its own.
+    sidebar = AppTest.from_function(sidebar_script, default_timeout=TIMEOUT).run()
+    assert "`efficientnet_lite0`" in " ".join(m.value for m in sidebar.sidebar.markdown)
+    assert any("CPU" in c.value for c in sidebar.sidebar.caption)
+    assert sidebar.sidebar.metric[0].label == "Process memory"
+    sidebar.sidebar.button(key="sidebar_unload").click().run()
+    assert "none yet" in " ".join(m.value for m in sidebar.sidebar.markdown)
+
+
+def test_unavailable_weights_show_clear_message(app, monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+    app.selectbox(key="classify_model").set_value("resnet18").run()
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
+    assert not app.exception
+    assert "resnet18-f37072fd.pth" in app.error[0].value
