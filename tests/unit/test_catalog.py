@@ -30,15 +30,18 @@ REQUIRED_CURATED = {
 }
 # Small enough to build with random init in well under a second each.
 SMALL = ("resnet18", "mobilenet_v3_small", "squeezenet1_0", "shufflenet_v2_x0_5", "efficientnet_lite0")
+BUNDLED_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+# (crop, resize) of the TF lite preprocessing, from timm's pretrained configs.
+LITE_SIZES = {"efficientnet_lite0": (224, 256), "efficientnet_lite1": (240, 272), "efficientnet_lite2": (260, 292)}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_catalogue_is_torchvision_registry_plus_bundled():
     assert len(TORCHVISION_NAMES) == 80
-    assert ALL_NAMES == sorted([*TORCHVISION_NAMES, "efficientnet_lite0"])
+    assert ALL_NAMES == sorted([*TORCHVISION_NAMES, *BUNDLED_NAMES])
     sources = {name: spec.source for name, spec in all_specs().items()}
-    assert sources.pop("efficientnet_lite0") == "bundled"
+    assert {sources.pop(name) for name in BUNDLED_NAMES} == {"bundled"}
     assert set(sources.values()) == {"torchvision"}
 
 
@@ -103,26 +106,31 @@ def test_num_params_matches_built_model(name):
     assert sum(p.numel() for p in model.parameters()) == spec.num_params
 
 
-def test_lite0_declared_gflops_match_flop_counter(lite0):
-    spec = get_spec("efficientnet_lite0")
+@pytest.mark.parametrize("name", BUNDLED_NAMES)
+def test_bundled_declared_params_and_gflops_match_the_model(name):
+    spec = get_spec(name)
+    model = spec.build().eval()
+    assert sum(p.numel() for p in model.parameters()) == spec.num_params
     size = spec.input_size
-    assert size == 224
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        lite0.module(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size))
     # FlopCounterMode counts a multiply-add as 2 FLOPs; torchvision's _ops are multiply-adds.
-    assert round(counter.get_total_flops() / 2e9, 3) == spec.gflops
+    assert round(counter.get_total_flops() / 2e9, 2) == round(spec.gflops, 2)
 
 
-def test_lite0_declared_file_size_matches_package_file():
-    spec = get_spec("efficientnet_lite0")
+@pytest.mark.parametrize("name", BUNDLED_NAMES)
+def test_bundled_declared_file_size_matches_package_file(name):
+    spec = get_spec(name)
     path = weights.find_local(spec)
     assert path is not None and path.name == spec.file_name
-    assert round(os.path.getsize(path) / 1024 / 1024, 3) == spec.file_size_mb
+    assert round(os.path.getsize(path) / 1024 / 1024, 2) == round(spec.file_size_mb, 2)
 
 
-def test_lite0_preprocessing_is_tf_lite():
-    t = get_spec("efficientnet_lite0").transforms()
-    assert t.crop_size == [224] and t.resize_size == [256]
+@pytest.mark.parametrize("name", BUNDLED_NAMES)
+def test_bundled_preprocessing_is_tf_lite(name):
+    t = get_spec(name).transforms()
+    crop, resize = LITE_SIZES[name]
+    assert t.crop_size == [crop] and t.resize_size == [resize]
     assert t.mean == [0.5, 0.5, 0.5] and t.std == [0.5, 0.5, 0.5]
     assert t.interpolation == torchvision.transforms.InterpolationMode.BICUBIC
 
