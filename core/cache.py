@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from core.loading import LoadedModel, ModelPool, Progress
@@ -13,5 +15,7 @@ def model_pool() -> ModelPool:
     return ModelPool(pick_device())
 
 
-def get_model(name: str, *, progress: Progress | None = None) -> LoadedModel:
-    return model_pool().get(name, progress=progress)
+def get_model(
+    name: str, *, progress: Progress | None = None, on_evict: Callable[[str], None] | None = None
+) -> LoadedModel:
+    return model_pool().get(name, progress=progress, on_evict=on_evict)
