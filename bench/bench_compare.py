@@ -1,0 +1,249 @@
+"""What `core.compare.compare_files` costs on top of the models' own forward passes.
+
+    python bench/bench_compare.py [--image PATH] [--models resnet18,...] [--repeats 7] [--threads 1] [--markdown]
+
+Offline, in one process, with the three bundled models (efficientnet_lite0/1/2, real weights) and
+optionally `--models`: torchvision models with random weights, written to a temporary TORCH_HOME
+under their real file names and loaded through `core.loading.load_model` as bench/bench_load.py
+does (forward time does not depend on the values).
+
+For each photo (the repo's coffee.jpg, 600x400, and the same photo re-encoded at phone size,
+4032x3024, unless --image is given) it measures, alternating the order on each repeat:
+
+  (a) `compare_files(models, [photo], latency_runs=0)`: the whole comparison as the page runs it:
+      decode the JPEG once, per model preprocess (the weights' own resize + crop + normalise), the
+      forward, softmax, top-k, then consensus / shared top-k / agreement over the models;
+  (b) the sum of the raw forwards `model.module(x)` under inference_mode on ready preprocessed
+      tensors (the floor: what the models themselves cost).
+
+The ratio a / b is the overhead of everything that is not the forward (goal <= 1.15). To explain
+it, the pieces of (a) are also timed apart: decode, each model's preprocess, and the rest
+(softmax + top-k + consensus). Medians of --repeats after --warmup rounds.
+
+A report, not a test: it always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BUNDLED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+DEFAULT_IMAGE = ROOT / "assets" / "examples" / "coffee.jpg"
+PHONE_SIZE = (4032, 3024)  # a 12 MP phone photo
+GOAL = 1.15
+
+
+def _ms(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return (time.perf_counter() - start) * 1000
+
+
+def _phone_jpeg(data: bytes) -> bytes:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB").resize(PHONE_SIZE, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _load_random_weights(names: list[str], torch_home: Path) -> list:
+    """torchvision models with random weights under their real file names, loaded by load_model."""
+    import torch
+    import torch.hub
+
+    import core.weights
+    from core.catalog import get_spec
+    from core.loading import load_model
+
+    torch.hub.set_dir(str(torch_home / "hub"))
+    os.environ["ZOOSCOPE_OFFLINE"] = "1"
+    # Our random file can never match the SHA-256 prefix in torchvision's name: skip that check.
+    core.weights.expected_hash_prefix = lambda file_name: None
+    models = []
+    for name in names:
+        spec = get_spec(name)
+        path = core.weights.hub_checkpoints_dir() / spec.file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(spec.build().state_dict(), path)
+        models.append(load_model(name))
+    return models
+
+
+def bench_image(models: list, label: str, data: bytes, repeats: int, warmup: int) -> dict:
+    import torch
+
+    from core.compare import compare_files
+    from core.images import decode_image
+    from core.predict import preprocess
+
+    files = [(label, data)]
+    image = decode_image(data)
+    ready = [preprocess(model, [image]) for model in models]
+
+    def raw_forwards() -> float:
+        total = 0.0
+        with torch.inference_mode():
+            for model, x in zip(models, ready, strict=True):
+                total += _ms(lambda model=model, x=x: model.module(x))
+        return total
+
+    def whole() -> float:
+        return _ms(lambda: compare_files(models, files, latency_runs=0))
+
+    for _ in range(warmup):
+        whole()
+        raw_forwards()
+    runs: dict[str, list[float]] = {"compare": [], "forwards": [], "decode": [], "preprocess": []}
+    for index in range(repeats):
+        order = (whole, raw_forwards) if index % 2 == 0 else (raw_forwards, whole)
+        for measure in order:
+            runs["compare" if measure is whole else "forwards"].append(measure())
+        runs["decode"].append(_ms(lambda: decode_image(data)))
+        runs["preprocess"].append(sum(_ms(lambda model=model: preprocess(model, [image])) for model in models))
+    median = {key: statistics.median(values) for key, values in runs.items()}
+    ratios = [a / b for a, b in zip(runs["compare"], runs["forwards"], strict=True)]
+    return {
+        "image": label,
+        "size": f"{image.width}x{image.height}",
+        "bytes": len(data),
+        **median,
+        "rest": median["compare"] - median["forwards"] - median["decode"] - median["preprocess"],
+        "ratio": median["compare"] / median["forwards"],
+        "ratio_of_runs": statistics.median(ratios),
+        "compare_runs": runs["compare"],
+        "forwards_runs": runs["forwards"],
+    }
+
+
+def _table(results: list[dict], markdown: bool) -> str:
+    header = ["image", "pixels", "(a) compare ms", "(b) forwards ms", "a/b", "decode ms", "preprocess ms", "rest ms"]
+    rows = [
+        [
+            r["image"],
+            r["size"],
+            f"{r['compare']:.1f}",
+            f"{r['forwards']:.1f}",
+            f"{r['ratio']:.3f}",
+            f"{r['decode']:.1f}",
+            f"{r['preprocess']:.1f}",
+            f"{r['rest']:.1f}",
+        ]
+        for r in results
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def report(results: list[dict], models: list, args: argparse.Namespace, load: tuple[float, float]) -> str:
+    import platform
+
+    import torch
+
+    import core.compare
+
+    decide = getattr(core.compare, "_overlap_preprocessing", None)
+    overlap = "n/a" if decide is None else ("yes" if decide(models) else "no")
+
+    out = [
+        f"Compare overhead: {', '.join(m.name for m in models)} on one photo; median of {args.repeats} repeats after "
+        f"{args.warmup} warm-up rounds; CPU, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {load[0]:.1f} -> {load[1]:.1f}.",
+        "",
+        _table(results, args.markdown),
+        "",
+        "(a) compare_files(models, [photo], latency_runs=0): decode once + per model preprocess (resize, crop, "
+        "normalise) + forward + softmax + top-k, then consensus / shared top-k / agreement.",
+        "(b) the sum of the raw forwards model.module(x) on ready preprocessed tensors.",
+        "decode / preprocess: those steps of (a) timed apart (preprocess summed over the models); "
+        "rest = a - b - decode - preprocess (softmax, top-k, consensus, bookkeeping, noise).",
+        f"Preprocessing overlapped with the forwards: {overlap} (core.compare overlaps the next model's "
+        "preprocessing with this model's forward only where a core is free for it; then all but the first "
+        "model's preprocessing hides behind the forwards and rest goes negative).",
+    ]
+    for r in results:
+        verdict = "met" if r["ratio"] <= GOAL else "NOT met"
+        out.append("")
+        out.append(
+            f"{r['image']} ({r['size']}, {r['bytes'] / 1e3:.0f} kB): ratio {r['ratio']:.3f} "
+            f"(goal <= {GOAL}: {verdict}); median of per-repeat ratios {r['ratio_of_runs']:.3f}."
+        )
+        if r["ratio"] > GOAL:
+            pieces = {"decode": r["decode"], "preprocess": r["preprocess"], "rest": r["rest"]}
+            biggest = max(pieces, key=pieces.get)
+            out.append(
+                f"  why: the {r['compare'] - r['forwards']:.1f} ms over the forwards is mostly {biggest} "
+                f"({pieces[biggest]:.1f} ms); the forwards themselves take {r['forwards']:.1f} ms."
+            )
+        out.append(
+            "  runs (ms): compare "
+            + " ".join(f"{x:.1f}" for x in r["compare_runs"])
+            + "; forwards "
+            + " ".join(f"{x:.1f}" for x in r["forwards_runs"])
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", type=Path, help="one photo to use instead of coffee.jpg and its 12 MP version")
+    parser.add_argument("--models", default="", help="extra torchvision models (random weights), comma-separated")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    args = parser.parse_args(argv)
+    args.repeats = max(1, args.repeats)
+
+    import torch
+
+    from core.loading import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    models = [load_model(name) for name in BUNDLED]
+    extra = [name.strip() for name in args.models.split(",") if name.strip()]
+    torch_home = Path(tempfile.mkdtemp(prefix="zooscope-bench-compare-"))
+    try:
+        models += _load_random_weights(extra, torch_home)
+        if args.image:
+            photos = [(args.image.name, args.image.read_bytes())]
+        else:
+            data = DEFAULT_IMAGE.read_bytes()
+            photos = [(DEFAULT_IMAGE.name, data), ("coffee at 12 MP", _phone_jpeg(data))]
+        results = []
+        for label, data in photos:
+            print(f"benchmarking {label} ...", file=sys.stderr, flush=True)
+            results.append(bench_image(models, label, data, args.repeats, args.warmup))
+    finally:
+        shutil.rmtree(torch_home, ignore_errors=True)
+    print(report(results, models, args, (load_before, os.getloadavg()[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:  # never fail the caller: this is a report
+        print(f"bench_compare failed: {type(error).__name__}: {error}", file=sys.stderr)
+    sys.exit(0)
