@@ -1,0 +1,88 @@
+"""core.charts: each builder's Vega-Lite spec (marks, fields, scales), on full, one-row and empty frames."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import pytest
+
+from core.charts import accuracy_vs_gflops, accuracy_vs_latency, top_k_bars
+
+LATENCY_ROWS = [
+    {"model": "resnet50", "family": "resnet", "acc1": 80.858, "latency_ms": 41.2, "params_m": 25.56},
+    {"model": "efficientnet_lite0", "family": "efficientnet_lite", "acc1": 74.832, "latency_ms": 9.8, "params_m": 4.65},
+    {"model": "vit_b_16", "family": "vit", "acc1": 81.072, "latency_ms": 120.5, "params_m": 86.57},
+]
+GFLOPS_ROWS = [
+    {"name": "resnet50", "family": "resnet", "acc1": 80.858, "gflops": 4.09, "params_m": 25.56},
+    {"name": "squeezenet1_1", "family": "squeezenet", "acc1": 58.178, "gflops": 0.35, "params_m": 1.24},
+    {"name": "vit_h_14", "family": "vit", "acc1": 88.552, "gflops": 1016.72, "params_m": 633.47},
+]
+
+
+def frames(rows: list[dict]) -> dict[str, pd.DataFrame]:
+    full = pd.DataFrame(rows)
+    return {"full": full, "one row": full.head(1), "empty": full.head(0), "no columns": pd.DataFrame()}
+
+
+def values(spec: dict) -> list[dict]:
+    (dataset,) = spec["datasets"].values()
+    return dataset
+
+
+def mark_type(layer: dict) -> str:
+    mark = layer["mark"]
+    return mark if isinstance(mark, str) else mark["type"]
+
+
+@pytest.mark.parametrize("case", ["full", "one row", "empty", "no columns"])
+def test_accuracy_vs_latency_is_labelled_scatter(case):
+    frame = frames(LATENCY_ROWS)[case]
+    chart = accuracy_vs_latency(frame)
+    assert isinstance(chart, alt.LayerChart)
+    spec = chart.to_dict()
+    points, labels = spec["layer"]
+    assert mark_type(points) in ("circle", "point")
+    assert mark_type(labels) == "text"
+
+    encoding = {**spec.get("encoding", {}), **points["encoding"]}  # shared x/y may sit on the layer or the parent
+    assert encoding["x"]["field"] == "latency_ms" and encoding["x"]["title"] == "measured latency (ms)"
+    assert encoding["y"]["field"] == "acc1" and encoding["y"]["title"] == "ImageNet top-1 (%)"
+    assert encoding["y"]["scale"]["zero"] is False
+    assert encoding["size"]["field"] == "params_m" and encoding["size"]["title"] == "parameters (M)"
+    assert encoding["color"]["field"] == "family"
+    assert {tip["field"] for tip in encoding["tooltip"]} == {"model", "family", "acc1", "latency_ms", "params_m"}
+    assert labels["encoding"]["text"]["field"] == "model"
+    assert len(values(spec)) == len(frame)
+
+
+@pytest.mark.parametrize("case", ["full", "one row", "empty", "no columns"])
+def test_accuracy_vs_gflops_is_interactive_log_scatter(case):
+    frame = frames(GFLOPS_ROWS)[case]
+    spec = accuracy_vs_gflops(frame).to_dict()
+    assert mark_type(spec) in ("circle", "point")
+    encoding = spec["encoding"]
+    assert encoding["x"]["field"] == "gflops"
+    assert encoding["x"]["scale"]["type"] == "log"
+    assert encoding["x"]["title"] == "GFLOPS (log)"
+    assert encoding["y"]["field"] == "acc1" and encoding["y"]["scale"]["zero"] is False
+    assert encoding["size"]["field"] == "params_m"
+    assert encoding["color"]["field"] == "family"
+    assert {tip["field"] for tip in encoding["tooltip"]} == {"name", "family", "acc1", "gflops", "params_m"}
+    # .interactive(): an interval selection bound to the scales (zoom and pan).
+    assert any(param.get("bind") == "scales" for param in spec["params"])
+    assert len(values(spec)) == len(frame)
+
+
+def test_charts_carry_only_the_columns_they_draw():
+    extra = pd.DataFrame(GFLOPS_ROWS).assign(weights="ResNet50_Weights.IMAGENET1K_V2", available=False)
+    (row, *_) = values(accuracy_vs_gflops(extra).to_dict())
+    assert set(row) == {"name", "family", "acc1", "gflops", "params_m"}
+
+
+def test_top_k_bars_unchanged():
+    frame = pd.DataFrame({"rank": [1, 2], "label": ["tabby", "tiger cat"], "probability": [0.7, 0.2]})
+    spec = top_k_bars(frame).to_dict()
+    assert mark_type(spec) == "bar"
+    assert spec["encoding"]["x"]["field"] == "probability"
+    assert spec["encoding"]["y"]["field"] == "label"
