@@ -9,6 +9,8 @@ st.set_page_config(page_title="ZooScope", page_icon=":material/biotech:", layout
 navigation = st.navigation(
     [
         st.Page("pages/classify.py", title="Classify", icon=":material/image_search:", default=True),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("pages/models.py", title="Models", icon=":material/menu_book:"),
     ]
 )
 navigation.run()

@@ -1,7 +1,5 @@
 """Classify: one photo or many through one model, top-k with a chart, latency and a CSV."""
 
-import hashlib
-
 import streamlit as st
 
 from core import weights
@@ -19,7 +17,7 @@ from core.predict import (
     summary_frame,
     top_k_frame,
 )
-from ui.inputs import image_inputs
+from ui.inputs import file_digest, image_inputs
 from ui.progress import progress_bar
 
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
@@ -37,25 +35,20 @@ def default_index(specs: list[ModelSpec]) -> int:
     return names.index(available[0] if available else OFFLINE_DEFAULT)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _file_digest(files: tuple[tuple[str, bytes], ...]) -> str:
-    digest = hashlib.sha256()
-    for name, data in files:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()
-
-
 def classify(model_name: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
     """Classify once per (model, files, k): widget reruns reuse this session's last answer."""
-    key = (model_name, k, _file_digest(tuple(files)))
+    key = (model_name, k, file_digest(tuple(files)))
     previous = st.session_state.get("classify_last")
     if previous and previous[0] == key:
         return previous[1]
+    evicted: list[str] = []
     if model_name not in model_pool().loaded():
         with progress_bar(f"Loading {model_name}…") as progress:
-            model = get_model(model_name, progress=progress)
+            model = get_model(model_name, progress=progress, on_evict=evicted.append)
     else:
         model = get_model(model_name)
+    if evicted:
+        st.info(f"Unloaded {', '.join(evicted)} to stay under the model memory budget.", icon=":material/memory:")
     with progress_bar(f"Classifying {len(files)} image(s) with {model_name}…") as progress:
         results = classify_files(model, files, k=k, thumbnails=True, progress=progress)
     st.session_state["classify_last"] = (key, results)

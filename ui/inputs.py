@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import streamlit as st
@@ -9,6 +10,15 @@ import streamlit as st
 from core.images import SUPPORTED_TYPES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def file_digest(files: tuple[tuple[str, bytes], ...]) -> str:
+    """A short key for a set of files, so reruns can reuse the answer for the same inputs."""
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
 
 
 def example_files() -> list[tuple[str, bytes]]:

@@ -1,0 +1,202 @@
+"""Compare: several models on the same images: answers, agreement, speed, size, and where they look."""
+
+import streamlit as st
+
+from core import weights
+from core.cache import get_model, model_pool
+from core.catalog import all_specs, curated_specs
+from core.charts import accuracy_vs_latency
+from core.compare import Comparison, ImageComparison, compare_files
+from core.errors import ZooScopeError
+from core.explain import grad_cam, overlay
+from core.images import decode_image
+from core.loading import LoadedModel
+from core.predict import DEFAULT_TOP_K, MAX_TOP_K, top_k_frame
+from ui.inputs import file_digest, image_inputs
+from ui.progress import progress_bar
+
+WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
+OFFLINE_DEFAULT = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+MAX_MODELS = 6
+DETAILED_LIMIT = 12
+EACH_OWN_TOP1 = "each model's own top-1"
+
+
+def default_models() -> list[str]:
+    """The classic ResNet / VGG / EfficientNet trio, or the bundled trio where there is no network."""
+    specs = all_specs()
+    if weights.offline() and not all(weights.is_available(specs[name]) for name in WEB_DEFAULT):
+        return OFFLINE_DEFAULT
+    return WEB_DEFAULT
+
+
+def model_options() -> list[str]:
+    curated = [spec.name for spec in curated_specs()]
+    extra = ["efficientnet_lite1", "efficientnet_lite2"]
+    rest = sorted(name for name in all_specs() if name not in curated and name not in extra)
+    return [*curated, *extra, *rest]
+
+
+def load_models(names: list[str]) -> list[LoadedModel]:
+    """Load each chosen model; one that cannot load is reported and the others go on."""
+    loaded, evicted = [], []
+    for position, name in enumerate(names, start=1):
+        try:
+            if name in model_pool().loaded():
+                loaded.append(get_model(name, on_evict=evicted.append))
+                continue
+            with progress_bar(f"Loading {name} ({position} of {len(names)})…") as progress:
+                loaded.append(get_model(name, progress=progress, on_evict=evicted.append))
+        except ZooScopeError as error:
+            st.warning(f"**{name}** is left out: {error}", icon=":material/cloud_off:")
+    if evicted:
+        budget = model_pool().budget_mb
+        st.info(
+            f"Unloaded {', '.join(evicted)} to stay under the {budget:,.0f} MB model memory budget "
+            "(least recently used first).",
+            icon=":material/memory:",
+        )
+    return loaded
+
+
+def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k: int) -> Comparison:
+    """Compare once per (models, files, k): widget reruns reuse this session's last answer."""
+    key = (tuple(model.name for model in models), k, file_digest(tuple(files)))
+    previous = st.session_state.get("compare_last")
+    if previous and previous[0] == key:
+        return previous[1]
+    with progress_bar(f"Running {len(models)} models on {len(files)} image(s)…") as progress:
+        comparison = compare_files(models, files, k=k, thumbnails=True, progress=progress)
+    st.session_state["compare_last"] = (key, comparison)
+    return comparison
+
+
+def show_models(comparison: Comparison) -> None:
+    st.subheader("The models")
+    frame = comparison.models_frame()
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={
+            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f", help="median, batch 1"),
+            "memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
+            "acc1": st.column_config.NumberColumn("acc@1 (%)", format="%.1f"),
+            "acc5": st.column_config.NumberColumn("acc@5 (%)", format="%.1f"),
+            "params_m": st.column_config.NumberColumn("params (M)", format="%.1f"),
+            "gflops": st.column_config.NumberColumn("GFLOPS", format="%.2f"),
+            "size_mb": st.column_config.NumberColumn("file (MB)", format="%.0f"),
+            "input_size": st.column_config.NumberColumn("input (px)"),
+        },
+    )
+    st.altair_chart(accuracy_vs_latency(frame), width="stretch")
+    st.caption(
+        "Latency is measured here, on this machine (median of several batch-1 forwards after a warm-up); "
+        "accuracy, parameters and GFLOPS come from each model's published ImageNet-1K results."
+    )
+
+
+def agreement_line(image: ImageComparison) -> str:
+    verdict = "All models agree" if image.top1_agree else "The models disagree"
+    shared = ", ".join(image.shared_top_k) or "none"
+    return (
+        f"{verdict} · consensus **{image.consensus}** ({image.consensus_probability:.1%} mean probability) "
+        f"· in every top-k: {shared}"
+    )
+
+
+def show_image(image: ImageComparison, models: list[str]) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {image.file}")
+        st.markdown(agreement_line(image))
+        columns = st.columns([1, *[1] * len(models)], gap="small")
+        columns[0].image(image.thumbnail, width="stretch")
+        for column, name in zip(columns[1:], models, strict=True):
+            result = image.results[name]
+            with column:
+                st.markdown(f"**{name}**  \n:primary[{result.top1.label}] · {result.top1.probability:.1%}")
+                st.dataframe(
+                    top_k_frame(result),
+                    hide_index=True,
+                    column_config={
+                        "rank": None,
+                        "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+                    },
+                )
+
+
+def show_explanations(comparison: Comparison, models: list[LoadedModel], files: list[tuple[str, bytes]]) -> None:
+    st.subheader("Where each model looks")
+    names = [image.file for image in comparison.images]
+    left, right = st.columns(2)
+    chosen = left.selectbox("Image", range(len(names)), format_func=lambda i: names[i], key="compare_explain_image")
+    image = comparison.images[chosen]
+    labels = sorted({p.label for result in image.results.values() for p in result.predictions})
+    target = right.selectbox("Class", [EACH_OWN_TOP1, *labels], key="compare_explain_class")
+    picture = decode_image(dict(files)[image.file])
+    columns = st.columns(len(models))
+    for column, model in zip(columns, models, strict=True):
+        class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)
+        with column, st.spinner(f"Grad-CAM for {model.name}…"):
+            explanation = grad_cam(model, picture, class_index)
+            st.image(overlay(explanation), width="stretch")
+            st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%})")
+
+
+def main() -> None:
+    st.title("Compare")
+    st.caption("Several models on the same photos: which is right, how sure, how fast, how heavy, and why.")
+
+    options = model_options()
+    chosen = st.multiselect(
+        "Models",
+        options,
+        default=default_models(),
+        max_selections=MAX_MODELS,
+        key="compare_models",
+        help=f"Up to {MAX_MODELS}. Big models (VGG16 is 528 MB) take a while to load on a small server.",
+    )
+    k = st.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="compare_top_k")
+    files = image_inputs("compare")
+    explain = st.toggle("Explain: show where each model looks (Grad-CAM)", key="compare_explain")
+
+    if not chosen:
+        st.info("Pick at least one model to compare.")
+        return
+    if not files:
+        st.info("Add one or more photos above to compare the models on them.")
+        return
+
+    models = load_models(chosen)
+    if not models:
+        st.error("None of the chosen models could be loaded.", icon=":material/error:")
+        return
+    try:
+        comparison = run_comparison(models, files, k)
+    except ZooScopeError as error:
+        st.error(str(error), icon=":material/error:")
+        return
+
+    for failure in comparison.failures:
+        st.error(f"**{failure.file}**: {failure.error}", icon=":material/broken_image:")
+    if not comparison.images:
+        return
+
+    show_models(comparison)
+    st.subheader("Agreement")
+    st.dataframe(comparison.agreement_frame(), hide_index=True)
+    st.download_button(
+        "Download all top-k rows (CSV)",
+        comparison.predictions_frame().to_csv(index=False),
+        file_name="zooscope-compare.csv",
+        mime="text/csv",
+        key="compare_csv",
+        icon=":material/download:",
+    )
+    names = [model.name for model in models]
+    for image in comparison.images[:DETAILED_LIMIT]:
+        show_image(image, names)
+    if explain:
+        show_explanations(comparison, models, files)
+
+
+main()

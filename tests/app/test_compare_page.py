@@ -1,0 +1,99 @@
+"""The Compare page through AppTest, with the three bundled offline models and real photos."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHELSEA = (ROOT / "assets/examples/chelsea.jpg").read_bytes()
+COFFEE = (ROOT / "assets/examples/coffee.jpg").read_bytes()
+LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat"}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+
+
+@pytest.fixture
+def compare(app):
+    app.switch_page("pages/compare.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def upload(app, *files):
+    app.file_uploader(key="compare_files").set_value(list(files)).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def chart_specs(app) -> list[dict]:
+    charts = app.get("vega_lite_chart") + app.get("arrow_vega_lite_chart")
+    return [json.loads(chart.proto.spec) for chart in charts]
+
+
+def frame_with(app, column):
+    return next(element.value for element in app.dataframe if column in element.value.columns)
+
+
+def test_offline_defaults_to_the_bundled_trio(compare):
+    assert compare.title[0].value == "Compare"
+    assert compare.multiselect(key="compare_models").value == LITE
+    assert "Add one or more photos" in compare.info[0].value
+
+
+def test_three_models_table_agreement_and_tradeoff_chart(compare):
+    upload(
+        compare,
+        ("coffee.jpg", COFFEE, "image/jpeg"),
+        ("chelsea.jpg", CHELSEA, "image/jpeg"),
+        ("empty.png", b"", "image/png"),
+    )
+    assert len(compare.error) == 1 and "empty.png" in compare.error[0].value
+
+    models = frame_with(compare, "latency_ms")
+    assert list(models["model"]) == LITE
+    for column in ("family", "latency_ms", "memory_mb", "acc1", "acc5", "params_m", "gflops", "size_mb", "input_size"):
+        assert column in models.columns
+    assert (models["latency_ms"] > 0).all() and (models["memory_mb"] > 0).all()
+    assert list(models["input_size"]) == [224, 240, 260]
+
+    agreement = frame_with(compare, "consensus").set_index("file")
+    assert bool(agreement.loc["coffee.jpg", "top1_agree"])
+    assert agreement.loc["coffee.jpg", "consensus"] == "espresso"
+    assert agreement.loc["chelsea.jpg", "consensus"] in CAT_LABELS
+
+    encoded = next(text for text in map(json.dumps, chart_specs(compare)) if '"circle"' in text)
+    for field in ('"acc1"', '"latency_ms"', '"params_m"', '"family"'):
+        assert field in encoded
+
+
+def test_explain_shows_one_heat_map_per_model(compare):
+    upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
+    images_before = len(compare.get("image"))
+    compare.toggle(key="compare_explain").set_value(True).run()
+    assert not compare.exception, compare.exception
+    assert len(compare.get("image")) == images_before + len(LITE)
+    assert any("espresso" in caption.value for caption in compare.caption)
+
+
+def test_unavailable_model_is_reported_and_the_rest_compared(compare):
+    compare.multiselect(key="compare_models").set_value(["resnet18", "efficientnet_lite0"]).run()
+    upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
+    assert any("resnet18" in warning.value and "resnet18-f37072fd.pth" in warning.value for warning in compare.warning)
+    assert list(frame_with(compare, "latency_ms")["model"]) == ["efficientnet_lite0"]
+
+
+def test_memory_budget_unloads_least_recently_used_and_says_so(monkeypatch, app):
+    monkeypatch.setenv("ZOOSCOPE_MEMORY_BUDGET_MB", "30")  # fits one lite model at a time
+    from streamlit import cache_resource
+
+    cache_resource.clear()
+    app.switch_page("pages/compare.py").run()
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
+    notes = " ".join(info.value for info in app.info)
+    assert "Unloaded efficientnet_lite0" in notes
+    assert list(frame_with(app, "latency_ms")["model"]) == LITE
