@@ -1,0 +1,414 @@
+"""A trained head as a file a person can download and bring back: a zip of JSON and safetensors.
+
+    manifest.json         what the model is: backbone, weights, classes, preprocessing, head shape,
+                          the trained block's path (or null), training settings, a metrics summary
+    weights.safetensors   the tensors: "head.*" and, after finetune mode, "block.*"
+
+No pickle anywhere, in either direction. A bundle comes from the internet, so importing reads
+exactly those two members, with bounded sizes, through `json.loads` and safetensors (a JSON
+header and raw tensor bytes) and nothing else: a member that is a pickle (or a PyTorch
+checkpoint, which is one) is refused by its name or first bytes and never opened further. The
+manifest is checked against the catalogue, and every tensor's name, shape and dtype against the
+head and block the manifest describes, before anything is loaded (strictly).
+
+`export_onnx` writes the complete model (backbone + trained block + head) for use elsewhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+
+from core.catalog import ModelSpec, all_specs
+from core.errors import ZooScopeError
+from core.finetune.train import (
+    HEAD_TYPES,
+    TrainConfig,
+    TrainedModel,
+    backbone_view,
+    block_path,
+    build_head,
+    get_layer,
+    strip_head,
+)
+from core.loading import LoadedModel
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+MEMBERS = (MANIFEST, WEIGHTS)
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 600 << 20
+ONNX_OPSET = 17
+
+_REQUIRED_KEYS = (
+    "format_version",
+    "backbone",
+    "weights_id",
+    "classes",
+    "preprocessing",
+    "head",
+    "block",
+    "training",
+    "metrics",
+    "created",
+)
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
+_NEVER_LOADED = "pickles can run code and are never loaded"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same weights bytes
+_EXPORT_LOCK = threading.Lock()  # torch.onnx's exporter keeps global state
+
+
+class BundleError(ZooScopeError):
+    """A model bundle that cannot be imported; the message says why in one sentence."""
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def preprocessing(spec: ModelSpec) -> dict:
+    """The weights' evaluation preprocessing as plain JSON values."""
+    preset = spec.transforms()
+    return {
+        "resize": int(preset.resize_size[0]),
+        "crop": int(preset.crop_size[0]),
+        "mean": [float(v) for v in preset.mean],
+        "std": [float(v) for v in preset.std],
+        "interpolation": preset.interpolation.value,
+    }
+
+
+def _head_description(trained: TrainedModel) -> dict:
+    kind = "linear" if isinstance(trained.head, nn.Linear) else "mlp"
+    return {
+        "type": kind,
+        "in_features": trained.feature_dim,
+        "hidden": trained.head[0].out_features if kind == "mlp" else None,
+        "num_classes": len(trained.classes),
+    }
+
+
+def manifest_for(trained: TrainedModel) -> dict:
+    spec = all_specs()[trained.backbone]
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": trained.backbone,
+        "weights_id": trained.weights_id,
+        "classes": list(trained.classes),
+        "preprocessing": preprocessing(spec),
+        "head": _head_description(trained),
+        "block": trained.block_path if trained.block is not None else None,
+        "training": trained.config.as_dict(),
+        "metrics": {
+            "val_accuracy": None if math.isnan(trained.val_accuracy) else float(trained.val_accuracy),
+            "epochs_run": int(trained.epochs_run),
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _tensors(trained: TrainedModel) -> dict[str, torch.Tensor]:
+    tensors = {f"head.{k}": v for k, v in trained.head.state_dict().items()}
+    if trained.block is not None:
+        tensors.update({f"block.{k}": v for k, v in trained.block.state_dict().items()})
+    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+
+
+def export_bundle(trained: TrainedModel) -> bytes:
+    """The trained head (and block) as a zip: manifest.json + weights.safetensors."""
+    manifest = json.dumps(manifest_for(trained), indent=2, sort_keys=False).encode("utf-8")
+    weights = safetensors.torch.save(_tensors(trained), metadata={"format": "pt", "producer": "ZooScope"})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(MANIFEST, _ZIP_TIME), manifest, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(zipfile.ZipInfo(WEIGHTS, _ZIP_TIME), weights, compress_type=zipfile.ZIP_STORED)
+    return buffer.getvalue()
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    # Protocol 2+ starts with the PROTO opcode (0x80) and the protocol number.
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    if info.file_size > limit:
+        raise BundleError(f"{info.filename} in the bundle is {info.file_size:,} bytes; the limit is {limit:,}.")
+    with archive.open(info) as handle:
+        content = handle.read(limit + 1)  # never more than the limit, whatever the header claims
+    if len(content) > limit:
+        raise BundleError(f"{info.filename} in the bundle is larger than the {limit:,}-byte limit.")
+    return content
+
+
+def _refuse_extra(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    is_pickle = name.lower().endswith(_PICKLE_SUFFIXES)
+    if not is_pickle and not info.is_dir() and not info.flag_bits & 0x1:
+        try:
+            with archive.open(info) as handle:
+                is_pickle = _looks_like_pickle(handle.read(2))  # the first two bytes only
+        except Exception:  # noqa: BLE001 - unreadable: refused below all the same
+            pass
+    if is_pickle:
+        raise BundleError(
+            f"The bundle contains '{name}', a Python pickle; {_NEVER_LOADED}. "
+            f"A ZooScope bundle holds only {MANIFEST} and {WEIGHTS}."
+        )
+    raise BundleError(
+        f"The bundle contains '{name}', which is not part of a ZooScope bundle; "
+        f"it must hold exactly {MANIFEST} and {WEIGHTS}."
+    )
+
+
+def _members(data: bytes) -> tuple[bytes, bytes]:
+    """(manifest bytes, weights bytes), or BundleError."""
+    if not data:
+        raise BundleError("The file is empty; choose a ZooScope model bundle (.zip).")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        if _looks_like_pickle(data[:2]):
+            raise BundleError(f"The file is a Python pickle, not a ZooScope model bundle; {_NEVER_LOADED}.")
+        raise BundleError("The file is not a ZooScope model bundle: it is not a zip archive.")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            if len(names) != len(set(names)):
+                raise BundleError("The bundle lists the same file twice; it is not a valid ZooScope model bundle.")
+            if any(info.flag_bits & 0x1 for info in infos):
+                raise BundleError("The bundle is password-protected; ZooScope bundles are never encrypted.")
+            for info in infos:
+                if info.filename not in MEMBERS:
+                    _refuse_extra(archive, info)
+            for member in MEMBERS:
+                if member not in names:
+                    raise BundleError(f"The bundle has no {member}; it is not a ZooScope model bundle.")
+            manifest = _read_member(archive, archive.getinfo(MANIFEST), MAX_MANIFEST_BYTES)
+            weights = _read_member(archive, archive.getinfo(WEIGHTS), MAX_WEIGHTS_BYTES)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError):
+        raise BundleError("The bundle is corrupt: its zip archive could not be read.") from None
+    return manifest, weights
+
+
+def _manifest(content: bytes) -> dict:
+    if _looks_like_pickle(content[:2]):
+        raise BundleError(f"{MANIFEST} is a Python pickle, not JSON; {_NEVER_LOADED}.")
+    try:
+        manifest = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BundleError(f"{MANIFEST} in the bundle is not valid JSON.") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST} in the bundle is not a JSON object.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise BundleError(
+            f"The bundle has format version {version!r}; this version of ZooScope reads version {FORMAT_VERSION}."
+        )
+    if missing := [key for key in _REQUIRED_KEYS if key not in manifest]:
+        raise BundleError(f"{MANIFEST} in the bundle lacks {', '.join(missing)}.")
+    return manifest
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig]:
+    backbone = manifest["backbone"]
+    specs = all_specs()
+    if not isinstance(backbone, str) or backbone not in specs:
+        raise BundleError(f"The bundle was trained on '{backbone}', a model this app does not know.")
+    spec = specs[backbone]
+    if manifest["weights_id"] != spec.weights_id:
+        raise BundleError(
+            f"The bundle was trained on {backbone} with weights {manifest['weights_id']!r}; "
+            f"this app has {spec.weights_id!r}."
+        )
+    if manifest["preprocessing"] != preprocessing(spec):
+        raise BundleError(f"The bundle's preprocessing does not match {backbone}'s own; it cannot be used here.")
+    classes = manifest["classes"]
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c.strip() for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise BundleError("The bundle's classes must be a list of 2 or more different, non-blank names.")
+    head = manifest["head"]
+    if not isinstance(head, dict) or head.get("type") not in HEAD_TYPES:
+        raise BundleError(f"The bundle's head must be one of {', '.join(HEAD_TYPES)}.")
+    if not _whole(head.get("in_features")) or head.get("num_classes") != len(classes):
+        raise BundleError("The bundle's head does not match its classes (in_features / num_classes).")
+    if head["type"] == "mlp" and not _whole(head.get("hidden")):
+        raise BundleError("The bundle's mlp head has no valid hidden size.")
+    training = manifest["training"]
+    if not isinstance(training, dict):
+        raise BundleError("The bundle's training settings are not a JSON object.")
+    known = {name: training[name] for name in TrainConfig.__dataclass_fields__ if name in training}
+    try:
+        config = TrainConfig(**known)
+    except (ZooScopeError, TypeError) as error:
+        reason = str(error).removeprefix("Invalid training settings: ")
+        raise BundleError(f"The bundle's training settings are invalid: {reason}") from None
+    block = manifest["block"]
+    try:
+        expected_block = block_path(spec) if block is not None else None
+    except ZooScopeError as error:
+        raise BundleError(str(error)) from None
+    if block != expected_block or (block is None) != (config.mode == "fast"):
+        raise BundleError(f"The bundle's trained block {block!r} does not fit {backbone} ({config.mode} mode).")
+    metrics = manifest["metrics"]
+    if not isinstance(metrics, dict):
+        raise BundleError("The bundle's metrics are not a JSON object.")
+    return spec, config
+
+
+def _weights(content: bytes) -> dict[str, torch.Tensor]:
+    # safetensors: an 8-byte little-endian header length, then a JSON header, then raw tensor bytes.
+    header_size = int.from_bytes(content[:8], "little") if len(content) >= 8 else -1
+    if not 0 < header_size <= len(content) - 8 or content[8:9] != b"{":
+        if _looks_like_pickle(content[:2]) or content.startswith(b"PK\x03\x04"):
+            raise BundleError(f"{WEIGHTS} is a Python pickle (a PyTorch checkpoint), not safetensors; {_NEVER_LOADED}.")
+        raise BundleError(f"{WEIGHTS} in the bundle is not a valid safetensors file (its header is corrupt).")
+    try:
+        return safetensors.torch.load(content)
+    except Exception:  # noqa: BLE001 - SafetensorError and friends: all mean "damaged"
+        raise BundleError(f"{WEIGHTS} in the bundle is corrupt: its header or tensor data is invalid.") from None
+
+
+def _meta_model(spec: ModelSpec) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            return spec.build()
+    except NotImplementedError:
+        return spec.build()
+
+
+def _expected(prefix: str, module: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {f"{prefix}.{k}": (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    if missing := sorted(set(expected) - set(tensors)):
+        raise BundleError(f"{WEIGHTS} lacks tensors the manifest's model needs: {', '.join(missing[:5])}.")
+    if unexpected := sorted(set(tensors) - set(expected)):
+        raise BundleError(
+            f"{WEIGHTS} holds tensors the manifest's model has no place for: {', '.join(unexpected[:5])}."
+        )
+    for name, (shape, dtype) in expected.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise BundleError(
+                f"Tensor {name} in {WEIGHTS} is {tuple(tensor.shape)} {tensor.dtype}; "
+                f"the manifest's model needs {shape} {dtype}."
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise BundleError(f"Tensor {name} in {WEIGHTS} holds NaN or infinite values.")
+
+
+def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> TrainedModel:
+    """A TrainedModel from bundle bytes, or BundleError. Only JSON and safetensors are ever parsed.
+
+    `loaded_for(backbone_name)` gives the shared backbone; it is called only when the bundle holds
+    a trained block (whose untrained copy comes from it).
+    """
+    manifest_bytes, weights_bytes = _members(bytes(data))
+    manifest = _manifest(manifest_bytes)
+    spec, config = _check_manifest(manifest)
+    tensors = _weights(weights_bytes)
+
+    meta_model = _meta_model(spec)
+    feature_dim = strip_head(meta_model, spec)
+    head_info = manifest["head"]
+    if head_info["in_features"] != feature_dim:
+        raise BundleError(
+            f"The bundle's head takes {head_info['in_features']} features; {spec.name} gives {feature_dim}."
+        )
+    head = build_head(head_info["type"], feature_dim, len(manifest["classes"]), hidden=head_info.get("hidden") or 1)
+    expected = _expected("head", head)
+    path = manifest["block"]
+    if path is not None:
+        expected.update(_expected("block", get_layer(meta_model, path, spec.name)))
+    _check_tensors(tensors, expected)
+
+    head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}, strict=True)
+    block = None
+    if path is not None:
+        loaded = loaded_for(spec.name)
+        block = backbone_view(loaded, finetune=True).block  # a private copy of the shared block
+        block_state = {k.removeprefix("block."): v for k, v in tensors.items() if k.startswith("block.")}
+        block.load_state_dict(block_state, strict=True)
+        block.eval().requires_grad_(False)
+    metrics = manifest["metrics"]
+    accuracy = metrics.get("val_accuracy")
+    epochs_run = metrics.get("epochs_run")
+    return TrainedModel(
+        backbone=spec.name,
+        weights_id=spec.weights_id,
+        classes=list(manifest["classes"]),
+        config=config,
+        head=head.eval().requires_grad_(False),
+        block=block,
+        block_path=path,
+        epochs_run=epochs_run if _whole(epochs_run) else 0,
+        val_accuracy=float(accuracy)
+        if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)
+        else math.nan,
+    )
+
+
+# --- ONNX -----------------------------------------------------------------------------------------
+
+
+def export_onnx(trained: TrainedModel, loaded: LoadedModel, *, opset: int = ONNX_OPSET) -> bytes:
+    """The complete model as ONNX: input "image" (N, 3, S, S), already preprocessed; output "logits" (N, C).
+
+    The batch axis is dynamic. The classes and preprocessing travel in the model's metadata.
+    """
+    import onnx
+
+    module = trained.full_module(loaded)
+    size = loaded.spec.input_size
+    example = torch.zeros(2, 3, size, size, device=loaded.device)
+    buffer = io.BytesIO()
+    with _EXPORT_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(
+        model,
+        {
+            "classes": json.dumps(list(trained.classes)),
+            "preprocessing": json.dumps(preprocessing(loaded.spec)),
+            "backbone": trained.backbone,
+            "weights_id": trained.weights_id,
+            "producer": "ZooScope",
+        },
+    )
+    return model.SerializeToString()

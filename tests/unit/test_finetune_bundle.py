@@ -1,0 +1,289 @@
+"""core.finetune.bundle: a trained head goes out as JSON + safetensors and comes back identical;
+anything else (pickles above all) is refused without being run. ONNX export matches PyTorch."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from core.finetune.bundle import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    WEIGHTS,
+    BundleError,
+    export_bundle,
+    export_onnx,
+    import_bundle,
+)
+from core.finetune.data import dataset_from_uploads
+from core.finetune.train import FeatureCache, TrainConfig, TrainedModel, train
+from core.loading import load_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def small_faces():
+    images = skdata.lfw_subset()
+    return dataset_from_uploads(
+        {
+            "face": [(f"face_{i}.png", png(a)) for i, a in enumerate(images[:12])],
+            "not_face": [(f"other_{i}.png", png(a)) for i, a in enumerate(images[100:112])],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def fast_model(lite0, small_faces) -> TrainedModel:
+    return train(lite0, small_faces, TrainConfig(mode="fast", head="mlp", epochs=10), cache=FeatureCache())
+
+
+@pytest.fixture(scope="module")
+def finetune_model(lite0, small_faces) -> TrainedModel:
+    items = small_faces.items[:4] + small_faces.items[-4:]
+    dataset = type(small_faces)(classes=small_faces.classes, items=items)
+    return train(lite0, dataset, TrainConfig(mode="finetune", epochs=1, batch_size=8))
+
+
+@pytest.fixture(scope="module")
+def images(small_faces) -> list[Image.Image]:
+    faces = [Image.open(io.BytesIO(small_faces.items[i].data)) for i in (0, -1)]
+    return [Image.fromarray(skdata.chelsea()), Image.fromarray(skdata.coffee()), *faces]
+
+
+@pytest.fixture(scope="module")
+def bundle(fast_model) -> bytes:
+    return export_bundle(fast_model)
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def rezip(contents: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in contents.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def no_backbone(name: str):
+    raise AssertionError(f"a fast-mode bundle needs no backbone, yet {name} was asked for")
+
+
+# --- round trips ----------------------------------------------------------------------------------
+
+
+def test_bundle_holds_exactly_json_and_safetensors(bundle, fast_model):
+    contents = members(bundle)
+    assert sorted(contents) == [MANIFEST, WEIGHTS]
+    manifest = json.loads(contents[MANIFEST])
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["backbone"] == "efficientnet_lite0"
+    assert manifest["weights_id"] == "EfficientNetLite0_Weights.IMAGENET1K"
+    assert manifest["classes"] == ["face", "not_face"]
+    assert manifest["preprocessing"] == {
+        "resize": 256,
+        "crop": 224,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bicubic",
+    }
+    assert manifest["head"] == {"type": "mlp", "in_features": 1280, "hidden": 256, "num_classes": 2}
+    assert manifest["block"] is None
+    assert manifest["training"]["mode"] == "fast" and manifest["training"]["epochs"] == 10
+    assert manifest["metrics"] == {"val_accuracy": fast_model.val_accuracy, "epochs_run": fast_model.epochs_run}
+    assert manifest["created"].endswith("+00:00")
+    tensors = safetensors.torch.load(contents[WEIGHTS])
+    assert sorted(tensors) == ["head.0.bias", "head.0.weight", "head.3.bias", "head.3.weight"]
+
+
+def test_fast_bundle_round_trip_predicts_identically(bundle, fast_model, lite0, images):
+    imported = import_bundle(bundle, no_backbone)
+    assert imported.classes == fast_model.classes and imported.block is None
+    assert imported.config == fast_model.config and imported.epochs_run == fast_model.epochs_run
+    fresh = load_model("efficientnet_lite0")  # a new process would load its own copy
+    expected = fast_model.predict(images, lite0)
+    assert torch.allclose(imported.predict(images, fresh), expected, atol=1e-6, rtol=0)
+
+
+def test_finetune_bundle_round_trip_predicts_identically(finetune_model, lite0, images):
+    data = export_bundle(finetune_model)
+    tensors = safetensors.torch.load(members(data)[WEIGHTS])
+    assert any(name.startswith("block.") for name in tensors) and "head.weight" in tensors
+    asked = []
+    fresh = load_model("efficientnet_lite0")
+    imported = import_bundle(data, lambda name: asked.append(name) or fresh)
+    assert asked == ["efficientnet_lite0"] and imported.block_path == "blocks.-1"
+    for name, tensor in finetune_model.block.state_dict().items():
+        assert torch.equal(imported.block.state_dict()[name], tensor), name
+    expected = finetune_model.predict(images, lite0)
+    assert torch.allclose(imported.predict(images, fresh), expected, atol=1e-6, rtol=0)
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+
+class _CreatesMarker:
+    """Unpickling this calls Path.touch(marker): proof that a pickle ran, should it ever be loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def marker(tmp_path: Path):
+    path = tmp_path / "pickle-ran"
+    pickle.loads(pickle.dumps(_CreatesMarker(path)))  # the payload works...
+    assert path.exists()
+    path.unlink()
+    yield path
+    assert not path.exists(), "a pickle from the bundle was executed"  # ...and the import never ran it
+
+
+def evil_pickle(marker: Path) -> bytes:
+    return pickle.dumps(_CreatesMarker(marker), protocol=4)
+
+
+def with_manifest(bundle: bytes, **changes) -> bytes:
+    contents = members(bundle)
+    manifest = json.loads(contents[MANIFEST])
+    manifest.update(changes)
+    contents[MANIFEST] = json.dumps(manifest).encode()
+    return rezip(contents)
+
+
+def refused(data: bytes, match: str) -> None:
+    with pytest.raises(BundleError, match=match):
+        import_bundle(data, no_backbone)
+
+
+def test_random_bytes_and_empty_files_are_refused(marker):
+    refused(random.Random(0).randbytes(4096), "not a zip archive")
+    refused(b"", "empty")
+    refused(evil_pickle(marker), "is a Python pickle.*never loaded")
+
+
+def test_corrupt_zip_is_refused(bundle, marker):
+    refused(bundle[: len(bundle) // 2], "not a zip archive")  # truncated: no central directory
+    damaged = bytearray(bundle)
+    offset = bundle.index(b"safetensors") + 200  # inside the stored weights: the CRC no longer matches
+    damaged[offset] ^= 0xFF
+    refused(bytes(damaged), "corrupt")
+
+
+def test_extra_pickle_member_is_refused_and_never_run(bundle, marker):
+    contents = members(bundle) | {"evil.pkl": evil_pickle(marker)}
+    refused(rezip(contents), "'evil.pkl', a Python pickle; pickles can run code and are never loaded")
+
+
+def test_extra_member_with_pickle_bytes_under_another_name_is_refused(bundle, marker):
+    contents = members(bundle) | {"readme.txt": evil_pickle(marker)}
+    refused(rezip(contents), "'readme.txt', a Python pickle.*never loaded")
+    refused(rezip(members(bundle) | {"notes.txt": b"hello"}), "'notes.txt', which is not part of a ZooScope bundle")
+
+
+def test_pickled_weights_are_refused(bundle, marker, lite0):
+    contents = members(bundle)
+    refused(rezip(contents | {WEIGHTS: evil_pickle(marker)}), "weights.safetensors is a Python pickle.*never loaded")
+    checkpoint = io.BytesIO()
+    torch.save({"head.weight": torch.zeros(2, 1280)}, checkpoint)  # torch.save: a zip around a pickle
+    refused(rezip(contents | {WEIGHTS: checkpoint.getvalue()}), "PyTorch checkpoint.*never loaded")
+
+
+def test_missing_members_are_refused(bundle):
+    contents = members(bundle)
+    refused(rezip({WEIGHTS: contents[WEIGHTS]}), "has no manifest.json")
+    refused(rezip({MANIFEST: contents[MANIFEST]}), "has no weights.safetensors")
+
+
+def test_bad_manifests_are_refused(bundle):
+    contents = members(bundle)
+    refused(rezip(contents | {MANIFEST: b"{not json"}), "not valid JSON")
+    refused(rezip(contents | {MANIFEST: b"[1, 2]"}), "not a JSON object")
+    refused(with_manifest(bundle, format_version=2), "format version 2.*reads version 1")
+    refused(with_manifest(bundle, backbone="resnet9000"), "'resnet9000', a model this app does not know")
+    refused(with_manifest(bundle, weights_id="Other.IMAGENET1K_V9"), "weights")
+    refused(with_manifest(bundle, classes=["face", "face"]), "classes")
+    refused(with_manifest(bundle, head={"type": "mlp", "in_features": 1280, "hidden": 256, "num_classes": 3}), "head")
+    refused(with_manifest(bundle, training={"mode": "warp"}), "training settings are invalid")
+    manifest = json.loads(contents[MANIFEST])
+    del manifest["classes"]
+    refused(rezip(contents | {MANIFEST: json.dumps(manifest).encode()}), "lacks classes")
+    padded = json.dumps(json.loads(contents[MANIFEST]) | {"padding": "x" * MAX_MANIFEST_BYTES}).encode()
+    refused(rezip(contents | {MANIFEST: padded}), "limit")
+
+
+def test_corrupt_safetensors_is_refused(bundle):
+    contents = members(bundle)
+    refused(rezip(contents | {WEIGHTS: (10**9).to_bytes(8, "little") + b"{}"}), "header is corrupt")
+    garbage_header = b'{"head.0.weight": {"dtype": "F32"'
+    refused(rezip(contents | {WEIGHTS: len(garbage_header).to_bytes(8, "little") + garbage_header}), "corrupt")
+
+
+def test_mismatched_tensors_are_refused(bundle):
+    contents = members(bundle)
+    tensors = safetensors.torch.load(contents[WEIGHTS])
+
+    def weights_with(changed: dict[str, torch.Tensor]) -> bytes:
+        return rezip(contents | {WEIGHTS: safetensors.torch.save(changed)})
+
+    refused(weights_with(tensors | {"head.3.weight": torch.zeros(3, 256)}), r"head.3.weight.*\(3, 256\).*\(2, 256\)")
+    refused(weights_with(tensors | {"head.0.weight": tensors["head.0.weight"].double()}), "torch.float64")
+    refused(weights_with(tensors | {"block.extra": torch.zeros(1)}), "no place for: block.extra")
+    refused(weights_with({k: v for k, v in tensors.items() if k != "head.0.bias"}), "lacks tensors.*head.0.bias")
+    nan = tensors["head.3.bias"].clone()
+    nan[0] = float("nan")
+    refused(weights_with(tensors | {"head.3.bias": nan}), "NaN")
+    refused(
+        with_manifest(bundle, head={"type": "linear", "in_features": 1280, "hidden": None, "num_classes": 2}), "lacks"
+    )
+
+
+# --- ONNX -----------------------------------------------------------------------------------------
+
+
+def hashes(module: torch.nn.Module) -> list[str]:
+    tensors = [*module.parameters(), *module.buffers()]
+    return [hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest() for t in tensors]
+
+
+def test_onnx_export_matches_pytorch(finetune_model, lite0, images):
+    before = hashes(lite0.module)
+    model = export_onnx(finetune_model, lite0)
+    assert hashes(lite0.module) == before
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == ["face", "not_face"]
+    batch = torch.stack([lite0.preprocess(image.convert("RGB")) for image in images[:2]])  # the two photos
+    with torch.inference_mode():
+        expected = finetune_model.full_module(lite0)(batch).numpy()
+    (logits,) = session.run(["logits"], {"image": batch.numpy()})
+    assert logits.shape == (2, 2)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+    (single,) = session.run(["logits"], {"image": batch[:1].numpy()})  # dynamic batch axis
+    np.testing.assert_allclose(single, expected[:1], atol=1e-4, rtol=0)
