@@ -14,7 +14,10 @@ from core import weights
 from core.catalog import OFFLINE_DEFAULT, all_specs, curated_specs
 from core.compare import compare_files
 from core.errors import ZooScopeError
-from core.loading import load_model
+from core.finetune.bundle import export_bundle, import_bundle
+from core.finetune.data import dataset_from_zip
+from core.finetune.train import TrainConfig, train
+from core.loading import LoadedModel, load_model
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
 from core.runtime import pick_device
 
@@ -56,9 +59,22 @@ def _read_inputs(paths: Sequence[str]) -> list[tuple[str, bytes] | Failure]:
     return inputs
 
 
+def _classifier(args: argparse.Namespace) -> LoadedModel:
+    """The catalogue model, or a fine-tuned bundle on top of its backbone."""
+    device = pick_device()
+    if args.bundle is None:
+        return load_model(args.model, device)
+    try:
+        data = Path(args.bundle).read_bytes()
+    except OSError as error:
+        raise ZooScopeError(f"Could not read the bundle {args.bundle}: {error.strerror or error}.") from error
+    trained = import_bundle(data, loaded_for=lambda name: load_model(name, device))
+    return trained.as_loaded(load_model(trained.backbone, device))
+
+
 def run_classify(args: argparse.Namespace) -> int:
     inputs = _read_inputs(args.images)
-    model = load_model(args.model, pick_device())
+    model = _classifier(args)
     readable = [item for item in inputs if not isinstance(item, Failure)]
     classified = iter(classify_files(model, readable, k=args.top_k))
     results = [item if isinstance(item, Failure) else next(classified) for item in inputs]
@@ -102,6 +118,46 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0 if comparison.images else 1
 
 
+def _progress_to_stderr(done: int, total: int, message: str) -> None:
+    print(f"\r{message} ({done}/{total})", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    try:
+        data = Path(args.data).read_bytes()
+    except OSError as error:
+        raise ZooScopeError(f"Could not read {args.data}: {error.strerror or error}.") from error
+    dataset = dataset_from_zip(data)
+    for skipped in dataset.skipped:
+        print(f"skipped: {skipped.name}: {skipped.reason}", file=sys.stderr)
+    for warning in dataset.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    dataset.validate()
+    config = TrainConfig(mode=args.mode, epochs=args.epochs or (30 if args.mode == "fast" else 5))
+    backbone = load_model(args.backbone, pick_device())
+    trained = train(backbone, dataset, config, progress=_progress_to_stderr if args.format == "table" else None)
+    out = Path(args.out or f"zooscope-{args.backbone}-{len(trained.classes)}classes.zip")
+    out.write_bytes(export_bundle(trained))
+    val_size = int(trained.metrics.per_class_frame()["support"].sum())
+    report = {
+        "classes": trained.classes,
+        "train_size": len(dataset.items) - val_size,
+        "val_size": val_size,
+        "val_accuracy": trained.val_accuracy,
+        "epochs_run": trained.epochs_run,
+        "bundle": str(out),
+    }
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{len(trained.classes)} classes, {report['train_size']} training / {report['val_size']} validation images"
+        )
+        print(f"validation accuracy {trained.val_accuracy:.1%} after {trained.epochs_run} epochs")
+        print(f"bundle written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="ZooScope from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
     classify.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"1..{MAX_TOP_K}")
     classify.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    classify.add_argument("--bundle", metavar="BUNDLE.zip", help="classify with a fine-tuned bundle instead")
     classify.set_defaults(run=run_classify)
 
     compare = commands.add_parser("compare", help="several models on the same images: agreement and latency")
@@ -126,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"1..{MAX_TOP_K}")
     compare.add_argument("--format", choices=("table", "json"), default="table")
     compare.set_defaults(run=run_compare)
+
+    finetune = commands.add_parser("finetune", help="train a new head on a zip of class folders")
+    finetune.add_argument("data", metavar="DATA.zip")
+    finetune.add_argument("--backbone", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
+    finetune.add_argument("--epochs", type=int, help="default: 30 (fast), 5 (finetune)")
+    finetune.add_argument("--mode", choices=("fast", "finetune"), default="fast")
+    finetune.add_argument("--out", metavar="BUNDLE.zip", help="where to write the bundle")
+    finetune.add_argument("--format", choices=("table", "json"), default="table")
+    finetune.set_defaults(run=run_finetune)
     return parser
 
 

@@ -156,3 +156,57 @@ def test_compare_empty_model_list_is_an_argparse_error(capsys):
         main(["compare", COFFEE, "--models", " , "])
     assert info.value.code == 2
     assert "at least one model" in capsys.readouterr().err
+
+
+def _lfw_zip(path: Path, per_class: int = 30) -> Path:
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data as skdata
+
+    images = skdata.lfw_subset()  # 100 faces, then 100 non-faces
+    with zipfile.ZipFile(path, "w") as archive:
+        for label, start in (("face", 0), ("not_face", 100)):
+            for i in range(start, start + per_class):
+                buffer = io.BytesIO()
+                Image.fromarray((images[i] * 255).astype(np.uint8)).save(buffer, format="PNG")
+                archive.writestr(f"data/{label}/{i}.png", buffer.getvalue())
+    Image.fromarray((images[60] * 255).astype(np.uint8)).save(path.parent / "probe-face.png")
+    return path
+
+
+def test_finetune_json_then_classify_with_the_bundle(capsys, tmp_path):
+    data = _lfw_zip(tmp_path / "lfw.zip")
+    bundle = tmp_path / "faces.zip"
+    code, out, _ = run(capsys, "finetune", str(data), "--epochs", "15", "--out", str(bundle), "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["classes"] == ["face", "not_face"]
+    assert report["train_size"] + report["val_size"] == 60 and report["val_size"] == 12
+    assert report["val_accuracy"] >= 0.9 and report["epochs_run"] >= 1
+    assert report["bundle"] == str(bundle) and bundle.is_file()
+
+    code, out, _ = run(
+        capsys, "classify", str(tmp_path / "probe-face.png"), "--bundle", str(bundle), "--format", "json"
+    )
+    assert code == 0
+    (result,) = json.loads(out)
+    assert result["model"] == "my model (efficientnet_lite0, 2 classes)"
+    assert [p["label"] for p in result["predictions"]] == ["face", "not_face"]
+
+
+def test_finetune_bad_zip_exits_2_with_message(capsys, tmp_path):
+    bad = tmp_path / "photos.zip"
+    bad.write_bytes(b"definitely not a zip")
+    code, _, err = run(capsys, "finetune", str(bad))
+    assert code == 2
+    assert "not a valid zip" in err
+
+
+def test_classify_with_tampered_bundle_exits_2(capsys, tmp_path, bad_file):
+    bundle = tmp_path / "evil.zip"
+    bundle.write_bytes(b"PK\x03\x04garbage")
+    code, _, err = run(capsys, "classify", bad_file, "--bundle", str(bundle))
+    assert code == 2 and "error:" in err
