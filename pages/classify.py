@@ -7,6 +7,8 @@ from core.cache import get_model, model_pool
 from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.charts import top_k_bars
 from core.errors import ZooScopeError
+from core.finetune.bundle import import_bundle
+from core.loading import LoadedModel
 from core.predict import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -20,6 +22,8 @@ from core.predict import (
 from ui.inputs import file_digest, image_inputs
 from ui.progress import progress_bar
 
+MY_MODEL = "my model"  # the selectbox option for this session's fine-tuned model
+MY_MODEL_KEY = "my_model"  # session_state: a core.finetune.train.TrainedModel
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
 
 
@@ -35,24 +39,58 @@ def default_index(specs: list[ModelSpec]) -> int:
     return names.index(available[0] if available else OFFLINE_DEFAULT)
 
 
-def classify(model_name: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
+def load(model_name: str) -> LoadedModel:
+    """A shared model from the pool, with a progress bar the first time and a note if others were unloaded."""
+    if model_name in model_pool().loaded():
+        return get_model(model_name)
+    evicted: list[str] = []
+    with progress_bar(f"Loading {model_name}…") as progress:
+        model = get_model(model_name, progress=progress, on_evict=evicted.append)
+    if evicted:
+        st.info(f"Unloaded {', '.join(evicted)} to stay under the model memory budget.", icon=":material/memory:")
+    return model
+
+
+def chosen_model(choice: str) -> LoadedModel:
+    """The catalogue model, or this session's fine-tuned model on top of its shared backbone."""
+    if choice == MY_MODEL:
+        trained = st.session_state[MY_MODEL_KEY]
+        return trained.as_loaded(load(trained.backbone))
+    return load(choice)
+
+
+def classify(choice: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
     """Classify once per (model, files, k): widget reruns reuse this session's last answer."""
-    key = (model_name, k, file_digest(tuple(files)))
+    trained = st.session_state.get(MY_MODEL_KEY) if choice == MY_MODEL else None
+    key = (choice, id(trained), k, file_digest(tuple(files)))
     previous = st.session_state.get("classify_last")
     if previous and previous[0] == key:
         return previous[1]
-    evicted: list[str] = []
-    if model_name not in model_pool().loaded():
-        with progress_bar(f"Loading {model_name}…") as progress:
-            model = get_model(model_name, progress=progress, on_evict=evicted.append)
-    else:
-        model = get_model(model_name)
-    if evicted:
-        st.info(f"Unloaded {', '.join(evicted)} to stay under the model memory budget.", icon=":material/memory:")
-    with progress_bar(f"Classifying {len(files)} image(s) with {model_name}…") as progress:
+    model = chosen_model(choice)
+    with progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
         results = classify_files(model, files, k=k, thumbnails=True, progress=progress)
     st.session_state["classify_last"] = (key, results)
     return results
+
+
+def import_bundle_upload() -> None:
+    """A bundle exported by the Fine-tune page becomes this session's "my model" (and is selected)."""
+    with st.expander("Use a fine-tuned model: upload a bundle exported by the Fine-tune page"):
+        bundle = st.file_uploader("Model bundle (.zip)", type=["zip"], key="classify_bundle")
+        if bundle is None:
+            return
+        digest = file_digest(((bundle.name, bundle.getvalue()),))
+        if st.session_state.get("classify_bundle_digest") != digest:
+            try:
+                trained = import_bundle(bundle.getvalue(), loaded_for=load)
+            except ZooScopeError as error:
+                st.error(f"**{bundle.name}**: {error}", icon=":material/error:")
+                return
+            st.session_state[MY_MODEL_KEY] = trained
+            st.session_state["classify_bundle_digest"] = digest
+            st.session_state["classify_model"] = MY_MODEL  # select it (the selectbox is drawn after this)
+        trained = st.session_state[MY_MODEL_KEY]
+        st.success(f"Loaded {trained.name}: classes {', '.join(trained.classes)}.", icon=":material/check_circle:")
 
 
 def show_result(result: Classification, device: str) -> None:
@@ -79,13 +117,17 @@ def main() -> None:
         "Upload photos, take one with the camera, or try an example: every image gets the model's top-k at once."
     )
 
-    specs = curated_specs()
-    settings_model, settings_k = st.columns([3, 1])
+    specs = {spec.name: spec for spec in curated_specs()}
+    settings = st.container()  # drawn above the bundle import, filled after it (it may select "my model")
+    import_bundle_upload()
+    trained = st.session_state.get(MY_MODEL_KEY)
+    options = [*([MY_MODEL] if trained else []), *specs]
+    settings_model, settings_k = settings.columns([3, 1])
     model_name = settings_model.selectbox(
         "Model",
-        [spec.name for spec in specs],
-        index=default_index(specs),
-        format_func=lambda name: model_label(next(s for s in specs if s.name == name)),
+        options,
+        index=options.index(MY_MODEL) if trained else default_index(list(specs.values())),
+        format_func=lambda name: trained.name if name == MY_MODEL else model_label(specs[name]),
         key="classify_model",
     )
     k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")
