@@ -10,6 +10,7 @@ navigation = st.navigation(
     [
         st.Page("pages/classify.py", title="Classify", icon=":material/image_search:", default=True),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
         st.Page("pages/models.py", title="Models", icon=":material/menu_book:"),
     ]
 )
