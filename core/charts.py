@@ -69,3 +69,72 @@ def accuracy_vs_gflops(frame: pd.DataFrame) -> alt.Chart:
         )
         .interactive()
     )
+
+
+TRAINING_METRICS = ("loss", "accuracy")
+
+
+def training_curves(frame: pd.DataFrame) -> alt.HConcatChart:
+    """Loss and accuracy per epoch, side by side, one line per split (train, validation).
+
+    Columns: epoch, split ("train" / "validation"), metric ("loss" / "accuracy"), value (long form).
+    """
+    data = frame.reindex(columns=["epoch", "split", "metric", "value"])
+    charts = []
+    for metric in TRAINING_METRICS:
+        accuracy = metric == "accuracy"
+        y = alt.Y(
+            "value:Q",
+            title=metric,
+            scale=alt.Scale(domain=[0, 1]) if accuracy else alt.Scale(zero=True),
+            axis=alt.Axis(format="%") if accuracy else alt.Axis(),
+        )
+        charts.append(
+            alt.Chart(data)
+            .transform_filter(alt.datum.metric == metric)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d")),
+                y=y,
+                color=alt.Color(
+                    "split:N",
+                    title=None,
+                    scale=alt.Scale(domain=["train", "validation"]),
+                    legend=alt.Legend(orient="top"),
+                ),
+                tooltip=[
+                    alt.Tooltip("epoch:Q"),
+                    alt.Tooltip("split:N"),
+                    alt.Tooltip("value:Q", title=metric, format=".1%" if accuracy else ".4f"),
+                ],
+            )
+            .properties(width=320, height=220)
+        )
+    return alt.hconcat(*charts)
+
+
+def confusion_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
+    """Confusion matrix as a heat map with the count in each cell: true class down, predicted across.
+
+    Columns: true, predicted, count (long form, every pair; classes keep the frame's order).
+    """
+    data = frame.reindex(columns=["true", "predicted", "count"])
+    classes = list(dict.fromkeys([*data["true"], *data["predicted"]]))
+    step = max(18, min(60, 480 // max(len(classes), 1)))
+    base = alt.Chart(data).encode(
+        x=alt.X("predicted:N", title="predicted", sort=classes, axis=alt.Axis(labelAngle=-45, orient="top")),
+        y=alt.Y("true:N", title="true", sort=classes),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("count:Q", title="images", scale=alt.Scale(scheme="blues")),
+        tooltip=[alt.Tooltip("true:N"), alt.Tooltip("predicted:N"), alt.Tooltip("count:Q", title="images")],
+    )
+    counts = (
+        base.transform_joinaggregate(max_count="max(count)")
+        .mark_text(baseline="middle")
+        .encode(
+            text=alt.Text("count:Q"),
+            color=alt.condition("datum.count > datum.max_count / 2", alt.value("white"), alt.value("black")),
+        )
+    )
+    return alt.layer(cells, counts).properties(width=alt.Step(step), height=alt.Step(step))

@@ -674,12 +674,18 @@ def train(
     progress: Progress | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_interrupt: Callable[[TrainedModel], None] | None = None,
 ) -> TrainedModel:
     """Train a new head (and in finetune mode a copy of the last block) on `dataset`.
 
     Holds back a stratified validation split, keeps the state with the lowest validation loss,
     stops after `config.patience` epochs without improvement, and checks `should_stop()` after
     every epoch (the first always completes). `loaded.module` is only ever read.
+
+    If `on_epoch` or `progress` raises after an epoch, `on_interrupt` first receives the best
+    model so far (`stopped_by_user=True`), then the exception propagates. Any BaseException
+    counts: a click on a Streamlit page while it trains stops the running script this way, with
+    a StopException (or RerunException) raised by the next `st.*` call in the callback.
     """
     spec = loaded.spec
     finetune = config.mode == "finetune"
@@ -723,6 +729,33 @@ def train(
     best_loss, best_epoch = math.inf, 0
     best_head, best_block, best_probs = _state(head), _state(view.block), None
     stopped_early = stopped_by_user = False
+
+    def finish(*, stopped_early: bool, stopped_by_user: bool) -> TrainedModel:
+        """The best state so far as the TrainedModel."""
+        head.load_state_dict(best_head)
+        head.eval().requires_grad_(False)
+        block = None
+        if view.block is not None:
+            view.block.load_state_dict(best_block)
+            block = view.block.eval().requires_grad_(False)
+        metrics = evaluate(best_probs, y_val, classes, val_items)
+        return TrainedModel(
+            backbone=spec.name,
+            weights_id=spec.weights_id,
+            classes=classes,
+            config=config,
+            head=head,
+            block=block,
+            block_path=view.block_path,
+            history=list(history),
+            metrics=metrics,
+            epochs_run=len(history),
+            stopped_early=stopped_early,
+            stopped_by_user=stopped_by_user,
+            best_epoch=best_epoch,
+            val_accuracy=metrics.accuracy,
+        )
+
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         head.train()
@@ -752,47 +785,31 @@ def train(
             seconds=time.perf_counter() - start,
         )
         history.append(log)
-        if on_epoch:
-            on_epoch(log)
-        if progress:
-            progress(
-                epoch,
-                config.epochs,
-                f"Epoch {epoch} of {config.epochs}: validation loss {log.val_loss:.3f}, accuracy {log.val_acc:.1%}",
-            )
-        if val_loss < best_loss or best_probs is None:
+        improved = val_loss < best_loss or best_probs is None
+        if improved:  # before the callbacks, so that an interruption there keeps this epoch too
             best_loss, best_epoch = val_loss, epoch
             best_head, best_block, best_probs = _state(head), _state(view.block), val_probs
-        elif epoch - best_epoch >= config.patience:
+        try:
+            if on_epoch:
+                on_epoch(log)
+            if progress:
+                progress(
+                    epoch,
+                    config.epochs,
+                    f"Epoch {epoch} of {config.epochs}: validation loss {log.val_loss:.3f}, accuracy {log.val_acc:.1%}",
+                )
+        except BaseException:
+            if on_interrupt is not None:
+                on_interrupt(finish(stopped_early=False, stopped_by_user=True))
+            raise
+        if not improved and epoch - best_epoch >= config.patience:
             stopped_early = True
             break
         if should_stop is not None and should_stop():
             stopped_by_user = epoch < config.epochs
             break
 
-    head.load_state_dict(best_head)
-    head.eval().requires_grad_(False)
-    block = None
-    if view.block is not None:
-        view.block.load_state_dict(best_block)
-        block = view.block.eval().requires_grad_(False)
-    metrics = evaluate(best_probs, y_val, classes, val_items)
-    return TrainedModel(
-        backbone=spec.name,
-        weights_id=spec.weights_id,
-        classes=classes,
-        config=config,
-        head=head,
-        block=block,
-        block_path=view.block_path,
-        history=history,
-        metrics=metrics,
-        epochs_run=len(history),
-        stopped_early=stopped_early,
-        stopped_by_user=stopped_by_user,
-        best_epoch=best_epoch,
-        val_accuracy=metrics.accuracy,
-    )
+    return finish(stopped_early=stopped_early, stopped_by_user=stopped_by_user)
 
 
 def _batch_seed(seed: int, epoch: int, batch: int) -> int:

@@ -123,7 +123,19 @@ def screenshot(page):
     def take(name: str) -> Path:
         settle(page)
         path = SCREENSHOTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        # Streamlit scrolls inside its own container, so "full page" is only the viewport:
+        # grow the viewport to the content's height for the picture, then put it back.
+        viewport = page.viewport_size
+        height = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll(\"[data-testid='stMain'], [data-testid='stSidebar'],"
+            " [data-testid='stAppViewContainer']\")].map(e => e.scrollHeight), document.body.scrollHeight)"
+        )
+        page.set_viewport_size({"width": viewport["width"], "height": min(max(height, viewport["height"]), 8000)})
+        try:
+            settle(page)
+            page.screenshot(path=str(path), full_page=True)
+        finally:
+            page.set_viewport_size(viewport)
         return path
 
     return take

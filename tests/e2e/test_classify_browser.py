@@ -12,7 +12,8 @@ COFFEE = ROOT / "assets/examples/coffee.jpg"
 
 
 def upload(page, *files):
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(files)
+    photos = page.locator("[data-testid='stFileUploader']").filter(has_text="Upload photos")
+    photos.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(files)
 
 
 def test_upload_photo_shows_result_and_csv_downloads(page, screenshot, tmp_path):

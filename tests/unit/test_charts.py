@@ -6,12 +6,31 @@ import altair as alt
 import pandas as pd
 import pytest
 
-from core.charts import accuracy_vs_gflops, accuracy_vs_latency, top_k_bars
+from core.charts import accuracy_vs_gflops, accuracy_vs_latency, confusion_heatmap, top_k_bars, training_curves
 
 LATENCY_ROWS = [
     {"model": "resnet50", "family": "resnet", "acc1": 80.858, "latency_ms": 41.2, "params_m": 25.56},
     {"model": "efficientnet_lite0", "family": "efficientnet_lite", "acc1": 74.832, "latency_ms": 9.8, "params_m": 4.65},
     {"model": "vit_b_16", "family": "vit", "acc1": 81.072, "latency_ms": 120.5, "params_m": 86.57},
+]
+CURVE_ROWS = [
+    {"epoch": epoch, "split": split, "metric": metric, "value": value}
+    for epoch in (1, 2)
+    for split, metric, value in (
+        ("train", "loss", 0.9 / epoch),
+        ("validation", "loss", 1.0 / epoch),
+        ("train", "accuracy", 0.6 + 0.1 * epoch),
+        ("validation", "accuracy", 0.5 + 0.1 * epoch),
+    )
+]
+CONFUSION_ROWS = [
+    {"true": true, "predicted": predicted, "count": count}
+    for (true, predicted), count in {
+        ("not_face", "not_face"): 18,
+        ("not_face", "face"): 2,
+        ("face", "not_face"): 1,
+        ("face", "face"): 19,
+    }.items()
 ]
 GFLOPS_ROWS = [
     {"name": "resnet50", "family": "resnet", "acc1": 80.858, "gflops": 4.09, "params_m": 25.56},
@@ -86,3 +105,47 @@ def test_top_k_bars_unchanged():
     assert mark_type(spec) == "bar"
     assert spec["encoding"]["x"]["field"] == "probability"
     assert spec["encoding"]["y"]["field"] == "label"
+
+
+@pytest.mark.parametrize("case", ["full", "one row", "empty", "no columns"])
+def test_training_curves_are_loss_and_accuracy_side_by_side(case):
+    frame = frames(CURVE_ROWS)[case]
+    chart = training_curves(frame)
+    assert isinstance(chart, alt.HConcatChart)
+    spec = chart.to_dict()
+    loss, accuracy = spec["hconcat"]
+    for panel, metric in ((loss, "loss"), (accuracy, "accuracy")):
+        assert mark_type(panel) == "line"
+        assert panel["transform"] == [{"filter": f"(datum.metric === '{metric}')"}]
+        encoding = panel["encoding"]
+        assert encoding["x"]["field"] == "epoch" and encoding["x"]["type"] == "quantitative"
+        assert encoding["y"]["field"] == "value" and encoding["y"]["title"] == metric
+        assert encoding["color"]["field"] == "split"
+        assert encoding["color"]["scale"]["domain"] == ["train", "validation"]
+    assert accuracy["encoding"]["y"]["scale"]["domain"] == [0, 1]
+    assert accuracy["encoding"]["y"]["axis"]["format"] == "%"
+    rows = values(spec)
+    assert len(rows) == len(frame)
+    if rows:
+        assert set(rows[0]) == {"epoch", "split", "metric", "value"}
+
+
+@pytest.mark.parametrize("case", ["full", "one row", "empty", "no columns"])
+def test_confusion_heatmap_is_rects_with_counts(case):
+    frame = frames(CONFUSION_ROWS)[case]
+    chart = confusion_heatmap(frame)
+    assert isinstance(chart, alt.LayerChart)
+    spec = chart.to_dict()
+    cells, counts = spec["layer"]
+    assert mark_type(cells) == "rect" and mark_type(counts) == "text"
+    assert cells["encoding"]["x"]["field"] == "predicted" and cells["encoding"]["y"]["field"] == "true"
+    assert cells["encoding"]["color"]["field"] == "count"
+    assert counts["encoding"]["text"]["field"] == "count"
+    assert len(values(spec)) == len(frame)
+
+
+def test_confusion_heatmap_keeps_the_class_order_on_both_axes():
+    spec = confusion_heatmap(pd.DataFrame(CONFUSION_ROWS)).to_dict()
+    cells = spec["layer"][0]["encoding"]
+    assert cells["x"]["sort"] == cells["y"]["sort"] == ["not_face", "face"]  # the frame's order, not alphabetical
+    assert spec["width"]["step"] == spec["height"]["step"]  # square cells

@@ -1,0 +1,303 @@
+"""The Fine-tune page through AppTest: real faces / non-faces from skimage, the bundled EfficientNet-Lite0, offline.
+
+The page file runs on its own (AppTest.from_file), so these tests do not depend on app.py's navigation;
+the last one goes through app.py to follow "Use it on the Classify page" once the page is registered there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+from skimage import data as skdata
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+from streamlit.testing.v1 import AppTest
+
+from core.finetune.bundle import import_bundle
+from core.finetune.train import TrainedModel
+from core.loading import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = str(ROOT / "pages/finetune.py")
+TIMEOUT = 180  # seconds per script run: a training run on a 2-core machine, with the first imports
+PER_CLASS = 30
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def faces() -> dict[str, list[bytes]]:
+    images = skdata.lfw_subset()  # (200, 25, 25) grey floats: 100 faces, then 100 non-faces
+    return {"face": [png(a) for a in images[:100]], "other": [png(a) for a in images[100:]]}
+
+
+def zip_of(folders: dict[str, list[bytes]], root: str = "faces") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label, images in folders.items():
+            for i, data in enumerate(images):
+                archive.writestr(f"{root}/{label}/{label}_{i:03d}.png", data)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def faces_zip(faces) -> bytes:
+    return zip_of({label: images[:PER_CLASS] for label, images in faces.items()})
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """file name -> bytes of every download button drawn (AppTest keeps no media once a run ends)."""
+    seen: dict[str, bytes] = {}
+    real = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        if filename is not None and isinstance(path_or_data, bytes):
+            seen[filename] = path_or_data
+        return real(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    return seen
+
+
+@pytest.fixture
+def page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    ok(at)
+    return at
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, at.exception
+    return at
+
+
+def upload_zip(at: AppTest, data: bytes, name: str = "faces.zip") -> AppTest:
+    return ok(at.file_uploader(key="finetune_zip").set_value((name, data, "application/zip")).run())
+
+
+def train_with(at: AppTest, epochs: int) -> AppTest:
+    at.number_input(key="finetune_epochs").set_value(epochs).run()
+    return ok(at.button(key="finetune_train").click().run())
+
+
+def frame_with(at: AppTest, column: str):
+    return next(element.value for element in at.dataframe if column in element.value.columns)
+
+
+def chart_specs(at: AppTest) -> list[str]:
+    return [chart.proto.spec for chart in at.get("vega_lite_chart") + at.get("arrow_vega_lite_chart")]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_empty_page_explains_what_to_bring(page):
+    assert page.title[0].value == "Fine-tune"
+    assert "Add your images above" in page.info[0].value
+    assert not page.button  # no Train button before there is a dataset
+
+
+def test_zip_trains_shows_results_and_exports_a_working_bundle_and_onnx(page, faces, faces_zip, downloads):
+    upload_zip(page, faces_zip)
+    counts = frame_with(page, "images")
+    assert counts.to_dict("records") == [{"class": "face", "images": 30}, {"class": "other", "images": 30}]
+    split = frame_with(page, "validation")
+    assert split["validation"].tolist() == [6, 6] and split["train"].tolist() == [24, 24]
+    assert len(page.get("image")) >= 2  # a row of thumbnails per class
+    assert not page.error
+
+    train_with(page, 10)
+    trained = page.session_state["my_model"]
+    assert isinstance(trained, TrainedModel) and trained.classes == ["face", "other"]
+    assert float(metric(page, "Validation accuracy").rstrip("%")) >= 90.0
+    assert metric(page, "Epochs run") == str(trained.epochs_run)
+    assert set(frame_with(page, "precision")["class"]) == {"face", "other"}
+    specs = chart_specs(page)
+    assert any('"rect"' in spec for spec in specs)  # the confusion heat map
+    assert any('"line"' in spec and '"validation"' in spec for spec in specs)  # the training curves
+    assert "finetune_stop" not in [b.key for b in page.button]  # the run after training redraws without it
+    assert "finetune_use_on_classify" in [b.key for b in page.button]
+
+    # Try it: two new photos, classified by the trained model.
+    probes = [("probe-face.png", faces["face"][50]), ("probe-other.png", faces["other"][50])]
+    ok(page.file_uploader(key="finetune_try_files").set_value([(n, d, "image/png") for n, d in probes]).run())
+    tops = [m.value for m in page.markdown if " · " in m.value and m.value.startswith("**")]
+    assert [top.split("**")[1] for top in tops] == ["face", "other"]
+
+    # The bundle the download button serves imports back and answers like the model in the session.
+    assert [b.proto.label for b in page.get("download_button")] == ["Download the model bundle (.zip)"]
+    bundle = downloads["zooscope-efficientnet_lite0-2classes.zip"]
+    loaded = load_model("efficientnet_lite0")
+    imported = import_bundle(bundle, loaded_for=lambda name: load_model(name))
+    assert imported.classes == trained.classes
+    ours, theirs = trained.classify_files(loaded, probes, k=2), imported.classify_files(loaded, probes, k=2)
+    assert [r.top1.label for r in ours] == [r.top1.label for r in theirs] == ["face", "other"]
+    assert np.allclose([r.top1.probability for r in ours], [r.top1.probability for r in theirs], atol=1e-6)
+
+    # ONNX on request; its logits agree with the model in the session.
+    ok(page.button(key="finetune_prepare_onnx").click().run())
+    assert not page.error
+    model = onnx.load_from_string(downloads["zooscope-efficientnet_lite0-2classes.onnx"])
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert json.loads(metadata["classes"]) == ["face", "other"]
+    import onnxruntime
+
+    images = [Image.open(io.BytesIO(data)).convert("RGB") for _, data in probes]
+    batch = np.stack([loaded.preprocess(image).numpy() for image in images])
+    (logits,) = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"image": batch})
+    expected = trained.predict(images, loaded).numpy()
+    assert np.allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), expected, atol=1e-4)
+
+
+def test_mistakes_gallery_shows_the_most_confident_mistakes_first(page, faces):
+    # Labels drawn at random over faces and non-faces: there is nothing to learn, so there are mistakes.
+    pool = faces["face"][:30] + faces["other"][:30]
+    order = np.random.default_rng(0).permutation(len(pool))
+    upload_zip(page, zip_of({"a": [pool[i] for i in order[:30]], "b": [pool[i] for i in order[30:]]}))
+    train_with(page, 5)
+    trained = page.session_state["my_model"]
+    mistakes = trained.metrics.mistakes
+    assert mistakes
+    captions = [c for image in page.get("image") for c in image.proto.imgs if "predicted:" in c.caption]
+    assert len(captions) == min(len(mistakes), 24)
+    first = mistakes[0]
+    assert captions[0].caption.endswith(f"true: {first.true} · predicted: {first.predicted} ({first.confidence:.0%})")
+    assert f"**{len(mistakes)} validation images misclassified**" in [m.value.split(",")[0] for m in page.markdown]
+
+
+def test_a_backbone_whose_weights_are_missing_is_reported(page, faces_zip):
+    upload_zip(page, faces_zip)
+    options = page.selectbox(key="finetune_backbone").options
+    assert [option.split(" · ")[0] for option in options[:3]] == [
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+    ]
+    page.selectbox(key="finetune_backbone").set_value("resnet18").run()
+    ok(page.button(key="finetune_train").click().run())
+    assert any("resnet18-f37072fd.pth" in error.value for error in page.error)
+    assert "my_model" not in page.session_state
+
+
+def test_single_class_zip_is_refused_with_a_reason(page, faces):
+    upload_zip(page, zip_of({"face": faces["face"][:5]}))
+    assert any("only 1 class" in error.value for error in page.error)
+    assert "finetune_train" not in [b.key for b in page.button]
+
+
+def test_a_file_that_is_not_a_zip_is_refused(page):
+    upload_zip(page, b"these are holiday notes, not a zip", name="photos.zip")
+    assert any("not a valid zip" in error.value for error in page.error)
+    assert "finetune_train" not in [b.key for b in page.button]
+
+
+def test_skipped_files_and_warnings_are_listed_without_folder_entries(page, faces):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("set/", b"")
+        for label in ("face", "other"):
+            archive.writestr(f"set/{label}/", b"")
+            for i in range(3):
+                archive.writestr(f"set/{label}/{i}.png", faces[label][i])
+        archive.writestr("set/face/notes.txt", b"taken in spring")
+        archive.writestr("__MACOSX/set/._face", b"\x00\x05")
+    upload_zip(page, buffer.getvalue())
+    skipped = frame_with(page, "reason")
+    assert sorted(skipped["file"]) == ["__MACOSX/set/._face", "set/face/notes.txt"]
+    assert any("folder entries" in caption.value for caption in page.caption)
+    assert any("only 3 images" in warning.value for warning in page.warning)
+    assert "finetune_train" in [b.key for b in page.button]
+
+
+def test_classes_one_by_one_train(page, faces):
+    for i, label in enumerate(("face", "other")):
+        page.text_input(key=f"finetune_class_name_{i}").set_value(label)
+        files = [(f"{label}{n}.png", faces[label][n], "image/png") for n in range(3)]
+        page.file_uploader(key=f"finetune_class_files_{i}").set_value(files)
+    ok(page.run())
+    assert frame_with(page, "images").to_dict("records") == [
+        {"class": "face", "images": 3},
+        {"class": "other", "images": 3},
+    ]
+    train_with(page, 3)
+    trained = page.session_state["my_model"]
+    assert trained.classes == ["face", "other"] and trained.epochs_run == 3
+    assert any('"rect"' in spec for spec in chart_specs(page))
+
+
+def test_class_and_file_names_are_shown_as_typed(page, faces):
+    names = ("*bold*", "[click](https://example.com)")
+    for i, name in enumerate(names):
+        page.text_input(key=f"finetune_class_name_{i}").set_value(name)
+        files = [(f"$x$ {n}.png", faces["face" if i == 0 else "other"][n], "image/png") for n in range(2)]
+        page.file_uploader(key=f"finetune_class_files_{i}").set_value(files)
+    ok(page.run())
+    assert frame_with(page, "images")["class"].tolist() == sorted(names)
+    shown = [m.value for m in page.markdown] + [c.caption for image in page.get("image") for c in image.proto.imgs]
+    assert "**\\*bold\\***" in shown and "**\\[click\\]\\(https\\:\\/\\/example\\.com\\)**" in shown
+    assert "\\$x\\$ 0\\.png" in shown
+    assert not any("](https://" in text for text in shown)
+
+
+def test_an_interrupted_training_keeps_the_best_model_so_far(monkeypatch, page, faces_zip):
+    """A click while training starts a new run at once and stops the training run at its next st.* call,
+    the chart update in on_epoch (Streamlit raises StopException there). Simulated here at epoch 3; then
+    the click's own run (Stop) takes over the best model so far and says so."""
+    import ui.finetune_views as views
+
+    drawn = []
+    real = views.training_curves
+
+    def stopped_at_epoch_3(frame):
+        drawn.append(len(frame))
+        if len(drawn) == 3:
+            raise StopException()
+        return real(frame)
+
+    monkeypatch.setattr(views, "training_curves", stopped_at_epoch_3)
+    upload_zip(page, faces_zip)
+    train_with(page, 30)
+    run = page.session_state["finetune_run"]
+    assert run.finished.is_set() and not run.done and run.model is not None
+
+    ok(page.button(key="finetune_stop").click().run())
+    kept = page.session_state["my_model"]
+    assert kept is run.model
+    assert kept.epochs_run == 3 and kept.stopped_by_user and len(kept.history) == 3
+    assert kept.best_epoch == min(kept.history, key=lambda log: log.val_loss).epoch
+    assert any(f"Stopped after epoch 3: kept the best epoch so far ({kept.best_epoch})" in i.value for i in page.info)
+    assert any("Stopped after epoch 3 of 30" in caption.value for caption in page.caption)
+    assert metric(page, "Epochs run") == "3"
+    assert [b.proto.label for b in page.get("download_button")] == ["Download the model bundle (.zip)"]
+
+
+def test_use_it_on_the_classify_page(faces_zip):
+    if "pages/finetune.py" not in (ROOT / "app.py").read_text():
+        pytest.skip("app.py does not register pages/finetune.py yet")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    ok(app.run())
+    ok(app.switch_page("pages/finetune.py").run())
+    upload_zip(app, faces_zip)
+    train_with(app, 5)
+    ok(app.button(key="finetune_use_on_classify").click().run())
+    assert app.title[0].value == "Classify"
+    assert app.selectbox(key="classify_model").value == "my model"

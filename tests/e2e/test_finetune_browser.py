@@ -1,0 +1,147 @@
+"""Fine-tune in a real browser: upload a zip, train, watch, stop, download the bundle, use it on Classify."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from tests.e2e.conftest import settle
+
+pytestmark = pytest.mark.e2e
+
+PER_CLASS = 30
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def faces() -> dict[str, list[bytes]]:
+    images = skdata.lfw_subset()  # 100 faces, then 100 non-faces (25x25 grey)
+    return {"face": [png(a) for a in images[:100]], "other": [png(a) for a in images[100:]]}
+
+
+@pytest.fixture
+def faces_zip(tmp_path, faces) -> Path:
+    path = tmp_path / "faces.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for label, images in faces.items():
+            for i, data in enumerate(images[:PER_CLASS]):
+                archive.writestr(f"faces/{label}/{label}_{i:03d}.png", data)
+    return path
+
+
+def keyed(page, key: str):
+    """The element Streamlit drew for the widget with this key (it carries the class st-key-<key>)."""
+    return page.locator(f".st-key-{key}")
+
+
+def open_fine_tune(page) -> None:
+    link = page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Fine-tune")
+    if link.count() == 0:
+        pytest.skip("the sidebar has no Fine-tune link yet: app.py does not register pages/finetune.py")
+    link.click()
+    page.get_by_role("heading", name="Fine-tune").first.wait_for()
+
+
+def upload_zip(page, path: Path) -> None:
+    keyed(page, "finetune_zip").locator("input[type='file']").set_input_files(str(path))
+    page.get_by_text("60 images in 2 classes").wait_for()
+    settle(page)
+
+
+def set_number(page, key: str, value: int) -> None:
+    field = keyed(page, key).locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+    settle(page)
+
+
+def open_settings(page) -> None:
+    epochs = keyed(page, "finetune_epochs").locator("input")
+    if not epochs.is_visible():
+        page.get_by_text("Training settings").click()
+    epochs.wait_for()
+
+
+def test_train_download_and_use_on_classify(page, screenshot, faces_zip, faces, tmp_path):
+    open_fine_tune(page)
+    upload_zip(page, faces_zip)
+    open_settings(page)
+    set_number(page, "finetune_epochs", 8)
+    keyed(page, "finetune_train").locator("button").click()
+
+    page.get_by_text("Confusion matrix").wait_for(timeout=180_000)
+    page.get_by_text("Validation accuracy").wait_for()
+    assert page.locator("[data-testid='stVegaLiteChart']").count() >= 2  # curves and the confusion matrix
+    accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
+    assert float(re.search(r"([\d.]+)%", accuracy.inner_text()).group(1)) >= 90.0
+
+    with page.expect_download() as download_info:
+        keyed(page, "finetune_download_bundle").locator("button").click()
+    download = download_info.value
+    assert download.suggested_filename == "zooscope-efficientnet_lite0-2classes.zip"
+    bundle = tmp_path / download.suggested_filename
+    download.save_as(bundle)
+    with zipfile.ZipFile(bundle) as archive:
+        assert sorted(archive.namelist()) == ["manifest.json", "weights.safetensors"]
+        assert json.loads(archive.read("manifest.json"))["classes"] == ["face", "other"]
+    screenshot("finetune")
+    assert page.get_by_text("Traceback").count() == 0
+
+    # The bundle, brought to the Classify page in a new session, classifies a face.
+    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Classify").click()
+    page.get_by_role("heading", name="Classify").first.wait_for()
+    settle(page)
+    uploader = keyed(page, "classify_bundle").locator("input[type='file']")
+    if uploader.count() == 0:
+        pytest.skip("the Classify page has no bundle uploader (key 'classify_bundle') yet")
+    expander = page.locator("[data-testid='stExpander']").filter(has=uploader)
+    if expander.count() and not expander.first.locator("details").get_attribute("open") == "":
+        expander.first.locator("summary").click()  # open it, so what it says is visible
+    uploader.set_input_files(str(bundle))
+    page.get_by_text(re.compile(r"Loaded my model")).wait_for()
+    settle(page)
+    probe = tmp_path / "probe-face.png"
+    probe.write_bytes(faces["face"][60])
+    keyed(page, "classify_files").locator("input[type='file']").set_input_files(str(probe))
+    page.get_by_text(re.compile(r"^(face|other) · ")).first.wait_for()
+    screenshot("classify-my-model")
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_stop_keeps_the_best_model_so_far(page, screenshot, faces_zip):
+    open_fine_tune(page)
+    upload_zip(page, faces_zip)
+    # Fine-tune mode: the last block trains too, so each epoch takes long enough to click Stop in between.
+    keyed(page, "finetune_mode").get_by_text("Fine-tune:").click()
+    settle(page)
+    open_settings(page)
+    set_number(page, "finetune_epochs", 30)
+    set_number(page, "finetune_patience", 30)
+    keyed(page, "finetune_train").locator("button").click()
+
+    page.get_by_text(re.compile(r"Epoch 2 of 30: validation loss")).wait_for(timeout=180_000)
+    keyed(page, "finetune_stop").get_by_role("button", name=re.compile("Stop")).click()
+    stopped = page.get_by_text(re.compile(r"Stopped after epoch \d+: kept the best epoch so far"))
+    stopped.wait_for()
+    settle(page)
+    epochs = int(re.search(r"after epoch (\d+)", stopped.inner_text()).group(1))
+    assert 2 <= epochs < 30
+    page.get_by_text(f"Stopped after epoch {epochs} of 30").wait_for()
+    page.get_by_text("Confusion matrix").wait_for()
+    assert keyed(page, "finetune_download_bundle").count() == 1
+    assert keyed(page, "finetune_stop").count() == 0
+    screenshot("finetune-stopped")
+    assert page.get_by_text("Traceback").count() == 0

@@ -1,0 +1,249 @@
+"""Pieces of the Fine-tune page: dataset preview, the live training view, results and the mistakes gallery."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from core.charts import confusion_heatmap, training_curves
+from core.errors import ImageError
+from core.finetune.data import Dataset, Skipped
+from core.finetune.train import EpochLog, FeatureCache, Metrics, Mistake, TrainConfig, TrainedModel
+from core.images import decode_image, thumbnail
+
+PREVIEW_PER_CLASS = 6
+PREVIEW_CLASSES = 12  # classes previewed with thumbnails; the counts table holds them all
+PREVIEW_SIDE = 96
+MISTAKES_LIMIT = 24
+MISTAKES_PER_ROW = 6
+_FOLDER_ENTRY = "This is a folder entry, not a file."
+_SHARE = {"format": "percent", "min_value": 0, "max_value": 1}
+
+
+def verbatim(text: str) -> str:
+    """`text` for Markdown (st.markdown, captions, alerts), shown as typed: a class or file name makes no
+    bold, link, LaTeX or colour directive."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)  # a backslash before every ASCII punctuation mark
+
+
+@st.cache_resource(show_spinner=False)
+def feature_cache() -> FeatureCache:
+    """Backbone features by image digest, shared by every session: training again on the same images is instant."""
+    return FeatureCache()
+
+
+def remember(key: str, owner: object, make: Callable[[], Any]) -> Any:
+    """`make()` once per `owner` (a trained model, or a tuple holding one) in this session; reruns reuse it.
+
+    A TrainedModel compares by identity, so a new model (even with the same settings) is a new owner.
+    """
+    cached = st.session_state.get(key)
+    if cached is not None and cached[0] == owner:
+        return cached[1]
+    value = make()
+    st.session_state[key] = (owner, value)
+    return value
+
+
+def preview(data: bytes, side: int = PREVIEW_SIDE) -> Image.Image | None:
+    try:
+        return thumbnail(decode_image(data), side)
+    except ImageError:
+        return None
+
+
+def dataset_previews(dataset: Dataset) -> dict[str, list[tuple[str, Image.Image]]]:
+    """A few thumbnails for each of the first classes: computed once when the dataset is read."""
+    previews: dict[str, list[tuple[str, Image.Image]]] = {}
+    for label in dataset.classes[:PREVIEW_CLASSES]:
+        members = [item for item in dataset.items if item.label == label][:PREVIEW_PER_CLASS]
+        previews[label] = [(item.name, image) for item in members if (image := preview(item.data)) is not None]
+    return previews
+
+
+def history_frame(logs: Sequence[EpochLog]) -> pd.DataFrame:
+    """EpochLogs in the long form `core.charts.training_curves` draws: epoch, split, metric, value."""
+    rows = [
+        {"epoch": log.epoch, "split": split, "metric": metric, "value": value}
+        for log in logs
+        for split, metric, value in (
+            ("train", "loss", log.train_loss),
+            ("validation", "loss", log.val_loss),
+            ("train", "accuracy", log.train_acc),
+            ("validation", "accuracy", log.val_acc),
+        )
+    ]
+    return pd.DataFrame(rows, columns=["epoch", "split", "metric", "value"])
+
+
+def skipped_frame(skipped: Sequence[Skipped]) -> tuple[pd.DataFrame, int]:
+    """(file, reason) of every skipped file, and how many folder entries were left out of the list."""
+    files = [entry for entry in skipped if entry.reason != _FOLDER_ENTRY]
+    frame = pd.DataFrame([{"file": e.name, "reason": e.reason} for e in files], columns=["file", "reason"])
+    return frame, len(skipped) - len(files)
+
+
+def show_dataset(dataset: Dataset, previews: dict[str, list[tuple[str, Image.Image]]]) -> None:
+    total = len(dataset.items)
+    st.subheader(f"{total:,} images in {len(dataset.classes)} classes")
+    counts, pictures = st.columns([1, 2], gap="medium")
+    counts.dataframe(dataset.counts_frame(), hide_index=True)
+    with pictures:
+        for label, thumbs in previews.items():
+            st.markdown(f"**{verbatim(label)}**")
+            if thumbs:
+                captions = [verbatim(name.rsplit("/", 1)[-1]) for name, _ in thumbs]
+                st.image([image for _, image in thumbs], caption=captions, width=64)
+        hidden = len(dataset.classes) - len(previews)
+        if hidden > 0:
+            st.caption(f"Previews of the first {len(previews)} classes; the table lists all {len(dataset.classes)}.")
+
+    frame, folders = skipped_frame(dataset.skipped)
+    if len(frame):
+        with st.expander(f"{len(frame):,} files skipped, each with its reason", icon=":material/block:"):
+            st.dataframe(frame, hide_index=True, width="stretch")
+            if folders:
+                st.caption(f"{folders:,} folder entries of the zip are not listed.")
+    if dataset.warnings:
+        warnings = [verbatim(warning) for warning in dataset.warnings]
+        text = warnings[0] if len(warnings) == 1 else "\n".join(f"- {warning}" for warning in warnings)
+        st.warning(text, icon=":material/warning:")
+
+
+@dataclass(eq=False)
+class TrainingRun:
+    """One click on Train, shared between the script run that trains and the run a later click starts.
+
+    A click while a script runs (Streamlit's fast reruns) starts a new run of the page at once, in another
+    thread, and asks the training run to stop: it raises StopException at its next st.* call, the chart
+    update after an epoch, and from then on at every session_state access too. So the training run can
+    only leave its model here (train()'s on_interrupt calls `keep`), and the new run waits for `finished`
+    before taking it into session_state.
+    """
+
+    stop_clicked: bool = False  # set by the Stop button's callback, at the start of the new run
+    done: bool = False  # train() returned (completed, stopped early, or refused with an error)
+    model: TrainedModel | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread = field(default_factory=threading.current_thread)  # the script run that trains
+
+    def keep(self, trained: TrainedModel) -> None:
+        self.model = trained
+
+    def wait(self) -> None:
+        """Until the training run has handed over its model (or its thread is gone, whatever happened)."""
+        while not self.finished.wait(0.5) and self.thread.is_alive():
+            pass
+
+
+class LiveTraining:
+    """What a training run shows while it runs: train()'s progress and on_epoch callbacks land here.
+
+    Each epoch redraws the loss/accuracy chart; that st.* call is also where Streamlit interrupts
+    the run when the person clicks Stop (or changes anything on the page).
+    """
+
+    def __init__(self, config: TrainConfig, *, backbone: str):
+        self.config = config
+        self.logs: list[EpochLog] = []
+        fast = config.mode == "fast"
+        self.features = st.progress(0.0, text=f"Computing {backbone} features once per image…") if fast else None
+        first = "" if fast else " (the last block trains too: each epoch takes a while)"
+        self.epochs = st.progress(0.0, text=f"Epoch 1 of {config.epochs}{first}…")
+        self.chart = st.empty()
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        bar = self.epochs if self.logs else self.features  # features come first, then one update per epoch
+        if bar is not None:
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=message)
+
+    def on_epoch(self, log: EpochLog) -> None:
+        self.logs.append(log)
+        self.chart.altair_chart(training_curves(history_frame(self.logs)), width="content")
+
+    def clear(self) -> None:
+        for element in (self.features, self.epochs, self.chart):
+            if element is not None:
+                element.empty()
+
+
+def outcome(trained: TrainedModel) -> str:
+    """One sentence: how the training ended and which epoch the model is."""
+    if not trained.history:
+        epochs = trained.epochs_run or "an unknown number of"
+        return f"Imported from a bundle: {epochs} epochs of {trained.config.mode} training."
+    kept = f"kept epoch {trained.best_epoch}, the one with the lowest validation loss"
+    if trained.stopped_by_user:
+        return f"Stopped after epoch {trained.epochs_run} of {trained.config.epochs}; {kept}."
+    if trained.stopped_early:
+        return (
+            f"Stopped early after epoch {trained.epochs_run}: the validation loss had not improved for "
+            f"{trained.config.patience} epochs; {kept}."
+        )
+    return f"Ran all {trained.epochs_run} epochs; {kept}."
+
+
+def show_summary(trained: TrainedModel) -> None:
+    accuracy, classes, epochs, best = st.columns(4)
+    value = "n/a" if math.isnan(trained.val_accuracy) else f"{trained.val_accuracy:.1%}"
+    accuracy.metric("Validation accuracy", value, help="On the held-back validation images, at the kept epoch.")
+    classes.metric("Classes", len(trained.classes))
+    epochs.metric("Epochs run", trained.epochs_run, help=f"At most {trained.config.epochs}")
+    best.metric("Kept epoch", trained.best_epoch or "n/a", help="The epoch with the lowest validation loss")
+    config = trained.config
+    settings = f"{config.mode} mode, {config.head} head, learning rate {config.lr:g}, batch size {config.batch_size}"
+    st.caption(f"{outcome(trained)} {trained.backbone} backbone; {settings}.")
+
+
+def show_metrics(metrics: Metrics) -> None:
+    st.markdown("**Per class** (validation images)")
+    st.dataframe(
+        metrics.per_class_frame(),
+        hide_index=True,
+        column_config={
+            "precision": st.column_config.ProgressColumn(**_SHARE, help="Of the images called this, how many were"),
+            "recall": st.column_config.ProgressColumn(**_SHARE, help="Of the images of this class, how many found"),
+            "f1": st.column_config.ProgressColumn("F1", **_SHARE),
+            "support": st.column_config.NumberColumn("images", help="Validation images of this class"),
+        },
+    )
+    st.markdown("**Confusion matrix**: how often each true class (row) was predicted as each class (column)")
+    st.altair_chart(confusion_heatmap(metrics.confusion_frame()), width="content")
+
+
+def mistake_cards(mistakes: Sequence[Mistake]) -> list[tuple[Image.Image | None, str]]:
+    return [
+        (
+            preview(m.item.data, 160),
+            f"{verbatim(m.item.name)} · true: {verbatim(m.true)} · predicted: {verbatim(m.predicted)} "
+            f"({m.confidence:.0%})",
+        )
+        for m in mistakes[:MISTAKES_LIMIT]
+    ]
+
+
+def show_mistakes(trained: TrainedModel) -> None:
+    mistakes = trained.metrics.mistakes
+    if not mistakes:
+        st.success("No mistakes on the validation images.", icon=":material/check_circle:")
+        return
+    shown = min(len(mistakes), MISTAKES_LIMIT)
+    st.markdown(f"**{len(mistakes)} validation images misclassified**, most confident mistakes first")
+    cards = remember("finetune_mistake_cards", trained, lambda: mistake_cards(mistakes))
+    for start in range(0, shown, MISTAKES_PER_ROW):
+        columns = st.columns(MISTAKES_PER_ROW)
+        for column, (image, caption) in zip(columns, cards[start : start + MISTAKES_PER_ROW], strict=False):
+            if image is not None:
+                column.image(image, caption=caption, width="stretch")
+            else:
+                column.caption(caption)
+    if len(mistakes) > shown:
+        st.caption(f"Showing the {shown} most confident of {len(mistakes)} mistakes.")
