@@ -21,6 +21,7 @@ from core.predict import (
 )
 from ui.inputs import file_digest, image_inputs
 from ui.progress import progress_bar
+from ui.text import verbatim
 
 MY_MODEL = "my model"  # the selectbox option for this session's fine-tuned model
 MY_MODEL_KEY = "my_model"  # session_state: a core.finetune.train.TrainedModel
@@ -84,13 +85,14 @@ def import_bundle_upload() -> None:
             try:
                 trained = import_bundle(bundle.getvalue(), loaded_for=load)
             except ZooScopeError as error:
-                st.error(f"**{bundle.name}**: {error}", icon=":material/error:")
+                st.error(f"**{verbatim(bundle.name)}**: {error}", icon=":material/error:")
                 return
             st.session_state[MY_MODEL_KEY] = trained
             st.session_state["classify_bundle_digest"] = digest
             st.session_state["classify_model"] = MY_MODEL  # select it (the selectbox is drawn after this)
         trained = st.session_state[MY_MODEL_KEY]
-        st.success(f"Loaded {trained.name}: classes {', '.join(trained.classes)}.", icon=":material/check_circle:")
+        classes = ", ".join(verbatim(name) for name in trained.classes)
+        st.success(f"Loaded {verbatim(trained.name)}: classes {classes}.", icon=":material/check_circle:")
 
 
 def show_result(result: Classification, device: str) -> None:
@@ -145,7 +147,7 @@ def main() -> None:
 
     device = model_pool().device.type.upper()
     for failure in (r for r in results if isinstance(r, Failure)):
-        st.error(f"**{failure.file}**: {failure.error}", icon=":material/broken_image:")
+        st.error(f"**{verbatim(failure.file)}**: {failure.error}", icon=":material/broken_image:")
 
     classified = [r for r in results if isinstance(r, Classification)]
     if classified:

@@ -11,9 +11,10 @@ from core.errors import ZooScopeError
 from core.explain import grad_cam, overlay
 from core.images import decode_image
 from core.loading import LoadedModel
-from core.predict import DEFAULT_TOP_K, MAX_TOP_K, top_k_frame
+from core.predict import DEFAULT_TOP_K, MAX_TOP_K, centre_for_model, top_k_frame
 from ui.inputs import file_digest, image_inputs
 from ui.progress import progress_bar
+from ui.text import verbatim
 
 WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
 OFFLINE_DEFAULT = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -106,7 +107,7 @@ def agreement_line(image: ImageComparison) -> str:
 
 def show_image(image: ImageComparison, models: list[str]) -> None:
     with st.container(border=True):
-        st.markdown(f"#### {image.file}")
+        st.markdown(f"#### {verbatim(image.file)}")
         st.markdown(agreement_line(image))
         columns = st.columns([1, *[1] * len(models)], gap="small")
         columns[0].image(image.thumbnail, width="stretch")
@@ -132,7 +133,7 @@ def show_explanations(comparison: Comparison, models: list[LoadedModel], files: 
     image = comparison.images[chosen]
     labels = sorted({p.label for result in image.results.values() for p in result.predictions})
     target = right.selectbox("Class", [EACH_OWN_TOP1, *labels], key="compare_explain_class")
-    picture = decode_image(dict(files)[image.file])
+    picture = centre_for_model(decode_image(dict(files)[image.file]))  # a 60000x1 sliver must not reach resize
     columns = st.columns(len(models))
     for column, model in zip(columns, models, strict=True):
         class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)
@@ -177,7 +178,7 @@ def main() -> None:
         return
 
     for failure in comparison.failures:
-        st.error(f"**{failure.file}**: {failure.error}", icon=":material/broken_image:")
+        st.error(f"**{verbatim(failure.file)}**: {failure.error}", icon=":material/broken_image:")
     if not comparison.images:
         return
 

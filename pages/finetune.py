@@ -27,10 +27,10 @@ from ui.finetune_views import (
     show_metrics,
     show_mistakes,
     show_summary,
-    verbatim,
 )
 from ui.inputs import file_digest
 from ui.progress import progress_bar
+from ui.text import verbatim
 
 MY_MODEL_KEY = "my_model"  # session_state: this session's core.finetune.train.TrainedModel
 CLASSIFY_MY_MODEL = "my model"  # the Classify page's model option for it

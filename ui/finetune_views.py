@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from core.errors import ImageError
 from core.finetune.data import Dataset, Skipped
 from core.finetune.train import EpochLog, FeatureCache, Metrics, Mistake, TrainConfig, TrainedModel
 from core.images import decode_image, thumbnail
+from ui.text import verbatim
 
 PREVIEW_PER_CLASS = 6
 PREVIEW_CLASSES = 12  # classes previewed with thumbnails; the counts table holds them all
@@ -26,12 +26,6 @@ MISTAKES_LIMIT = 24
 MISTAKES_PER_ROW = 6
 _FOLDER_ENTRY = "This is a folder entry, not a file."
 _SHARE = {"format": "percent", "min_value": 0, "max_value": 1}
-
-
-def verbatim(text: str) -> str:
-    """`text` for Markdown (st.markdown, captions, alerts), shown as typed: a class or file name makes no
-    bold, link, LaTeX or colour directive."""
-    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)  # a backslash before every ASCII punctuation mark
 
 
 @st.cache_resource(show_spinner=False)

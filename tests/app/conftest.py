@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,8 @@ def app() -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def shown(markdown: str) -> str:
+    """What a person reads from Markdown the app escaped with ui.text.verbatim."""
+    return re.sub(r"\\(.)", r"\1", markdown)

@@ -11,6 +11,7 @@ from core.finetune.bundle import export_bundle
 from core.finetune.data import dataset_from_uploads
 from core.finetune.train import TrainConfig, train
 from core.loading import load_model
+from tests.app.conftest import shown
 
 
 def png(array: np.ndarray) -> bytes:
@@ -58,5 +59,5 @@ def test_tampered_bundle_is_refused_with_a_message(app):
         ("broken.zip", b"PK\x03\x04 not really", "application/zip")
     ).run()
     assert not app.exception, app.exception
-    assert "broken.zip" in app.error[0].value
+    assert "broken.zip" in shown(app.error[0].value)
     assert app.selectbox(key="classify_model").value == "efficientnet_lite0"

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.app.conftest import shown
+
 ROOT = Path(__file__).resolve().parents[2]
 CHELSEA = (ROOT / "assets/examples/chelsea.jpg").read_bytes()
 COFFEE = (ROOT / "assets/examples/coffee.jpg").read_bytes()
@@ -52,7 +54,7 @@ def test_three_models_table_agreement_and_tradeoff_chart(compare):
         ("chelsea.jpg", CHELSEA, "image/jpeg"),
         ("empty.png", b"", "image/png"),
     )
-    assert len(compare.error) == 1 and "empty.png" in compare.error[0].value
+    assert len(compare.error) == 1 and "empty.png" in shown(compare.error[0].value)
 
     models = frame_with(compare, "latency_ms")
     assert list(models["model"]) == LITE
