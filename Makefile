@@ -23,5 +23,6 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Every bench/bench_*.py, each in its own process; writes BENCHMARKS.md (about 10 minutes on 2 cores).
 bench: setup
-	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	$(BIN)/python bench/run_all.py

@@ -1,6 +1,7 @@
 """What `core.compare.compare_files` costs on top of the models' own forward passes.
 
     python bench/bench_compare.py [--image PATH] [--models resnet18,...] [--repeats 7] [--threads 1] [--markdown]
+                                  [--json PATH]
 
 Offline, in one process, with the three bundled models (efficientnet_lite0/1/2, real weights) and
 optionally `--models`: torchvision models with random weights, written to a temporary TORCH_HOME
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import statistics
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
     args.repeats = max(1, args.repeats)
 
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(torch_home, ignore_errors=True)
     print(report(results, models, args, (load_before, os.getloadavg()[0])))
+    if args.json:
+        args.json.write_text(json.dumps({"models": [m.name for m in models], "goal": GOAL, "results": results}))
     return 0
 
 

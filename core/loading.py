@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from core import weights
+from core import runtime, weights
 from core.catalog import ModelSpec, get_spec
 from core.errors import WeightsUnavailable
 
@@ -36,6 +36,10 @@ class LoadedModel:
     module: nn.Module
     preprocess: nn.Module
     device: torch.device
+    # How core.predict runs it, decided once at load (core.runtime): "fp32", or "bf16" autocast;
+    # whether its weights (so its inputs too) are in channels-last layout (CNNs on CUDA).
+    precision: str = "fp32"
+    channels_last: bool = False
 
     @property
     def name(self) -> str:
@@ -86,28 +90,60 @@ def build_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Modu
     return model.eval().requires_grad_(False)
 
 
-def load_model(name: str, device: torch.device | str = "cpu", *, progress: Progress | None = None) -> LoadedModel:
-    """Find (or download) the verified weights for `name` and return a ready model on `device`."""
+def load_model(
+    name: str,
+    device: torch.device | str = "cpu",
+    *,
+    progress: Progress | None = None,
+    precision: str | None = None,
+) -> LoadedModel:
+    """Find (or download) the verified weights for `name` and return a ready model on `device`.
+
+    On CUDA, a CNN's weights are moved once into channels-last layout (core.runtime decides by
+    family). `precision` ("fp32", "bf16" or "auto"; default: ZOOSCOPE_PRECISION, else auto) is
+    resolved once here by core.runtime.model_precision; on the CPU, auto means fp32.
+    """
     spec = get_spec(name)
     path = weights.resolve(spec, progress=progress)
     if progress:
         progress(0, 1, f"Loading {spec.name}")
     device = torch.device(device)
     module = build_model(spec, read_state_dict(path))
+    channels_last = runtime.use_channels_last(spec.family, device)
     if device.type != "cpu":
-        module = module.to(device)
-        warm_up(module, spec.input_size, device)
-    return LoadedModel(spec=spec, module=module, preprocess=spec.transforms(), device=device)
+        module = module.to(device, memory_format=torch.channels_last) if channels_last else module.to(device)
+    resolved = runtime.model_precision(spec.family, device, precision)
+    if device.type != "cpu":
+        warm_up(module, spec.input_size, device, precision=resolved, channels_last=channels_last)
+    return LoadedModel(
+        spec=spec,
+        module=module,
+        preprocess=spec.transforms(),
+        device=device,
+        precision=resolved,
+        channels_last=channels_last,
+    )
 
 
-def warm_up(module: nn.Module, input_size: int, device: torch.device) -> None:
-    """One forward at load time, so the first person's latency is not CUDA's lazy set-up.
+def warm_up(
+    module: nn.Module,
+    input_size: int,
+    device: torch.device,
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> None:
+    """One forward at load time, in the layout and precision requests will use, so the first
+    person's latency is not CUDA's lazy set-up (cuDNN picks its kernels per layout and dtype).
 
     Not on the CPU: there it costs as much as a real forward (0.7 s for VGG16, more than the
     whole fast load) and makes the next one barely faster (bench/bench_load.py).
     """
-    with torch.inference_mode():
-        module(torch.zeros(1, 3, input_size, input_size, device=device))
+    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), runtime.autocast(device, precision):
+        module(x)
 
 
 # What the pool may hold, in MiB of parameters + buffers. Streamlit Community Cloud gives an app

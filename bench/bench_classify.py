@@ -1,0 +1,431 @@
+"""What classifying through `core` costs on top of the model's own forward pass.
+
+    python bench/bench_classify.py [--models efficientnet_lite0,resnet50] [--runs 21] [--batches 1,8,32]
+                                   [--batch-repeats 3] [--threads 1] [--markdown] [--json PATH]
+
+Offline and self-contained: efficientnet_lite0 is the bundled model (real weights); any other model
+gets random weights written under torchvision's real file name into a temporary hub cache and is
+loaded through `core.loading.load_model` like the app does (forward time does not depend on values).
+
+Two CPU figures per model, each against the bare forward `model.module(x)` under inference_mode on
+a ready preprocessed tensor, measured in the same process, alternating the order on each repeat:
+
+- warm classify of one photo: `core.predict.classify_files(model, [(name, jpeg bytes)])`, i.e.
+  decode + the weights' own preprocessing + forward + softmax + top-k, against the bare forward of
+  that one image (goal: at most 1.15x). The pieces are timed apart to say where the rest goes.
+- batch throughput: `core.predict.classify_images` on decoded photos at batch 1, 8 and 32
+  (preprocess + forward + top-k) against the bare forward at the same batch size, in images/s
+  (goal: at least 1/1.15 = 0.87 of the bare throughput).
+
+With CUDA (or `--gpu-device`), a third table: throughput at batch 1 and 64 for resnet50 and
+vit_b_16 in fp32 and bf16, through core (the model loaded by load_model with that precision:
+channels-last CNN, preprocessing on the GPU, pinned copies) against the bare PyTorch forward of the
+same weights in the same precision (a plain torchvision module on the GPU, NCHW, bf16 by autocast).
+
+Medians throughout. Forwards are very sensitive to other work on a small machine: `--threads 1`
+gives steadier figures. A report, not a test: it always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+EXAMPLES = ROOT / "assets" / "examples"
+PHOTO = EXAMPLES / "coffee.jpg"  # 600x400 JPEG
+GOAL_OVERHEAD = 1.15
+GOAL_THROUGHPUT = 1 / GOAL_OVERHEAD
+GPU_MODELS = ("resnet50", "vit_b_16")
+GPU_BATCHES = (1, 64)
+
+
+def write_random_weights(names: list[str], hub_dir: Path) -> dict[str, Path]:
+    """Random weights for each torchvision model, saved under its real file name in `hub_dir`/checkpoints."""
+    import gc
+
+    import torch
+
+    from core.catalog import get_spec
+
+    paths = {}
+    for name in names:
+        spec = get_spec(name)
+        if spec.source != "torchvision":
+            continue
+        path = hub_dir / "checkpoints" / spec.file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            model = spec.build()
+            torch.save(model.state_dict(), path)
+            del model
+            gc.collect()
+        paths[name] = path
+    return paths
+
+
+def use_hub(hub_dir: Path) -> None:
+    """Make torchvision and core.weights find only the files in `hub_dir`, and trust them."""
+    import torch.hub
+
+    import core.weights
+
+    torch.hub.set_dir(str(hub_dir))
+    os.environ["ZOOSCOPE_OFFLINE"] = "1"
+    os.environ.pop("ZOOSCOPE_WEIGHTS_DIR", None)
+    # Our random file can never match the SHA-256 prefix in torchvision's name: skip that check.
+    core.weights.expected_hash_prefix = lambda file_name: None
+
+
+# The clock the ratios are taken on. "cpu" is this thread's CPU time (time.thread_time): with one
+# torch thread every step (decode, preprocess, forward, top-k) runs in the calling thread, so it
+# counts the work and not the time spent waiting for a core that other jobs hold, which on a
+# shared machine is most of the noise. "wall" is time.perf_counter (always used with a GPU).
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.thread_time, "wall": time.perf_counter}
+_clock = {"name": "wall"}
+
+
+def _seconds(function: Callable[[], object], sync: Callable[[], None] = lambda: None) -> float:
+    now = CLOCKS[_clock["name"]]
+    sync()
+    start = now()
+    function()
+    sync()
+    return now() - start
+
+
+def _alternate(
+    ours: Callable[[], object], bare: Callable[[], object], runs: int, warmup: int, sync=lambda: None
+) -> tuple[list[float], list[float], float]:
+    """Alternated timings of ours and bare on the chosen clock, and the wall-clock ratio of medians."""
+    for _ in range(warmup):
+        ours()
+        bare()
+    ours_s, bare_s, ours_wall, bare_wall = [], [], [], []
+
+    def timed(function, into: list[float], wall: list[float]) -> None:
+        start = time.perf_counter()
+        into.append(_seconds(function, sync))
+        wall.append(time.perf_counter() - start)
+
+    for index in range(runs):
+        if index % 2 == 0:
+            timed(ours, ours_s, ours_wall)
+            timed(bare, bare_s, bare_wall)
+        else:
+            timed(bare, bare_s, bare_wall)
+            timed(ours, ours_s, ours_wall)
+    return ours_s, bare_s, statistics.median(ours_wall) / statistics.median(bare_wall)
+
+
+def _photos() -> list[tuple[str, bytes]]:
+    return [(path.name, path.read_bytes()) for path in sorted(EXAMPLES.glob("*.jpg"))]
+
+
+def bench_single(model, runs: int, warmup: int) -> dict:
+    import torch
+
+    from core.images import decode_image
+    from core.predict import classify_files, preprocess, probabilities, top_k
+
+    data = PHOTO.read_bytes()
+    files = [(PHOTO.name, data)]
+    image = decode_image(data)
+    x = preprocess(model, [image])
+
+    def bare() -> None:
+        with torch.inference_mode():
+            model.module(x)
+
+    ours_s, bare_s, wall_ratio = _alternate(lambda: classify_files(model, files, k=5), bare, runs, warmup)
+    probs = probabilities(model, x)
+    pieces = {
+        "decode": statistics.median(_seconds(lambda: decode_image(data)) for _ in range(runs)),
+        "preprocess": statistics.median(_seconds(lambda: preprocess(model, [image])) for _ in range(runs)),
+        "top_k": statistics.median(_seconds(lambda: top_k(probs, model.categories, 5)) for _ in range(runs)),
+    }
+    ours, forward = statistics.median(ours_s), statistics.median(bare_s)
+    return {
+        "model": model.name,
+        "image": f"{PHOTO.name} {image.width}x{image.height}",
+        "ours_ms": ours * 1000,
+        "bare_ms": forward * 1000,
+        "ratio": ours / forward,
+        "ratio_of_runs": statistics.median(a / b for a, b in zip(ours_s, bare_s, strict=True)),
+        "wall_ratio": wall_ratio,
+        "clock": _clock["name"],
+        **{f"{key}_ms": value * 1000 for key, value in pieces.items()},
+        "rest_ms": (ours - forward - sum(pieces.values())) * 1000,
+        "runs": runs,
+    }
+
+
+def bench_batches(model, batches: list[int], repeats: int, warmup: int, sync=lambda: None, bare_module=None) -> list:
+    import torch
+
+    from core.images import decode_image
+    from core.predict import classify_images, preprocess
+    from core.runtime import autocast
+
+    photos = [decode_image(data) for _, data in _photos()]
+    rows = []
+    for batch in batches:
+        images = [photos[i % len(photos)] for i in range(batch)]
+        names = [f"{i}.jpg" for i in range(batch)]
+        module = bare_module or model.module
+        x = preprocess(model, images).to(model.device)
+        if bare_module is not None:
+            x = x.contiguous()  # the plain module takes plain NCHW input
+
+        def bare(module=module, x=x) -> None:
+            with torch.inference_mode(), autocast(model.device, model.precision):
+                module(x)
+
+        def ours(images=images, names=names) -> None:
+            classify_images(model, images, names)
+
+        ours_s, bare_s, wall_ratio = _alternate(ours, bare, repeats, warmup, sync)
+        ours, forward = statistics.median(ours_s), statistics.median(bare_s)
+        rows.append(
+            {
+                "model": model.name,
+                "precision": model.precision,
+                "batch": batch,
+                "ours_ips": batch / ours,
+                "bare_ips": batch / forward,
+                "ratio": forward / ours,  # ours / bare throughput
+                "wall_ratio": 1 / wall_ratio,
+                "clock": _clock["name"],
+                "repeats": repeats,
+            }
+        )
+    return rows
+
+
+def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warmup: int) -> dict:
+    """resnet50 and vit_b_16, fp32 and bf16, through core vs a plain torchvision module on the device."""
+    import torch
+
+    from core import runtime
+    from core.catalog import get_spec
+    from core.loading import load_model, read_state_dict
+
+    device_obj = torch.device(device)
+
+    def sync() -> None:
+        if device_obj.type == "cuda":
+            torch.cuda.synchronize(device_obj)
+
+    write_random_weights(list(GPU_MODELS), hub_dir)
+    rows = []
+    decisions = {}
+    for name in GPU_MODELS:
+        spec = get_spec(name)
+        plain = spec.build().eval().requires_grad_(False)
+        plain.load_state_dict(read_state_dict(hub_dir / "checkpoints" / spec.file_name))
+        plain = plain.to(device_obj)
+        decisions[name] = runtime.model_precision(spec.family, device_obj, "auto")
+        for precision in ("fp32", "bf16"):
+            model = load_model(name, device_obj, precision=precision)
+            print(f"  gpu table: {name} {precision}", file=sys.stderr, flush=True)
+            rows += bench_batches(model, batches, repeats, warmup, sync, bare_module=plain)
+            del model
+        del plain
+        if device_obj.type == "cuda":
+            torch.cuda.empty_cache()
+    agreement = runtime.bf16_check(device_obj) if device_obj.type == "cuda" else None
+    return {
+        "device": runtime.device_label(device_obj) if device_obj.type == "cuda" else str(device_obj),
+        "rows": rows,
+        "auto": decisions,
+        "agreement": agreement,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _plain(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _mark(ok: bool) -> str:
+    return "pass" if ok else "MISS"
+
+
+def report(results: dict, markdown: bool) -> str:
+    fmt = _table if markdown else _plain
+    single_header = [
+        "model",
+        "image",
+        "ours ms",
+        "bare forward ms",
+        "ratio",
+        "goal",
+        "decode ms",
+        "preprocess ms",
+        "top-k ms",
+        "rest ms",
+        "wall-clock ratio",
+    ]
+    single_rows = [
+        [
+            r["model"],
+            r["image"],
+            f"{r['ours_ms']:.1f}",
+            f"{r['bare_ms']:.1f}",
+            f"{r['ratio']:.3f}x",
+            f"<= {GOAL_OVERHEAD}x {_mark(r['ratio'] <= GOAL_OVERHEAD)}",
+            f"{r['decode_ms']:.1f}",
+            f"{r['preprocess_ms']:.1f}",
+            f"{r['top_k_ms']:.2f}",
+            f"{r['rest_ms']:.1f}",
+            f"{r['wall_ratio']:.3f}x",
+        ]
+        for r in results["single"]
+    ]
+    batch_header = ["model", "batch", "ours img/s", "bare img/s", "ours / bare", "goal", "wall-clock ours / bare"]
+
+    def batch_rows(rows: list[dict], precision: bool = False) -> list[list[str]]:
+        return [
+            [
+                r["model"] + (f" {r['precision']}" if precision else ""),
+                str(r["batch"]),
+                f"{r['ours_ips']:.1f}",
+                f"{r['bare_ips']:.1f}",
+                f"{r['ratio']:.3f}",
+                f">= {GOAL_THROUGHPUT:.2f} {_mark(r['ratio'] >= GOAL_THROUGHPUT)}",
+                f"{r['wall_ratio']:.3f}",
+            ]
+            for r in rows
+        ]
+
+    setup = results["setup"]
+    clock = (
+        "this thread's CPU time (time.thread_time: the work, not the waits for a core other jobs hold)"
+        if setup["clock"] == "cpu"
+        else "wall-clock time"
+    )
+    out = [
+        f"CPU, {setup['threads']} torch thread(s), load average {setup['load'][0]:.1f} -> {setup['load'][1]:.1f}; "
+        f"median of {setup['runs']} alternated runs (one photo) and {setup['batch_repeats']} (batches). "
+        f"Times and ratios on {clock}; the wall-clock ratio of the same runs is shown beside them.",
+        "",
+        "Warm classify of one photo: classify_files (decode + preprocess + forward + softmax + top-k) vs the bare "
+        "forward on a ready tensor.",
+        "",
+        fmt(single_header, single_rows),
+        "",
+        "Batch throughput: classify_images on decoded photos (preprocess + forward + top-k) vs the bare forward at "
+        "the same batch size.",
+        "",
+        fmt(batch_header, batch_rows(results["batches"])),
+    ]
+    gpu = results.get("gpu")
+    if gpu:
+        out += [
+            "",
+            f"Accelerator table ({gpu['device']}): through core (load_model with that precision; channels-last CNN, "
+            "preprocessing on the device) vs a plain torchvision module with the same weights on the device "
+            "(NCHW; bf16 by autocast).",
+            "",
+            fmt(batch_header, batch_rows(gpu["rows"], precision=True)),
+            "",
+            f"ZOOSCOPE_PRECISION=auto chooses: {', '.join(f'{k} {v}' for k, v in gpu['auto'].items())}"
+            + ("" if gpu["agreement"] is None else f" (bf16 check: {gpu['agreement']:.3f} top-1 agreement)"),
+        ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="efficientnet_lite0,resnet50")
+    parser.add_argument("--runs", type=int, default=21, help="alternated runs for the one-photo figure (median)")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--batch-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--gpu-device", help="device for the accelerator table (default: cuda when available)")
+    parser.add_argument("--gpu-batches", default=",".join(map(str, GPU_BATCHES)))
+    parser.add_argument("--gpu-repeats", type=int, default=10)
+    parser.add_argument("--skip-cpu", action="store_true", help="only the accelerator table")
+    parser.add_argument(
+        "--clock",
+        choices=("auto", "cpu", "wall"),
+        default="auto",
+        help="CPU tables: thread CPU time or wall time (auto: CPU time with --threads 1, else wall)",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from core.loading import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    single_thread = torch.get_num_threads() == 1
+    _clock["name"] = ("cpu" if single_thread else "wall") if args.clock == "auto" else args.clock
+    load_before = os.getloadavg()[0]
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    hub_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-classify-")) / "hub"
+    results: dict = {"single": [], "batches": []}
+    try:
+        write_random_weights(names, hub_dir)
+        use_hub(hub_dir)
+        if not args.skip_cpu:
+            for name in names:
+                print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+                model = load_model(name, "cpu")
+                results["single"].append(bench_single(model, max(args.runs, 1), warmup=3))
+                results["batches"] += bench_batches(model, batches, max(args.batch_repeats, 1), warmup=1)
+                del model
+        gpu_device = args.gpu_device or ("cuda" if torch.cuda.is_available() else None)
+        cpu_clock = _clock["name"]
+        if gpu_device:
+            _clock["name"] = "wall"  # GPU work is not this thread's CPU time
+            gpu_batches = [int(b) for b in args.gpu_batches.split(",") if b.strip()]
+            results["gpu"] = bench_gpu(gpu_device, hub_dir, gpu_batches, max(args.gpu_repeats, 1), warmup=3)
+    finally:
+        shutil.rmtree(hub_dir.parent, ignore_errors=True)
+    results["setup"] = {
+        "threads": torch.get_num_threads(),
+        "load": (load_before, os.getloadavg()[0]),
+        "runs": args.runs,
+        "batch_repeats": args.batch_repeats,
+        "clock": cpu_clock,
+        "goal_overhead": GOAL_OVERHEAD,
+        "goal_throughput": GOAL_THROUGHPUT,
+    }
+    print(report(results, args.markdown))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:  # never fail the caller: this is a report
+        print(f"bench_classify failed: {type(error).__name__}: {error}", file=sys.stderr)
+    sys.exit(0)

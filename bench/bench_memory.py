@@ -1,0 +1,253 @@
+"""The whole process's resident memory with five popular models loaded at once: ours vs torchvision's.
+
+    python bench/bench_memory.py [--models resnet50,vgg16,efficientnet_b0,mobilenet_v3_large,vit_b_16]
+                                 [--repeats 1] [--threads 1] [--no-streamlit] [--markdown] [--json PATH]
+
+Offline and self-contained: the script writes each model's weights file itself (random values under
+torchvision's real file name) into a temporary hub cache, then, in a fresh subprocess per variant:
+
+- ours: the app's pool, `core.loading.ModelPool("cpu")` with its default memory budget, `get(name)`
+  for each model (meta-device build, mmap'd weights assigned, not copied);
+- baseline: `torchvision.models.get_model(name, weights="DEFAULT")` for each (torchvision's standard
+  builder: random initialisation, then the cached file loaded and copied in).
+
+Then one forward pass of each model on one 224 px image, so that every weight page has been read
+(an mmap'd page counts in RSS only once touched), and the process's RSS is read from
+/proc/self/status: total, anonymous (private memory) and file-backed (the mmap'd weights: page
+cache, shared between processes and reclaimable). Streamlit is imported first in both, as in the
+app's process (`--no-streamlit` to leave it out). Goal: ours under 2.0 GB in all (Streamlit
+Community Cloud gives an app about 2.7 GB).
+
+A report, not a test: it always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_MODELS = "resnet50,vgg16,efficientnet_b0,mobilenet_v3_large,vit_b_16"
+VARIANTS = ("torchvision", "zooscope")
+GOAL_BYTES = 2.0e9  # 2.0 GB
+RESULT_TAG = "BENCH_RESULT "
+MB = 2**20
+
+
+def _status() -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile, VmHWM of this process, in bytes."""
+    wanted = {"VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"}
+    values = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            key, _, rest = line.partition(":")
+            if key in wanted:
+                values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dict:
+    if threads := os.environ.get("BENCH_TORCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(threads))
+    if streamlit:
+        import streamlit  # noqa: F401  (the app's process has it loaded)
+    import torch
+    import torchvision
+
+    from bench.bench_classify import use_hub
+    from core.catalog import get_spec
+    from core.loading import ModelPool
+
+    use_hub(Path(hub_dir))
+    before = _status()
+    start = time.perf_counter()
+    evicted: list[str] = []
+    if variant == "zooscope":
+        pool = ModelPool("cpu")
+        modules = [pool.get(name, on_evict=evicted.append).module for name in names]
+        kept = pool.loaded()
+    else:
+        modules = [torchvision.models.get_model(name, weights="DEFAULT").eval() for name in names]
+        kept = list(names)
+    load_seconds = time.perf_counter() - start
+    loaded = _status()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for name, module in zip(names, modules, strict=True):
+            size = get_spec(name).input_size
+            module(torch.zeros(1, 3, size, size))
+    forward_seconds = time.perf_counter() - start
+    after = _status()
+    return {
+        "before": before,
+        "loaded": loaded,
+        "after": after,
+        "peak": max(after["VmHWM"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+        "load_seconds": load_seconds,
+        "forward_seconds": forward_seconds,
+        "kept": kept,
+        "evicted": evicted,
+    }
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _run_child(variant: str, names: list[str], hub_dir: Path, threads: int | None, streamlit: bool) -> dict:
+    env = dict(os.environ, ZOOSCOPE_OFFLINE="1")
+    env.pop("ZOOSCOPE_WEIGHTS_DIR", None)
+    if threads:
+        env["BENCH_TORCH_THREADS"] = str(threads)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", variant, ",".join(names), str(hub_dir)]
+    if not streamlit:
+        command.append("--no-streamlit")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG) :])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+    raise RuntimeError(f"child {variant} exited {done.returncode}: " + " | ".join(tail))
+
+
+def bench(names: list[str], repeats: int, threads: int | None, streamlit: bool) -> dict:
+    from bench.bench_classify import write_random_weights
+
+    hub_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-memory-")) / "hub"
+    try:
+        paths = write_random_weights(names, hub_dir)
+        file_bytes = sum(path.stat().st_size for path in paths.values())
+        runs: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
+        for index in range(repeats):
+            for variant in VARIANTS if index % 2 == 0 else VARIANTS[::-1]:
+                print(f"  {variant} (run {index + 1} of {repeats}) ...", file=sys.stderr, flush=True)
+                runs[variant].append(_run_child(variant, names, hub_dir, threads, streamlit))
+    finally:
+        shutil.rmtree(hub_dir.parent, ignore_errors=True)
+    summary = {}
+    for variant, variant_runs in runs.items():
+
+        def median(pick, variant_runs=variant_runs) -> float:
+            return statistics.median(pick(run) for run in variant_runs)
+
+        summary[variant] = {
+            "rss_before": median(lambda r: r["before"]["VmRSS"]),
+            "rss_loaded": median(lambda r: r["loaded"]["VmRSS"]),
+            "rss": median(lambda r: r["after"]["VmRSS"]),
+            "anon": median(lambda r: r["after"]["RssAnon"]),
+            "file": median(lambda r: r["after"]["RssFile"]),
+            "peak": median(lambda r: r["peak"]),
+            "load_seconds": median(lambda r: r["load_seconds"]),
+            "forward_seconds": median(lambda r: r["forward_seconds"]),
+            "kept": variant_runs[0]["kept"],
+            "evicted": variant_runs[0]["evicted"],
+        }
+    return {
+        "models": names,
+        "file_bytes": file_bytes,
+        "repeats": repeats,
+        "streamlit": streamlit,
+        "goal_bytes": GOAL_BYTES,
+        **summary,
+        "ratio": summary["zooscope"]["rss"] / summary["torchvision"]["rss"],
+        "peak_ratio": summary["zooscope"]["peak"] / summary["torchvision"]["peak"],
+        "passed": summary["zooscope"]["rss"] < GOAL_BYTES,
+    }
+
+
+def report(result: dict, markdown: bool, threads: int | None, load: tuple[float, float]) -> str:
+    header = ["variant", "RSS MB", "anonymous MB", "file-backed MB", "peak RSS MB", "RSS before loading MB", "load s"]
+    rows = []
+    for variant, label in (("torchvision", "torchvision builders"), ("zooscope", "ours (ModelPool)")):
+        r = result[variant]
+        rows.append(
+            [
+                label,
+                f"{r['rss'] / MB:.0f}",
+                f"{r['anon'] / MB:.0f}",
+                f"{r['file'] / MB:.0f}",
+                f"{r['peak'] / MB:.0f}",
+                f"{r['rss_before'] / MB:.0f}",
+                f"{r['load_seconds']:.2f}",
+            ]
+        )
+    if markdown:
+        table = "\n".join(
+            ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+            + ["| " + " | ".join(row) + " |" for row in rows]
+        )
+    else:
+        widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        table = "\n".join(lines)
+    ours = result["zooscope"]
+    verdict = "pass" if result["passed"] else "MISS"
+    out = [
+        f"{', '.join(result['models'])} all loaded, then one forward each; weights files "
+        f"{result['file_bytes'] / MB:.0f} MB in all; streamlit imported: {'yes' if result['streamlit'] else 'no'}; "
+        f"median of {result['repeats']} fresh process(es) per variant; {threads or 'default'} torch thread(s); "
+        f"load average {load[0]:.1f} -> {load[1]:.1f}.",
+        "",
+        table,
+        "",
+        f"Ours: {ours['rss'] / 1e9:.2f} GB RSS (goal < {GOAL_BYTES / 1e9:.1f} GB: {verdict}); "
+        f"ours / torchvision RSS = {result['ratio']:.2f}, peak {result['peak_ratio']:.2f}.",
+        f"Models kept by the pool: {', '.join(ours['kept'])}"
+        + (f"; unloaded to fit its budget: {', '.join(ours['evicted'])}" if ours["evicted"] else "; none unloaded."),
+        "File-backed pages are the mmap'd weights files: page cache the kernel can drop and re-read under pressure, "
+        "shared by every process that maps the same file; the anonymous part is what cannot be reclaimed.",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per variant (median)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads in the children")
+    parser.add_argument("--no-streamlit", action="store_true", help="do not import streamlit in the children")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "MODELS", "HUB"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        variant, models, hub_dir = args.child
+        result = _child(variant, models.split(","), hub_dir, streamlit=not args.no_streamlit)
+        print(RESULT_TAG + json.dumps(result), flush=True)
+        return 0
+
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    load_before = os.getloadavg()[0]
+    result = bench(names, max(args.repeats, 1), args.threads, streamlit=not args.no_streamlit)
+    print(report(result, args.markdown, args.threads, (load_before, os.getloadavg()[0])))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:  # never fail the caller: this is a report
+        print(f"bench_memory failed: {type(error).__name__}: {error}", file=sys.stderr)
+    sys.exit(0)
