@@ -23,6 +23,7 @@ from PIL import Image
 from core.catalog import ModelSpec
 from core.errors import ZooScopeError
 from core.loading import LoadedModel
+from core.views import private_view, resolve_layer
 
 DEFAULT_COLORMAP = "jet"
 LAYOUTS = ("nchw", "nhwc", "tokens")
@@ -104,59 +105,18 @@ def _unit_range(cam: np.ndarray) -> np.ndarray:
 # --- the private view -------------------------------------------------------------------------
 
 
-def _private_view(loaded: LoadedModel) -> nn.Module:
-    """The shared model's architecture with its very tensors assigned (no copy), in eval mode.
-
-    New Parameter objects wrap the shared storage, so nothing done to the view (hooks,
-    requires_grad, swapped submodules) reaches the shared module.
-    """
-    spec = loaded.spec
-    try:
-        with torch.device("meta"):
-            view = spec.build()
-    except NotImplementedError:
-        view = spec.build()  # regnet computes while constructing: build for real, then assign
-    view.load_state_dict(loaded.module.state_dict(), strict=True, assign=True)
-    # Non-persistent buffers are not in a state dict: take the shared module's tensors too.
-    shared_buffers = dict(loaded.module.named_buffers())
-    for name, buffer in list(view.named_buffers()):
-        if buffer.is_meta:
-            owner, _, leaf = name.rpartition(".")
-            view.get_submodule(owner)._buffers[leaf] = shared_buffers[name]
-    return view.eval().requires_grad_(False)
-
-
 def _explainable_view(loaded: LoadedModel, path: str, layout: str) -> tuple[nn.Module, nn.Module]:
     """A private view and the module in it whose output is the (N, C, H, W) map Grad-CAM uses."""
     if layout not in LAYOUTS:
         raise ZooScopeError(f"Unknown feature layout '{layout}' for {loaded.name}; expected one of {LAYOUTS}.")
-    view = _private_view(loaded)
-    parent, key = _resolve(view, path, loaded.name)
+    view = private_view(loaded)
+    parent, key = resolve_layer(view, path, loaded.name)
     target = getattr(parent, key)
     if layout == "nchw":
         return view, target
     tap = _NCHWTap(target, layout)
     setattr(parent, key, tap)  # in the view only
     return view, tap.to_nchw
-
-
-def _resolve(model: nn.Module, path: str, model_name: str) -> tuple[nn.Module, str]:
-    """(parent module, child key) for a dotted path; integer parts index children by position,
-    negative ones from the end (e.g. "features.-2", "encoder.layers.-1.ln_1")."""
-    parent, key = None, ""
-    module = model
-    for part in path.split("."):
-        children = list(module._modules)
-        try:
-            key = children[int(part)] if part.lstrip("-").isdigit() else part
-        except IndexError:
-            key = None
-        if key not in module._modules:
-            raise ZooScopeError(f"{model_name} has no layer '{path}' to explain.")
-        parent, module = module, module._modules[key]
-    if parent is None:
-        raise ZooScopeError(f"{model_name} has no layer '{path}' to explain.")
-    return parent, key
 
 
 # --- layout adapters: the forward is unchanged, only a (N, C, H, W) tensor appears for captum ---

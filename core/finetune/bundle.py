@@ -39,10 +39,10 @@ from core.finetune.train import (
     backbone_view,
     block_path,
     build_head,
-    get_layer,
     strip_head,
 )
 from core.loading import LoadedModel
+from core.views import get_layer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

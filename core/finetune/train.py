@@ -45,6 +45,7 @@ from core.errors import ImageError, ZooScopeError
 from core.finetune.data import Dataset, LabelledImage, stratified_split
 from core.images import decode_image
 from core.loading import LoadedModel
+from core.views import get_layer, private_view, set_layer
 
 # --- where the classifier and the last block live, per family ------------------------------------
 # Dotted paths; integer parts index a module's children by position, negative ones from the end
@@ -121,33 +122,6 @@ def block_path(spec: ModelSpec) -> str:
         ) from None
 
 
-def resolve(model: nn.Module, path: str, model_name: str = "the model") -> tuple[nn.Module, str]:
-    """(parent module, child key) of a dotted path such as "classifier.-1" or "encoder.layers.-1"."""
-    parent, key, module = None, "", model
-    for part in path.split("."):
-        children = list(module._modules)
-        try:
-            key = children[int(part)] if part.lstrip("-").isdigit() else part
-        except IndexError:
-            key = None
-        if key not in module._modules or module._modules[key] is None:
-            raise ZooScopeError(f"{model_name} has no layer '{path}'.")
-        parent, module = module, module._modules[key]
-    if parent is None:
-        raise ZooScopeError(f"{model_name} has no layer '{path}'.")
-    return parent, key
-
-
-def get_layer(model: nn.Module, path: str, model_name: str = "the model") -> nn.Module:
-    parent, key = resolve(model, path, model_name)
-    return parent._modules[key]
-
-
-def set_layer(model: nn.Module, path: str, layer: nn.Module, model_name: str = "the model") -> None:
-    parent, key = resolve(model, path, model_name)
-    parent._modules[key] = layer
-
-
 def strip_head(model: nn.Module, spec: ModelSpec) -> int:
     """Replace `model`'s final Linear with nn.Identity() in place; returns its in_features (D)."""
     path = head_path(spec)
@@ -177,28 +151,6 @@ class BackboneView:
     block_path: str | None = None
 
 
-def _shared_view(loaded: LoadedModel) -> nn.Module:
-    """The shared model's architecture with its very tensors assigned (no copy), eval, frozen.
-
-    New Parameter objects wrap the shared storage, so what happens to the view (a swapped head,
-    requires_grad, a swapped block) never reaches the shared module.
-    """
-    spec = loaded.spec
-    try:
-        with torch.device("meta"):
-            view = spec.build()
-    except NotImplementedError:
-        view = spec.build()  # regnet computes while constructing: build for real, then assign
-    view.load_state_dict(loaded.module.state_dict(), strict=True, assign=True)
-    # Non-persistent buffers are not in a state dict: take the shared module's tensors too.
-    shared_buffers = dict(loaded.module.named_buffers())
-    for name, buffer in list(view.named_buffers()):
-        if buffer.is_meta:
-            owner, _, leaf = name.rpartition(".")
-            view.get_submodule(owner)._buffers[leaf] = shared_buffers[name]
-    return view.eval().requires_grad_(False)
-
-
 def backbone_view(loaded: LoadedModel, *, finetune: bool = False, block: nn.Module | None = None) -> BackboneView:
     """A private feature extractor for `loaded`; with finetune=True, its last block is a trainable copy.
 
@@ -206,7 +158,7 @@ def backbone_view(loaded: LoadedModel, *, finetune: bool = False, block: nn.Modu
     """
     spec = loaded.spec
     path = block_path(spec) if (finetune or block is not None) else None
-    view = _shared_view(loaded)
+    view = private_view(loaded)
     feature_dim = strip_head(view, spec)
     if path is not None:
         if block is None:

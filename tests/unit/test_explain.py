@@ -25,8 +25,6 @@ from core.explain import (
     Explanation,
     _explainable_view,
     _NCHWTap,
-    _private_view,
-    _resolve,
     _unit_range,
     grad_cam,
     model_view,
@@ -34,6 +32,7 @@ from core.explain import (
 )
 from core.loading import LoadedModel
 from core.predict import classify_images
+from core.views import private_view, resolve_layer
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 CANVAS = 800  # the 451x300 cat fills about a sixth of it
@@ -186,7 +185,7 @@ def test_shared_module_is_untouched(lite0, name):
 
 
 def test_view_shares_storage_not_objects(lite0):
-    view = _private_view(lite0)
+    view = private_view(lite0)
     shared = lite0.module.state_dict()
     own = view.state_dict()
     assert own.keys() == shared.keys()
@@ -198,7 +197,7 @@ def test_view_shares_storage_not_objects(lite0):
 
 def test_view_of_a_model_that_cannot_build_on_meta():
     loaded = random_loaded("regnet_y_400mf")
-    view = _private_view(loaded)
+    view = private_view(loaded)
     assert all(
         view.state_dict()[key].data_ptr() == tensor.data_ptr() for key, tensor in loaded.module.state_dict().items()
     )
@@ -221,7 +220,7 @@ def test_view_takes_non_persistent_buffers_from_the_shared_module():
     spec = dataclasses.replace(get_spec("resnet18"), builder=_ScaledNet, build_kwargs={"num_classes": 1000})
     module = spec.build().eval().requires_grad_(False)
     loaded = LoadedModel(spec, module, spec.transforms(), torch.device("cpu"))
-    view = _private_view(loaded)
+    view = private_view(loaded)
     assert view.scale is module.scale
     assert_valid(grad_cam(loaded, noise_image()), 224)
 
@@ -286,13 +285,13 @@ def test_resolve_negative_and_named_paths():
     model.add_module("features", nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.MaxPool2d(2)))
     model.add_module("encoder", nn.Module())
     model.encoder.layers = nn.ModuleList([nn.Linear(2, 2), nn.LayerNorm(2)])
-    assert _resolve(model, "features.-2", "m") == (model.features, "1")
-    assert _resolve(model, "features.0", "m") == (model.features, "0")
-    assert _resolve(model, "encoder.layers.-1", "m") == (model.encoder.layers, "1")
-    assert _resolve(model, "features", "m") == (model, "features")
+    assert resolve_layer(model, "features.-2", "m") == (model.features, "1")
+    assert resolve_layer(model, "features.0", "m") == (model.features, "0")
+    assert resolve_layer(model, "encoder.layers.-1", "m") == (model.encoder.layers, "1")
+    assert resolve_layer(model, "features", "m") == (model, "features")
     for bad in ("features.3", "features.-4", "head", "features.0.weight", ""):
         with pytest.raises(ZooScopeError, match="no layer"):
-            _resolve(model, bad, "m")
+            resolve_layer(model, bad, "m")
 
 
 # --- heat map scaling and overlay -------------------------------------------------------------------
