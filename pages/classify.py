@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import weights
-from core.cache import get_model, model_pool
+from core.cache import model_pool
 from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.charts import top_k_bars
 from core.errors import ZooScopeError
@@ -20,6 +20,7 @@ from core.predict import (
     top_k_frame,
 )
 from ui.inputs import file_digest, image_inputs
+from ui.loading import load_with_progress
 from ui.progress import progress_bar
 from ui.text import verbatim
 
@@ -40,24 +41,12 @@ def default_index(specs: list[ModelSpec]) -> int:
     return names.index(available[0] if available else OFFLINE_DEFAULT)
 
 
-def load(model_name: str) -> LoadedModel:
-    """A shared model from the pool, with a progress bar the first time and a note if others were unloaded."""
-    if model_name in model_pool().loaded():
-        return get_model(model_name)
-    evicted: list[str] = []
-    with progress_bar(f"Loading {model_name}…") as progress:
-        model = get_model(model_name, progress=progress, on_evict=evicted.append)
-    if evicted:
-        st.info(f"Unloaded {', '.join(evicted)} to stay under the model memory budget.", icon=":material/memory:")
-    return model
-
-
 def chosen_model(choice: str) -> LoadedModel:
     """The catalogue model, or this session's fine-tuned model on top of its shared backbone."""
     if choice == MY_MODEL:
         trained = st.session_state[MY_MODEL_KEY]
-        return trained.as_loaded(load(trained.backbone))
-    return load(choice)
+        return trained.as_loaded(load_with_progress(trained.backbone))
+    return load_with_progress(choice)
 
 
 def classify(choice: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
@@ -83,7 +72,7 @@ def import_bundle_upload() -> None:
         digest = file_digest(((bundle.name, bundle.getvalue()),))
         if st.session_state.get("classify_bundle_digest") != digest:
             try:
-                trained = import_bundle(bundle.getvalue(), loaded_for=load)
+                trained = import_bundle(bundle.getvalue(), loaded_for=load_with_progress)
             except ZooScopeError as error:
                 st.error(f"**{verbatim(bundle.name)}**: {error}", icon=":material/error:")
                 return

@@ -6,7 +6,6 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core import weights
-from core.cache import get_model, model_pool
 from core.catalog import ModelSpec, all_specs, curated_specs
 from core.charts import training_curves
 from core.errors import ZooScopeError
@@ -14,7 +13,7 @@ from core.finetune.bundle import export_bundle, export_onnx, preprocessing
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
 from core.finetune.train import HEAD_TYPES, MODES, TrainConfig, TrainedModel, train
 from core.images import SUPPORTED_TYPES
-from core.loading import LoadedModel, Progress
+from core.loading import Progress
 from core.predict import Classification, Failure, top_k_frame
 from ui.finetune_views import (
     LiveTraining,
@@ -29,6 +28,7 @@ from ui.finetune_views import (
     show_summary,
 )
 from ui.inputs import file_digest
+from ui.loading import load_with_progress
 from ui.progress import progress_bar
 from ui.text import verbatim
 
@@ -201,17 +201,6 @@ def settings() -> tuple[str, TrainConfig] | None:
     return backbone, config
 
 
-def load_backbone(name: str) -> LoadedModel:
-    if name in model_pool().loaded():
-        return get_model(name)
-    evicted: list[str] = []
-    with progress_bar(f"Loading {name}…") as progress:
-        model = get_model(name, progress=progress, on_evict=evicted.append)
-    if evicted:
-        st.info(f"Unloaded {', '.join(evicted)} to stay under the model memory budget.", icon=":material/memory:")
-    return model
-
-
 def stop_clicked() -> None:
     # Runs at the start of the run that the click started (the training run is being stopped meanwhile).
     if run := st.session_state.get(RUN_KEY):
@@ -221,7 +210,7 @@ def stop_clicked() -> None:
 def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: TrainingRun) -> TrainedModel | None:
     """Train with progress bars and a live chart; None (with the reason on screen) if it cannot."""
     try:
-        loaded = load_backbone(backbone)
+        loaded = load_with_progress(backbone)
     except ZooScopeError as error:
         st.error(str(error), icon=":material/cloud_off:")
         return None
@@ -315,7 +304,7 @@ def try_it(trained: TrainedModel) -> None:
         results = remember(
             "finetune_try_last",
             key,
-            lambda: trained.classify_files(load_backbone(trained.backbone), pairs, k, thumbnails=True),
+            lambda: trained.classify_files(load_with_progress(trained.backbone), pairs, k, thumbnails=True),
         )
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
@@ -370,7 +359,7 @@ def export(trained: TrainedModel) -> None:
         if st.button("Prepare the ONNX model", key="finetune_prepare_onnx", icon=":material/build:"):
             try:
                 with st.spinner("Exporting the whole model (backbone and head) to ONNX…"):
-                    model = export_onnx(trained, load_backbone(trained.backbone))
+                    model = export_onnx(trained, load_with_progress(trained.backbone))
             except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
                 st.error(f"The ONNX export failed: {error}", icon=":material/error:")
             else:
