@@ -22,6 +22,7 @@ from core.predict import (
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
+from ui.tables import share_column, top_k_table
 from ui.text import verbatim
 
 MY_MODEL = "my model"  # the selectbox option for this session's fine-tuned model
@@ -92,13 +93,7 @@ def show_result(result: Classification, device: str) -> None:
             top = result.top1
             st.markdown(f"**{top.label}** · {top.probability:.1%}")
             st.altair_chart(top_k_bars(top_k_frame(result)), width="stretch")
-            st.dataframe(
-                top_k_frame(result),
-                hide_index=True,
-                column_config={
-                    "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)
-                },
-            )
+            top_k_table(result)
             st.caption(f"{result.latency_ms:.1f} ms on {device} (decode excluded: preprocess, forward, top-k)")
 
 
@@ -146,7 +141,7 @@ def main() -> None:
                 summary_frame(results),
                 hide_index=True,
                 column_config={
-                    "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+                    "confidence": share_column(),
                     "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f"),
                 },
             )

@@ -11,9 +11,10 @@ from core.errors import ZooScopeError
 from core.explain import grad_cam, overlay
 from core.images import decode_image
 from core.loading import LoadedModel
-from core.predict import DEFAULT_TOP_K, MAX_TOP_K, centre_for_model, top_k_frame
+from core.predict import DEFAULT_TOP_K, MAX_TOP_K, centre_for_model
 from ui.inputs import file_digest, image_inputs
 from ui.progress import progress_bar
+from ui.tables import top_k_table
 from ui.text import verbatim
 
 WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
@@ -115,14 +116,7 @@ def show_image(image: ImageComparison, models: list[str]) -> None:
             result = image.results[name]
             with column:
                 st.markdown(f"**{name}**  \n:primary[{result.top1.label}] · {result.top1.probability:.1%}")
-                st.dataframe(
-                    top_k_frame(result),
-                    hide_index=True,
-                    column_config={
-                        "rank": None,
-                        "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
-                    },
-                )
+                top_k_table(result, show_rank=False)
 
 
 def show_explanations(comparison: Comparison, models: list[LoadedModel], files: list[tuple[str, bytes]]) -> None:

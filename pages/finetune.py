@@ -14,7 +14,7 @@ from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, 
 from core.finetune.train import HEAD_TYPES, MODES, TrainConfig, TrainedModel, train
 from core.images import SUPPORTED_TYPES
 from core.loading import Progress
-from core.predict import Classification, Failure, top_k_frame
+from core.predict import Classification, Failure
 from ui.finetune_views import (
     LiveTraining,
     TrainingRun,
@@ -30,6 +30,7 @@ from ui.finetune_views import (
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
+from ui.tables import top_k_table
 from ui.text import verbatim
 
 MY_MODEL_KEY = "my_model"  # session_state: this session's core.finetune.train.TrainedModel
@@ -321,14 +322,7 @@ def show_try_result(result: Classification) -> None:
         picture, numbers = st.columns([1, 3], gap="medium")
         picture.image(result.thumbnail, caption=verbatim(result.file), width="stretch")
         numbers.markdown(f"**{verbatim(result.top1.label)}** · {result.top1.probability:.1%}")
-        numbers.dataframe(
-            top_k_frame(result),
-            hide_index=True,
-            column_config={
-                "rank": None,
-                "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
-            },
-        )
+        top_k_table(result, show_rank=False, container=numbers)
 
 
 def export(trained: TrainedModel) -> None:

@@ -17,6 +17,7 @@ from core.errors import ImageError
 from core.finetune.data import Dataset, Skipped
 from core.finetune.train import EpochLog, FeatureCache, Metrics, Mistake, TrainConfig, TrainedModel
 from core.images import decode_image, thumbnail
+from ui.tables import share_column
 from ui.text import verbatim
 
 PREVIEW_PER_CLASS = 6
@@ -25,7 +26,6 @@ PREVIEW_SIDE = 96
 MISTAKES_LIMIT = 24
 MISTAKES_PER_ROW = 6
 _FOLDER_ENTRY = "This is a folder entry, not a file."
-_SHARE = {"format": "percent", "min_value": 0, "max_value": 1}
 
 
 @st.cache_resource(show_spinner=False)
@@ -203,9 +203,9 @@ def show_metrics(metrics: Metrics) -> None:
         metrics.per_class_frame(),
         hide_index=True,
         column_config={
-            "precision": st.column_config.ProgressColumn(**_SHARE, help="Of the images called this, how many were"),
-            "recall": st.column_config.ProgressColumn(**_SHARE, help="Of the images of this class, how many found"),
-            "f1": st.column_config.ProgressColumn("F1", **_SHARE),
+            "precision": share_column(help="Of the images called this, how many were"),
+            "recall": share_column(help="Of the images of this class, how many found"),
+            "f1": share_column("F1"),
             "support": st.column_config.NumberColumn("images", help="Validation images of this class"),
         },
     )
