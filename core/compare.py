@@ -24,6 +24,7 @@ from core.errors import ImageError, ZooScopeError
 from core.images import decode_image, thumbnail
 from core.loading import LoadedModel, Progress
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, preprocess, probabilities, top_k
+from core.preprocessing import decode_side
 
 MODEL_COLUMNS = [
     "model",
@@ -364,6 +365,7 @@ def compare_files(
     steps, done = max(len(chunks), 1) * len(models), 0
 
     overlap = _overlap_preprocessing(models)
+    side = decode_side(model.preprocess for model in models)  # decoded once, big enough for every model
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="zooscope-preprocess") if overlap else _Inline() as helper
     ):
@@ -371,7 +373,7 @@ def compare_files(
             decoded: list[tuple[int, str, Image.Image]] = []
             for index, (name, data) in enumerate(files[chunk_start : chunk_start + DEFAULT_BATCH_SIZE], chunk_start):
                 try:
-                    decoded.append((index, name, decode_image(data)))
+                    decoded.append((index, name, decode_image(data, min_side=side)))
                 except ImageError as error:
                     entries[index] = Failure(file=name, error=str(error))
             images = [image for _, _, image in decoded]

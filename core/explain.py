@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn as nn
-import torchvision.transforms.functional as TF
 from captum.attr import LayerAttribution, LayerGradCam
 from matplotlib import colormaps
 from PIL import Image
 
+from core import preprocessing
 from core.catalog import ModelSpec
 from core.errors import ZooScopeError
 from core.loading import LoadedModel
@@ -44,12 +44,10 @@ class Explanation:
 def model_view(spec: ModelSpec, image: Image.Image) -> Image.Image:
     """The resized, centre-cropped RGB image the model sees (its own preset, minus normalisation).
 
-    Same calls, sizes and interpolation as the weights' `transforms()` on a PIL image, so the
-    heat map lines up with these pixels exactly.
+    The same view `grad_cam` feeds the model (core.preprocessing), so the heat map lines up with
+    these pixels exactly.
     """
-    preset = spec.transforms()
-    view = TF.resize(image.convert("RGB"), preset.resize_size, interpolation=preset.interpolation)
-    return TF.center_crop(view, preset.crop_size)
+    return preprocessing.model_view(image, spec.transforms())
 
 
 def grad_cam(loaded: LoadedModel, image: Image.Image, class_index: int | None = None) -> Explanation:
@@ -63,7 +61,7 @@ def grad_cam(loaded: LoadedModel, image: Image.Image, class_index: int | None = 
     path, layout = spec.cam_target
     view, layer = _explainable_view(loaded, path, layout)
 
-    batch = loaded.preprocess(image.convert("RGB")).unsqueeze(0).to(loaded.device)
+    batch = preprocessing.model_input(image, loaded.preprocess).unsqueeze(0).to(loaded.device)
     with torch.no_grad():
         probs = view(batch).float().softmax(dim=1)[0]
     if class_index is None:

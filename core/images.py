@@ -44,8 +44,13 @@ _IMAGE_MAGIC = (
 _CORRUPT = "The image data is truncated or corrupt."
 
 
-def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
-    """Decode `data` into a loaded RGB image, or raise ImageError with one readable sentence."""
+def decode_image(data: bytes, *, max_pixels: int | None = None, min_side: int | None = None) -> Image.Image:
+    """Decode `data` into a loaded RGB image, or raise ImageError with one readable sentence.
+
+    With `min_side`, a JPEG whose short side is at least twice that is decoded at libjpeg's
+    reduced scale (1/2, 1/4 or 1/8; the short side stays at least `min_side`): a 12 MP phone photo
+    decodes about 3x faster and in a quarter of the memory. Other formats come back full size.
+    """
     if not data:
         raise ImageError("The file is empty.")
     limit = _pixel_limit(max_pixels)
@@ -57,6 +62,8 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
                 raise ImageError(
                     f"The image is {width}×{height} pixels ({_amount(width * height)}); the limit is {_amount(limit)}."
                 )
+            if min_side and im.format in ("JPEG", "MPO"):
+                im.draft(None, (min_side, min_side))  # picks the smallest scale still >= min_side
             im.load()  # first frame only: animated files open positioned on frame 0
             return _to_rgb(_exif_transpose(im))
     except ImageError:

@@ -16,6 +16,7 @@ from core import runtime
 from core.errors import ImageError
 from core.images import decode_image, thumbnail
 from core.loading import LoadedModel
+from core.preprocessing import centre_for_model, decode_side, model_batch
 
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 20
@@ -66,36 +67,16 @@ class Failure:
         return {"file": self.file, "error": self.error}
 
 
-# The weights' transforms resize the short side, then keep a centred square: a sliver such as a
-# 60000 x 1 PNG (260 bytes, far under the pixel limit) would first become a 15-million x 256,
-# 11 GB image (MemoryError, or the server killed). Cutting the long side to MAX_ASPECT times the
-# short side, around its centre, keeps everything the centre crop keeps (the resampling grid may
-# shift by under a pixel); photos and panoramas up to 50:1 are untouched.
-MAX_ASPECT = 50
-
-
-def centre_for_model(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:
-    """`image`, or the centre of it no more than `max_aspect` times longer than wide."""
-    width, height = image.size
-    longest = min(width, height) * max_aspect
-    if width > longest:
-        left = (width - longest) // 2
-        return image.crop((left, 0, left + longest, height))
-    if height > longest:
-        top = (height - longest) // 2
-        return image.crop((0, top, width, top + longest))
-    return image
-
-
 def preprocess(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
     """A batch tensor made by the weights' own transforms (resize, crop, normalise).
 
-    On the CPU, the transforms run on the PIL images. For a model on CUDA they run on the GPU
-    instead (see `preprocess_on_device`) and the batch comes back on the GPU.
+    On the CPU, the transforms run on the PIL images, resizing only the crop the model sees (see
+    core.preprocessing). For a model on CUDA they run on the GPU instead (see
+    `preprocess_on_device`) and the batch comes back on the GPU.
     """
     if _on_cuda(model):
         return preprocess_on_device(model, images, model.device)
-    return torch.stack([model.preprocess(centre_for_model(image)) for image in images])
+    return model_batch(images, model.preprocess)
 
 
 def preprocess_on_device(model: LoadedModel, images: Sequence[Image.Image], device: torch.device | str) -> torch.Tensor:
@@ -254,11 +235,12 @@ def classify_files(
     Decoded images live only for their batch, so memory stays flat however many files come in.
     """
     results: dict[int, Classification | Failure] = {}
+    side = decode_side([model.preprocess])  # a big JPEG need not decode at full size
     for chunk_start, chunk in zip(range(0, len(files), batch_size), _chunks(files, batch_size), strict=False):
         decoded: list[tuple[int, str, Image.Image]] = []
         for offset, (name, data) in enumerate(chunk):
             try:
-                decoded.append((chunk_start + offset, name, decode_image(data)))
+                decoded.append((chunk_start + offset, name, decode_image(data, min_side=side)))
             except ImageError as error:
                 results[chunk_start + offset] = Failure(file=name, error=str(error))
         if decoded:

@@ -11,7 +11,8 @@ from core.errors import ZooScopeError
 from core.explain import grad_cam, overlay
 from core.images import decode_image
 from core.loading import LoadedModel
-from core.predict import DEFAULT_TOP_K, MAX_TOP_K, centre_for_model
+from core.predict import DEFAULT_TOP_K, MAX_TOP_K
+from core.preprocessing import decode_side
 from ui.inputs import file_digest, image_inputs
 from ui.progress import progress_bar
 from ui.tables import top_k_table
@@ -127,7 +128,7 @@ def show_explanations(comparison: Comparison, models: list[LoadedModel], files: 
     image = comparison.images[chosen]
     labels = sorted({p.label for result in image.results.values() for p in result.predictions})
     target = right.selectbox("Class", [EACH_OWN_TOP1, *labels], key="compare_explain_class")
-    picture = centre_for_model(decode_image(dict(files)[image.file]))  # a 60000x1 sliver must not reach resize
+    picture = decode_image(dict(files)[image.file], min_side=decode_side(model.preprocess for model in models))
     columns = st.columns(len(models))
     for column, model in zip(columns, models, strict=True):
         class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)

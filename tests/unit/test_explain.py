@@ -32,6 +32,7 @@ from core.explain import (
 )
 from core.loading import LoadedModel
 from core.predict import classify_images
+from core.preprocessing import model_input
 from core.views import private_view, resolve_layer
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -114,13 +115,15 @@ def test_model_view_is_what_the_model_sees(lite0, cat):
     assert view.size == (224, 224) and view.mode == "RGB"
     preset = lite0.spec.transforms()
     normalised = TF.normalize(TF.to_tensor(view), mean=preset.mean, std=preset.std)
-    assert torch.equal(normalised, lite0.preprocess(cat))
+    torch.testing.assert_close(normalised, model_input(cat, lite0.preprocess))  # what grad_cam feeds it
+    levels = (normalised - lite0.preprocess(cat)).abs() * 0.5 * 255  # std 0.5: back to 0..255 levels
+    assert levels.max() <= 2 + 1e-3  # the weights' transforms, to within resize rounding
 
 
 def test_probability_is_the_models_softmax(lite0, cat):
     explanation = grad_cam(lite0, cat)
     with torch.inference_mode():
-        probs = lite0.module(lite0.preprocess(cat).unsqueeze(0)).softmax(dim=1)[0]
+        probs = lite0.module(model_input(cat, lite0.preprocess).unsqueeze(0)).softmax(dim=1)[0]
     assert explanation.class_index == int(probs.argmax())
     assert explanation.probability == pytest.approx(float(probs.max()), abs=1e-6)
 
@@ -262,7 +265,7 @@ def test_explicit_class_index(lite0, cat):
     assert explanation.class_index == 3
     assert explanation.label == lite0.categories[3] == "tiger shark"
     with torch.inference_mode():
-        probs = lite0.module(lite0.preprocess(cat).unsqueeze(0)).softmax(dim=1)[0]
+        probs = lite0.module(model_input(cat, lite0.preprocess).unsqueeze(0)).softmax(dim=1)[0]
     assert explanation.probability == pytest.approx(float(probs[3]), abs=1e-6)
     assert_valid(explanation, 224)
 

@@ -24,6 +24,7 @@ from core.predict import (
     preprocess,
     probabilities,
 )
+from core.preprocessing import model_batch
 from core.runtime import (
     AGREEMENT_GOAL,
     CHANNELS_LAST_FAMILIES,
@@ -260,7 +261,7 @@ def test_cpu_load_is_fp32_and_contiguous(lite0: LoadedModel):
 
 def test_cpu_probabilities_equal_a_direct_forward(lite0: LoadedModel, photos: list[Image.Image]):
     images = photos[:5]
-    batch = torch.stack([lite0.preprocess(image) for image in images])
+    batch = model_batch(images, lite0.preprocess)
     with torch.inference_mode():
         expected = lite0.module(batch).softmax(dim=1)
     assert torch.equal(preprocess(lite0, images), batch)
