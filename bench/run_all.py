@@ -48,7 +48,7 @@ def _options(threads: int) -> dict[str, list[str]]:
     t = ["--threads", str(threads)]
     return {
         "bench_load.py": ["--models", "resnet50,vgg16,efficientnet_b0,vit_b_16", "--repeats", "3", *t],
-        "bench_classify.py": ["--runs", "15", "--batch-repeats", "3", *t],
+        "bench_classify.py": ["--runs", "41", "--batch-repeats", "7", *t],
         "bench_compare.py": ["--repeats", "5", *t],
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", *t],
         "bench_memory.py": ["--repeats", "1", *t],
@@ -125,17 +125,31 @@ def _classify_rows(data: dict) -> list[Row]:
 
 def _compare_rows(data: dict) -> list[Row]:
     models = ", ".join(data["models"])
-    return [
-        (
-            f"Compare, {models}, on {r['image']} ({r['size']})",
-            f"{r['compare']:.1f} ms",
-            f"{r['forwards']:.1f} ms (sum of bare forwards)",
-            f"{r['ratio']:.3f}x",
-            f"≤ {data['goal']}x",
-            _mark(r["ratio"] <= data["goal"]),
+    rows: list[Row] = []
+    for r in data["results"]:
+        web_size = r["megapixels"] <= data.get("goal_megapixels", float("inf"))
+        rows.append(
+            (
+                f"Compare, {models}, on {r['image']} ({r['size']})",
+                f"{r['compare']:.1f} ms",
+                f"{r['forwards']:.1f} ms (sum of bare forwards)",
+                f"{r['ratio']:.3f}x",
+                f"≤ {data['goal']}x" if web_size else "(photos of web size)",
+                _mark(r["ratio"] <= data["goal"]) if web_size else "",
+            )
         )
-        for r in data["results"]
-    ]
+        if "textbook" in r:
+            rows.append(
+                (
+                    f"Compare on {r['image']} vs the textbook path (full decode, transforms() on the whole photo)",
+                    f"{r['compare']:.1f} ms",
+                    f"{r['textbook']:.1f} ms (textbook path)",
+                    f"{r['vs_textbook']:.3f}x",
+                    "< 1x (faster)",
+                    _mark(r["vs_textbook"] < 1.0),
+                )
+            )
+    return rows
 
 
 def _finetune_rows(data: dict) -> list[Row]:
