@@ -20,6 +20,7 @@ cover) runs as it is, on the whole image.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -122,10 +123,15 @@ def model_input(image: Image.Image, transform: Transform) -> torch.Tensor:
     # HWC -> CHW made contiguous on uint8 (a quarter of the float bytes), so the batch is plain
     # NCHW as the weights' transforms make it.
     pixels = torch.from_numpy(np.array(model_view(image, preset))).permute(2, 0, 1).contiguous()
-    # The preset's convert_image_dtype (/255) and normalize, folded into one subtract and divide.
-    mean = torch.tensor(preset.mean).view(3, 1, 1) * 255.0
-    std = torch.tensor(preset.std).view(3, 1, 1) * 255.0
+    mean, std = _scaled_mean_std(tuple(preset.mean), tuple(preset.std))
     return pixels.float().sub_(mean).div_(std)
+
+
+@functools.cache
+def _scaled_mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The preset's convert_image_dtype (/255) and normalize folded into one subtract and one
+    divide on 0..255 values; made once per preset (only ever read, so threads may share them)."""
+    return torch.tensor(mean).view(-1, 1, 1) * 255.0, torch.tensor(std).view(-1, 1, 1) * 255.0
 
 
 def model_batch(images: Sequence[Image.Image], transform: Transform) -> torch.Tensor:
