@@ -117,14 +117,21 @@ def model_view(image: Image.Image, transform: object) -> Image.Image:
 def model_input(image: Image.Image, transform: Transform) -> torch.Tensor:
     """One image as the model's input tensor (C, H, W, float32), equal to `transform(image)` to
     within rounding."""
+    return model_batch([image], transform)[0]
+
+
+def model_batch(images: Sequence[Image.Image], transform: Transform) -> torch.Tensor:
+    """A plain NCHW float32 batch of `images`, each as `transform` would make it (to within rounding)."""
     preset = _plain_preset(transform)
     if preset is None:
-        return transform(centre_for_model(image))
-    # HWC -> CHW made contiguous on uint8 (a quarter of the float bytes), so the batch is plain
-    # NCHW as the weights' transforms make it.
-    pixels = torch.from_numpy(np.array(model_view(image, preset))).permute(2, 0, 1).contiguous()
+        return torch.stack([transform(centre_for_model(image)) for image in images])
+    crop = preset.crop_size[0]
+    batch = torch.empty((len(images), 3, crop, crop), dtype=torch.float32)
+    for row, image in zip(batch, images, strict=True):
+        # uint8 HWC straight into the float CHW batch: one pass, no per-image float tensor to stack.
+        row.copy_(torch.from_numpy(np.array(model_view(image, preset))).permute(2, 0, 1))
     mean, std = _scaled_mean_std(tuple(preset.mean), tuple(preset.std))
-    return pixels.float().sub_(mean).div_(std)
+    return batch.sub_(mean).div_(std)
 
 
 @functools.cache
@@ -132,8 +139,3 @@ def _scaled_mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[t
     """The preset's convert_image_dtype (/255) and normalize folded into one subtract and one
     divide on 0..255 values; made once per preset (only ever read, so threads may share them)."""
     return torch.tensor(mean).view(-1, 1, 1) * 255.0, torch.tensor(std).view(-1, 1, 1) * 255.0
-
-
-def model_batch(images: Sequence[Image.Image], transform: Transform) -> torch.Tensor:
-    """A (N, C, H, W) batch of `model_input` for each image."""
-    return torch.stack([model_input(image, transform) for image in images])
