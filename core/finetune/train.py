@@ -45,6 +45,7 @@ from core.errors import ImageError, ZooScopeError
 from core.finetune.data import Dataset, LabelledImage, stratified_split
 from core.images import decode_image
 from core.loading import LoadedModel
+from core.preprocessing import decode_side, model_batch
 from core.views import get_layer, private_view, set_layer
 
 # --- where the classifier and the last block live, per family ------------------------------------
@@ -222,9 +223,9 @@ class FeatureCache:
             return key in self._entries
 
 
-def _decode(item: LabelledImage) -> Image.Image:
+def _decode(item: LabelledImage, min_side: int | None = None) -> Image.Image:
     try:
-        return decode_image(item.data)
+        return decode_image(item.data, min_side=min_side)
     except ImageError as error:
         raise ImageError(f"{item.name}: {error}") from None
 
@@ -262,9 +263,12 @@ def extract_features(
     done = len(found)
     if progress:
         progress(done, total, f"Extracting features: {done} of {total} images")
+    side = decode_side([preprocess])
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
-        batch = torch.stack([preprocess(_decode(items[index])) for index in chunk]).to(device)
+        # The same preprocessing as Classify and Compare (core.preprocessing), so the head is
+        # trained on exactly the features it will see in use.
+        batch = model_batch([_decode(items[index], side) for index in chunk], preprocess).to(device)
         features = _backbone_forward(backbone_view, batch).cpu()
         for index, row in zip(chunk, features, strict=True):
             found[index] = row
