@@ -14,8 +14,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $(STAMP)
 
+# malloc.env: glibc keeps forward-pass memory for reuse (batch forwards about 2x faster on the CPU).
 run: setup
-	$(BIN)/streamlit run app.py
+	env $$(grep -v '^#' malloc.env | xargs) $(BIN)/streamlit run app.py
 
 test: setup
 	$(BIN)/python -m pytest

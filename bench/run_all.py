@@ -52,6 +52,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_compare.py": ["--repeats", "5", *t],
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", *t],
         "bench_memory.py": ["--repeats", "1", *t],
+        "bench_allocator.py": ["--repeats", "5", *t],
     }
 
 
@@ -197,14 +198,49 @@ def _memory_rows(data: dict) -> list[Row]:
     ]
 
 
+def _allocator_rows(data: dict) -> list[Row]:
+    default, tuned = data["default"], data["tuned"]
+    rows: list[Row] = [
+        (
+            f"`make run`'s malloc.env vs glibc defaults: {name}, batch {batch}, images/s",
+            f"{tuned['models'][name][batch]:.1f} img/s",
+            f"{default['models'][name][batch]:.1f} img/s (glibc defaults)",
+            f"{tuned['models'][name][batch] / default['models'][name][batch]:.2f}x",
+            "faster (> 1x)" if batch != "1" else "",
+            _mark(tuned["models"][name][batch] > default["models"][name][batch]) if batch != "1" else "",
+        )
+        for name in default["models"]
+        for batch in default["models"][name]
+    ]
+    rows.append(
+        (
+            "`make run`'s malloc.env vs glibc defaults: RSS after the run (peak)",
+            f"{tuned['rss'] / 2**20:.0f} MB ({tuned['peak'] / 2**20:.0f} MB)",
+            f"{default['rss'] / 2**20:.0f} MB ({default['peak'] / 2**20:.0f} MB) (glibc defaults)",
+            f"{tuned['rss'] / default['rss']:.2f}x",
+            "",
+            "",
+        )
+    )
+    return rows
+
+
 SUMMARIES: dict[str, Callable] = {
     "bench_load.py": _load_rows,
     "bench_classify.py": _classify_rows,
     "bench_compare.py": _compare_rows,
     "bench_finetune.py": _finetune_rows,
     "bench_memory.py": _memory_rows,
+    "bench_allocator.py": _allocator_rows,
 }
-ORDER = ["bench_load.py", "bench_classify.py", "bench_compare.py", "bench_finetune.py", "bench_memory.py"]
+ORDER = [
+    "bench_load.py",
+    "bench_classify.py",
+    "bench_compare.py",
+    "bench_finetune.py",
+    "bench_memory.py",
+    "bench_allocator.py",
+]
 
 
 # --------------------------------------------------------------------------- running
