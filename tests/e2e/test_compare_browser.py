@@ -36,7 +36,7 @@ def test_three_models_on_two_photos_with_explanations(page, screenshot):
     drawn(page)
     tables = page.locator("[data-testid='stDataFrame']")
     assert tables.first.is_visible()
-    assert tables.count() >= 2 + 2 * len(LITE)  # models, agreement, each photo's top-k per model
+    tables.nth(2 + 2 * len(LITE) - 1).wait_for()  # models, agreement, each photo's top-k per model
     chart = page.locator("[data-testid='stVegaLiteChart']").first
     assert chart.is_visible() and chart.bounding_box()["height"] > 100
     assert chart.locator("canvas, svg").first.is_visible()  # drawn, not a placeholder
