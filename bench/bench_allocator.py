@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import run_report, table  # noqa: E402 (after the path setup)
+
 MALLOC_ENV = ROOT / "malloc.env"
 
 
@@ -129,16 +131,6 @@ def run_variant(settings: dict[str, str], args: argparse.Namespace, hub: Path) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def report(data: dict, markdown: bool) -> str:
     default, tuned = data["default"], data["tuned"]
     rows = []
@@ -162,9 +154,9 @@ def report(data: dict, markdown: bool) -> str:
             f"median of {data['repeats']} runs; load average {data['load'][0]:.1f} -> {data['load'][1]:.1f}.",
             f"(a) glibc defaults; (b) malloc.env as `make run` uses it: {settings}",
             "",
-            _table(["model", "batch", "(a) img/s", "(b) img/s", "b / a"], rows, markdown),
+            table(["model", "batch", "(a) img/s", "(b) img/s", "b / a"], rows, markdown),
             "",
-            _table(["memory", "(a) MB", "(b) MB", "b - a"], memory, markdown),
+            table(["memory", "(a) MB", "(b) MB", "b - a"], memory, markdown),
         ]
     )
 
@@ -209,8 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:  # never fail the caller: this is a report
-        print(f"bench_allocator failed: {type(error).__name__}: {error}", file=sys.stderr)
-    sys.exit(0)
+    run_report(main, "bench_allocator")

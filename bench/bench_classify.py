@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import run_report, table  # noqa: E402 (after the path setup)
+
 EXAMPLES = ROOT / "assets" / "examples"
 PHOTO = EXAMPLES / "coffee.jpg"  # 600x400 JPEG
 GOAL_OVERHEAD = 1.15
@@ -256,24 +258,15 @@ def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warm
 # --------------------------------------------------------------------------- report
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def _plain(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def _mark(ok: bool) -> str:
     return "pass" if ok else "MISS"
 
 
 def report(results: dict, markdown: bool) -> str:
-    fmt = _table if markdown else _plain
+
+    def fmt(header: list[str], rows: list[list[str]]) -> str:
+        return table(header, rows, markdown)
+
     single_header = [
         "model",
         "image",
@@ -424,8 +417,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:  # never fail the caller: this is a report
-        print(f"bench_classify failed: {type(error).__name__}: {error}", file=sys.stderr)
-    sys.exit(0)
+    run_report(main, "bench_classify")

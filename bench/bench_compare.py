@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import run_report, table  # noqa: E402 (after the path setup)
+
 BUNDLED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 DEFAULT_IMAGE = ROOT / "assets" / "examples" / "coffee.jpg"
 PHONE_SIZE = (4032, 3024)  # a 12 MP phone photo
@@ -171,7 +173,7 @@ def bench_image(models: list, label: str, data: bytes, repeats: int, warmup: int
     }
 
 
-def _table(results: list[dict], markdown: bool) -> str:
+def _results_table(results: list[dict], markdown: bool) -> str:
     header = [
         "image",
         "pixels",
@@ -199,13 +201,7 @@ def _table(results: list[dict], markdown: bool) -> str:
         ]
         for r in results
     ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return table(header, rows, markdown)
 
 
 def report(results: list[dict], models: list, args: argparse.Namespace, load: tuple[float, float]) -> str:
@@ -223,7 +219,7 @@ def report(results: list[dict], models: list, args: argparse.Namespace, load: tu
         f"{args.warmup} warm-up rounds; CPU, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {load[0]:.1f} -> {load[1]:.1f}.",
         "",
-        _table(results, args.markdown),
+        _results_table(results, args.markdown),
         "",
         "(a) compare_files(models, [photo], latency_runs=0): decode once + per model preprocess (resize, crop, "
         "normalise) + forward + softmax + top-k, then consensus / shared top-k / agreement.",
@@ -303,8 +299,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:  # never fail the caller: this is a report
-        print(f"bench_compare failed: {type(error).__name__}: {error}", file=sys.stderr)
-    sys.exit(0)
+    run_report(main, "bench_compare")

@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import run_report, table  # noqa: E402 (after the path setup)
+
 DEFAULT_MODELS = "vgg16"
 VARIANTS = ("torchvision", "zooscope")
 GOALS = {"speedup": 5.0, "memory_ratio": 1.2}  # speedup goal is stated for vgg16
@@ -310,17 +312,6 @@ def _rows(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _format_table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def report(results: list[dict], repeats: int, markdown: bool, load_before: float, threads: int | None) -> str:
     import platform
 
@@ -334,7 +325,7 @@ def report(results: list[dict], repeats: int, markdown: bool, load_before: float
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
         "(other work on the machine slows the forward passes most).",
         "",
-        _format_table(*_rows(results), markdown),
+        table(*_rows(results), markdown),
         "",
         f"speedup = torchvision s / ours s (goal >= {GOALS['speedup']:g}x for vgg16); "
         f"mem ratio = peak RSS growth during the load call / file size (goal <= {GOALS['memory_ratio']:g} for ours).",
@@ -408,8 +399,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:  # never fail the caller: this is a report
-        print(f"bench_load failed: {type(error).__name__}: {error}", file=sys.stderr)
-    sys.exit(0)
+    run_report(main, "bench_load")

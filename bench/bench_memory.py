@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import run_report, table  # noqa: E402 (after the path setup)
+
 DEFAULT_MODELS = "resnet50,vgg16,efficientnet_b0,mobilenet_v3_large,vit_b_16"
 VARIANTS = ("torchvision", "zooscope")
 GOAL_BYTES = 2.0e9  # 2.0 GB
@@ -187,18 +189,7 @@ def report(result: dict, markdown: bool, threads: int | None, load: tuple[float,
                 f"{r['load_seconds']:.2f}",
             ]
         )
-    if markdown:
-        table = "\n".join(
-            ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-            + ["| " + " | ".join(row) + " |" for row in rows]
-        )
-    else:
-        widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]
-        ]
-        lines.insert(1, "  ".join("-" * width for width in widths))
-        table = "\n".join(lines)
+    rows_table = table(header, rows, markdown)
     ours = result["zooscope"]
     verdict = "pass" if result["passed"] else "MISS"
     out = [
@@ -207,7 +198,7 @@ def report(result: dict, markdown: bool, threads: int | None, load: tuple[float,
         f"median of {result['repeats']} fresh process(es) per variant; {threads or 'default'} torch thread(s); "
         f"load average {load[0]:.1f} -> {load[1]:.1f}.",
         "",
-        table,
+        rows_table,
         "",
         f"Ours: {ours['rss'] / 1e9:.2f} GB RSS (goal < {GOAL_BYTES / 1e9:.1f} GB: {verdict}); "
         f"ours / torchvision RSS = {result['ratio']:.2f}, peak {result['peak_ratio']:.2f}.",
@@ -246,8 +237,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:  # never fail the caller: this is a report
-        print(f"bench_memory failed: {type(error).__name__}: {error}", file=sys.stderr)
-    sys.exit(0)
+    run_report(main, "bench_memory")
