@@ -364,11 +364,8 @@ def compare_files(
     chunks = range(0, len(files), DEFAULT_BATCH_SIZE)
     steps, done = max(len(chunks), 1) * len(models), 0
 
-    overlap = _overlap_preprocessing(models)
     side = decode_side(model.preprocess for model in models)  # decoded once, big enough for every model
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="zooscope-preprocess") if overlap else _Inline() as helper
-    ):
+    with _preprocess_executor(models) as helper:
         for chunk_start in chunks or [0]:
             decoded: list[tuple[int, str, Image.Image]] = []
             for index, (name, data) in enumerate(files[chunk_start : chunk_start + DEFAULT_BATCH_SIZE], chunk_start):

@@ -1,29 +1,20 @@
 """Classify with a fine-tuned bundle: import it on the Classify page, get the same answers as the trainer."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
-from skimage import data as skdata
 
 from core.finetune.bundle import export_bundle
 from core.finetune.data import dataset_from_uploads
 from core.finetune.train import TrainConfig, train
 from core.loading import load_model
 from tests.app.conftest import shown
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray((array * 255).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.faces import lfw_pngs
 
 
 @pytest.fixture(scope="module")
 def faces():
-    images = skdata.lfw_subset()  # 100 faces, then 100 non-faces
-    return [png(image) for image in images[:20]], [png(image) for image in images[100:120]]
+    face, other = lfw_pngs()
+    return list(face[:20]), list(other[:20])
 
 
 @pytest.fixture(scope="module")

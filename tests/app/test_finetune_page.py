@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
-from skimage import data as skdata
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
@@ -23,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from core.finetune.bundle import import_bundle
 from core.finetune.train import TrainedModel
 from core.loading import load_model
+from tests.faces import lfw_pngs, zip_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages/finetune.py")
@@ -30,25 +30,10 @@ TIMEOUT = 180  # seconds per script run: a training run on a 2-core machine, wit
 PER_CLASS = 30
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def faces() -> dict[str, list[bytes]]:
-    images = skdata.lfw_subset()  # (200, 25, 25) grey floats: 100 faces, then 100 non-faces
-    return {"face": [png(a) for a in images[:100]], "other": [png(a) for a in images[100:]]}
-
-
-def zip_of(folders: dict[str, list[bytes]], root: str = "faces") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for label, images in folders.items():
-            for i, data in enumerate(images):
-                archive.writestr(f"{root}/{label}/{label}_{i:03d}.png", data)
-    return buffer.getvalue()
+    face, other = lfw_pngs()
+    return {"face": list(face), "other": list(other)}
 
 
 @pytest.fixture(scope="module")

@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from skimage import data as skdata
 
 from tests.e2e.conftest import settle
+from tests.faces import lfw_pngs, zip_of
 
 pytestmark = pytest.mark.e2e
 
 PER_CLASS = 30
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def faces() -> dict[str, list[bytes]]:
-    images = skdata.lfw_subset()  # 100 faces, then 100 non-faces (25x25 grey)
-    return {"face": [png(a) for a in images[:100]], "other": [png(a) for a in images[100:]]}
+    face, other = lfw_pngs()
+    return {"face": list(face), "other": list(other)}
 
 
 @pytest.fixture
 def faces_zip(tmp_path, faces) -> Path:
     path = tmp_path / "faces.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        for label, images in faces.items():
-            for i, data in enumerate(images[:PER_CLASS]):
-                archive.writestr(f"faces/{label}/{label}_{i:03d}.png", data)
+    path.write_bytes(zip_of({label: images[:PER_CLASS] for label, images in faces.items()}))
     return path
 
 

@@ -32,23 +32,18 @@ from core.finetune.bundle import (
 from core.finetune.data import dataset_from_uploads
 from core.finetune.train import FeatureCache, TrainConfig, TrainedModel, train
 from core.loading import load_model
+from tests.faces import lfw_pngs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def small_faces():
-    images = skdata.lfw_subset()
+    face, other = lfw_pngs()
     return dataset_from_uploads(
         {
-            "face": [(f"face_{i}.png", png(a)) for i, a in enumerate(images[:12])],
-            "not_face": [(f"other_{i}.png", png(a)) for i, a in enumerate(images[100:112])],
+            "face": [(f"face_{i}.png", data) for i, data in enumerate(face[:12])],
+            "not_face": [(f"other_{i}.png", data) for i, data in enumerate(other[:12])],
         }
     )
 

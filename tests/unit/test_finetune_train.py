@@ -43,16 +43,9 @@ from core.finetune.train import (
     strip_head,
     train,
 )
+from tests.faces import lfw_pngs, png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def png(array: np.ndarray) -> bytes:
-    if array.dtype != np.uint8:
-        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def parameter_hashes(module: nn.Module) -> dict[str, str]:
@@ -62,10 +55,10 @@ def parameter_hashes(module: nn.Module) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def faces() -> Dataset:
-    images = skdata.lfw_subset()  # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
+    face, other = lfw_pngs()
     uploads = {
-        "face": [(f"face_{i:03d}.png", png(a)) for i, a in enumerate(images[:100])],
-        "not_face": [(f"other_{i:03d}.png", png(a)) for i, a in enumerate(images[100:])],
+        "face": [(f"face_{i:03d}.png", data) for i, data in enumerate(face)],
+        "not_face": [(f"other_{i:03d}.png", data) for i, data in enumerate(other)],
     }
     dataset = dataset_from_uploads(uploads)
     assert dataset.counts() == {"face": 100, "not_face": 100}

@@ -18,11 +18,9 @@ import weakref
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
-from skimage import data as skdata
 
 from core.compare import Comparison, compare_files
 from core.finetune.data import dataset_from_uploads
@@ -30,6 +28,7 @@ from core.finetune.train import TrainConfig, train
 from core.images import decode_image
 from core.loading import ModelPool, load_model
 from core.predict import classify_files, preprocess, probabilities
+from tests.faces import lfw_pngs
 from tests.hostile import example
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,12 +44,6 @@ FILES = [
     ("rocket.jpg", example("rocket.jpg")),
 ]
 PHOTOS = [decode_image(data) for name, data in FILES if name != "truncated.jpg"]
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def parameter_hashes(module: torch.nn.Module) -> str:
@@ -90,10 +83,10 @@ def request(pool: ModelPool, kind: int):
 
 @pytest.fixture(scope="module")
 def faces():
-    images = skdata.lfw_subset()  # 100 faces, then 100 non-faces, 25x25 grey
+    face, other = lfw_pngs()
     uploads = {
-        "face": [(f"face_{i}.png", png(a)) for i, a in enumerate(images[:10])],
-        "not_face": [(f"other_{i}.png", png(a)) for i, a in enumerate(images[100:110])],
+        "face": [(f"face_{i}.png", data) for i, data in enumerate(face[:10])],
+        "not_face": [(f"other_{i}.png", data) for i, data in enumerate(other[:10])],
     }
     return dataset_from_uploads(uploads)
 
