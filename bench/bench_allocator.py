@@ -63,7 +63,8 @@ def _child(args: argparse.Namespace) -> dict:
         thread.start()
         thread.join()
 
-    from bench.bench_classify import _photos, use_hub, write_random_weights
+    from bench.bench_classify import _photos
+    from bench.fake_weights import use_hub, write_random_weights
     from core.images import decode_image
     from core.loading import load_model
     from core.predict import classify_images

@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import run_report, table  # noqa: E402 (after the path setup)
+from bench.fake_weights import use_hub, write_random_weights  # noqa: E402 (after the path setup)
+from bench.report import run_report, table  # noqa: E402
 
 EXAMPLES = ROOT / "assets" / "examples"
 PHOTO = EXAMPLES / "coffee.jpg"  # 600x400 JPEG
@@ -51,43 +52,6 @@ GOAL_OVERHEAD = 1.15
 GOAL_THROUGHPUT = 1 / GOAL_OVERHEAD
 GPU_MODELS = ("resnet50", "vit_b_16")
 GPU_BATCHES = (1, 64)
-
-
-def write_random_weights(names: list[str], hub_dir: Path) -> dict[str, Path]:
-    """Random weights for each torchvision model, saved under its real file name in `hub_dir`/checkpoints."""
-    import gc
-
-    import torch
-
-    from core.catalog import get_spec
-
-    paths = {}
-    for name in names:
-        spec = get_spec(name)
-        if spec.source != "torchvision":
-            continue
-        path = hub_dir / "checkpoints" / spec.file_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            model = spec.build()
-            torch.save(model.state_dict(), path)
-            del model
-            gc.collect()
-        paths[name] = path
-    return paths
-
-
-def use_hub(hub_dir: Path) -> None:
-    """Make torchvision and core.weights find only the files in `hub_dir`, and trust them."""
-    import torch.hub
-
-    import core.weights
-
-    torch.hub.set_dir(str(hub_dir))
-    os.environ["ZOOSCOPE_OFFLINE"] = "1"
-    os.environ.pop("ZOOSCOPE_WEIGHTS_DIR", None)
-    # Our random file can never match the SHA-256 prefix in torchvision's name: skip that check.
-    core.weights.expected_hash_prefix = lambda file_name: None
 
 
 # The clock the ratios are taken on. "cpu" is this thread's CPU time (time.thread_time): with one

@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import run_report, table  # noqa: E402 (after the path setup)
+from bench.fake_weights import use_hub, write_random_weights  # noqa: E402 (after the path setup)
+from bench.report import run_report, table  # noqa: E402
 
 BUNDLED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 DEFAULT_IMAGE = ROOT / "assets" / "examples" / "coffee.jpg"
@@ -84,25 +85,11 @@ def _phone_jpeg(data: bytes) -> bytes:
 
 def _load_random_weights(names: list[str], torch_home: Path) -> list:
     """torchvision models with random weights under their real file names, loaded by load_model."""
-    import torch
-    import torch.hub
-
-    import core.weights
-    from core.catalog import get_spec
     from core.loading import load_model
 
-    torch.hub.set_dir(str(torch_home / "hub"))
-    os.environ["ZOOSCOPE_OFFLINE"] = "1"
-    # Our random file can never match the SHA-256 prefix in torchvision's name: skip that check.
-    core.weights.expected_hash_prefix = lambda file_name: None
-    models = []
-    for name in names:
-        spec = get_spec(name)
-        path = core.weights.hub_checkpoints_dir() / spec.file_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(spec.build().state_dict(), path)
-        models.append(load_model(name))
-    return models
+    write_random_weights(names, torch_home / "hub")
+    use_hub(torch_home / "hub")
+    return [load_model(name) for name in names]
 
 
 def _header_size(data: bytes) -> tuple[int, int]:

@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import run_report, table  # noqa: E402 (after the path setup)
+from bench.fake_weights import use_hub, write_random_weights  # noqa: E402 (after the path setup)
+from bench.report import run_report, table  # noqa: E402
 
 DEFAULT_MODELS = "vgg16"
 VARIANTS = ("torchvision", "zooscope")
@@ -94,20 +95,15 @@ class _RssSampler(threading.Thread):
 
 
 def _prepare_child(torch_home: str) -> None:
-    import torch.hub
+    import torch
 
     if threads := os.environ.get("BENCH_TORCH_THREADS"):
         torch.set_num_threads(int(threads))
 
-    import core.weights
-
-    torch.hub.set_dir(os.path.join(torch_home, "hub"))
     assert os.environ.get("TORCH_HOME") == torch_home
-    # The weights file is one this script made (random values), so the SHA-256 prefix in
-    # torchvision's file name can never match it: skip our hash check for it. Load speed does
-    # not depend on the values; the cost of the check (once per file per process) is reported
-    # separately by the parent as "hash".
-    core.weights.expected_hash_prefix = lambda file_name: None
+    # Random weights this script made skip our hash check; its cost (once per file per process)
+    # is reported separately by the parent as "hash".
+    use_hub(Path(torch_home) / "hub")
 
 
 def _load(variant: str, name: str, timings: dict | None = None):
@@ -206,18 +202,7 @@ def _run_child(args: list[str], torch_home: str, threads: int | None = None) -> 
 
 
 def _write_weights(name: str, torch_home: Path) -> Path:
-    import torch
-
-    from core.catalog import get_spec
-
-    spec = get_spec(name)
-    path = torch_home / "hub" / "checkpoints" / spec.file_name
-    path.parent.mkdir(parents=True)
-    model = spec.build()  # weights=None: random values, the real architecture and key layout
-    torch.save(model.state_dict(), path)
-    del model
-    gc.collect()
-    return path
+    return write_random_weights([name], torch_home / "hub")[name]
 
 
 def _sha256_seconds(path: Path) -> float:

@@ -73,7 +73,7 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
     import torch
     import torchvision
 
-    from bench.bench_classify import use_hub
+    from bench.fake_weights import use_hub
     from core.catalog import get_spec
     from core.loading import ModelPool
 
@@ -129,7 +129,7 @@ def _run_child(variant: str, names: list[str], hub_dir: Path, threads: int | Non
 
 
 def bench(names: list[str], repeats: int, threads: int | None, streamlit: bool) -> dict:
-    from bench.bench_classify import write_random_weights
+    from bench.fake_weights import write_random_weights
 
     hub_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-memory-")) / "hub"
     try:
