@@ -184,8 +184,10 @@ def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warm
     import torch
 
     from core import runtime
+    from core.building import read_state_dict
     from core.catalog import get_spec
-    from core.loading import load_model, read_state_dict
+    from core.loading import load_model
+    from core.precision_check import bf16_check
 
     device_obj = torch.device(device)
 
@@ -201,7 +203,9 @@ def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warm
         plain = spec.build().eval().requires_grad_(False)
         plain.load_state_dict(read_state_dict(hub_dir / "checkpoints" / spec.file_name))
         plain = plain.to(device_obj)
-        decisions[name] = runtime.model_precision(spec.family, device_obj, "auto")
+        decisions[name] = runtime.model_precision(
+            spec.traits, device_obj, "auto", agreement=lambda: bf16_check(device_obj)
+        )
         for precision in ("fp32", "bf16"):
             model = load_model(name, device_obj, precision=precision)
             print(f"  gpu table: {name} {precision}", file=sys.stderr, flush=True)
@@ -210,7 +214,7 @@ def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warm
         del plain
         if device_obj.type == "cuda":
             torch.cuda.empty_cache()
-    agreement = runtime.bf16_check(device_obj) if device_obj.type == "cuda" else None
+    agreement = bf16_check(device_obj) if device_obj.type == "cuda" else None
     return {
         "device": runtime.device_label(device_obj) if device_obj.type == "cuda" else str(device_obj),
         "rows": rows,

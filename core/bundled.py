@@ -173,3 +173,6 @@ BUNDLED = (
     _lite(1, EfficientNetLite1_Weights.IMAGENET1K),
     _lite(2, EfficientNetLite2_Weights.IMAGENET1K),
 )
+
+# The models that run with no network, smallest first: the offline defaults everywhere.
+NAMES = tuple(entry.name for entry in BUNDLED)

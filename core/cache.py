@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core.loading import LoadedModel, ModelPool, Progress
+from core.loading import LoadedModel, ModelPool
+from core.progress import Progress
 from core.runtime import pick_device
 
 

@@ -14,6 +14,7 @@ from torchvision.models import Weights, WeightsEnum, get_model_builder, get_mode
 
 from core import bundled
 from core.errors import UnknownModel
+from core.families import FamilyTraits, traits
 
 # What the UI offers first; every other torchvision classifier stays reachable by name.
 CURATED = (
@@ -28,7 +29,7 @@ CURATED = (
     "vit_b_16",
     "convnext_tiny",
 )
-OFFLINE_DEFAULT = "efficientnet_lite0"
+OFFLINE_DEFAULT = bundled.NAMES[0]  # the bundled EfficientNet-Lite0: real weights, no network needed
 
 # Friendlier family names than torchvision's module names, for tables and chart colours.
 _FAMILY_NAMES = {
@@ -37,32 +38,6 @@ _FAMILY_NAMES = {
     "mobilenetv2": "mobilenet_v2",
     "mobilenetv3": "mobilenet_v3",
     "shufflenetv2": "shufflenet_v2",
-}
-
-
-# Where Grad-CAM looks, per family: the last layer that still has a spatial layout, as a dotted
-# path (negative indices count from the end of a Sequential) and that layer's output layout:
-# "nchw" feature maps, "nhwc" (Swin's channels-last stages) or "tokens" (ViT: a class token
-# followed by a square grid of patch tokens).
-CAM_TARGETS: dict[str, tuple[str, str]] = {
-    "resnet": ("layer4", "nchw"),
-    "vgg": ("features.-2", "nchw"),
-    "alexnet": ("features.-2", "nchw"),
-    "efficientnet": ("features.-1", "nchw"),
-    "efficientnet_lite": ("bn2", "nchw"),
-    "mobilenet_v2": ("features.-1", "nchw"),
-    "mobilenet_v3": ("features.-1", "nchw"),
-    "convnext": ("features.-1", "nchw"),
-    "densenet": ("features", "nchw"),
-    "regnet": ("trunk_output", "nchw"),
-    "googlenet": ("inception5b", "nchw"),
-    "inception": ("Mixed_7c", "nchw"),
-    "squeezenet": ("features", "nchw"),
-    "shufflenet_v2": ("conv5", "nchw"),
-    "mnasnet": ("layers", "nchw"),
-    "maxvit": ("blocks.-1", "nchw"),
-    "swin": ("features.-1", "nhwc"),
-    "vit": ("encoder.layers.-1.ln_1", "tokens"),  # patch tokens after the last block get no gradient
 }
 
 
@@ -129,9 +104,15 @@ class ModelSpec:
         return self.transforms().crop_size[0]
 
     @property
+    def traits(self) -> FamilyTraits:
+        """What this architecture's family table row says (head, last block, Grad-CAM layer, stages, ...)."""
+        return traits(self.family, self.name)
+
+    @property
     def cam_target(self) -> tuple[str, str] | None:
         """(layer path, output layout) for Grad-CAM, or None where the family has none."""
-        return CAM_TARGETS.get(self.family)
+        found = self.traits
+        return (found.cam_target, found.cam_layout) if found.cam_target else None
 
     def transforms(self) -> nn.Module:
         """The weights' own evaluation preprocessing (resize, crop, normalise)."""

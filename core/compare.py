@@ -22,9 +22,10 @@ from PIL import Image
 
 from core.errors import ImageError, ZooScopeError
 from core.images import decode_image, thumbnail
-from core.loading import LoadedModel, Progress
+from core.loading import LoadedModel
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, preprocess, probabilities, top_k
 from core.preprocessing import decode_side
+from core.progress import Progress
 
 MODEL_COLUMNS = [
     "model",
@@ -95,24 +96,25 @@ def _synchronize(device: torch.device) -> None:
 
 
 def measure_latency_ms(model: LoadedModel, batch: torch.Tensor, *, runs: int = 5, warmup: int = 1) -> float:
-    """Median wall time in ms of `model.module(batch)` under inference_mode, after `warmup` forwards.
+    """Median wall time in ms of `model.forward(batch)`, after `warmup` forwards.
 
-    Only the forward pass is timed (the batch is on the device before the clock starts); CUDA is
-    synchronised around each run so the figure is the GPU's work, not the launch.
+    Only the forward pass is timed (the batch is on the device before the clock starts, in the
+    model's layout); CUDA is synchronised around each run so the figure is the GPU's work, not the launch.
     """
     if runs < 1:
         raise ValueError(f"runs must be at least 1, not {runs}")
     times = []
-    with torch.inference_mode():
-        x = batch.to(model.device)
-        for _ in range(max(warmup, 0)):
-            model.module(x)
-        for _ in range(runs):
-            _synchronize(model.device)
-            start = time.perf_counter()
-            model.module(x)
-            _synchronize(model.device)
-            times.append((time.perf_counter() - start) * 1000)
+    x = batch.to(model.device)
+    if getattr(model, "channels_last", False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    for _ in range(max(warmup, 0)):
+        model.forward(x)
+    for _ in range(runs):
+        _synchronize(model.device)
+        start = time.perf_counter()
+        model.forward(x)
+        _synchronize(model.device)
+        times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 

@@ -22,11 +22,11 @@ from PIL import Image
 from core import preprocessing
 from core.catalog import ModelSpec
 from core.errors import ZooScopeError
+from core.families import LAYOUTS
 from core.loading import LoadedModel
 from core.views import private_view, resolve_layer
 
 DEFAULT_COLORMAP = "jet"
-LAYOUTS = ("nchw", "nhwc", "tokens")
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays and images have no plain ==

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
-from core import runtime
+from core.classifier import Classifier
 from core.errors import ImageError
 from core.images import decode_image, thumbnail
-from core.loading import LoadedModel
 from core.preprocessing import centre_for_model, decode_side, model_batch
+from core.progress import Progress
 
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 20
 DEFAULT_BATCH_SIZE = 16
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class Failure:
         return {"file": self.file, "error": self.error}
 
 
-def preprocess(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+def preprocess(model: Classifier, images: Sequence[Image.Image]) -> torch.Tensor:
     """A batch tensor made by the weights' own transforms (resize, crop, normalise).
 
     On the CPU, the transforms run on the PIL images, resizing only the crop the model sees (see
@@ -79,7 +76,7 @@ def preprocess(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tenso
     return model_batch(images, model.preprocess)
 
 
-def preprocess_on_device(model: LoadedModel, images: Sequence[Image.Image], device: torch.device | str) -> torch.Tensor:
+def preprocess_on_device(model: Classifier, images: Sequence[Image.Image], device: torch.device | str) -> torch.Tensor:
     """The weights' own transforms run on `device`, on each image's uint8 pixels.
 
     Resizing a photo costs several times a GPU's forward pass when done on the CPU, so for CUDA
@@ -100,83 +97,14 @@ def preprocess_on_device(model: LoadedModel, images: Sequence[Image.Image], devi
     return torch.stack(batch)
 
 
-def _on_cuda(model: LoadedModel) -> bool:
+def _on_cuda(model: Classifier) -> bool:
     return torch.device(model.device).type == "cuda"
 
 
-def _to_device(model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
-    """The batch on the model's device, moved once; pinned and channels-last where that pays (CUDA)."""
-    if not _on_cuda(model):
-        return batch.to(model.device, non_blocking=True)
-    if batch.device.type == "cpu" and not batch.is_pinned():
-        batch = batch.pin_memory()
-    x = batch.to(model.device, non_blocking=True)
-    if getattr(model, "channels_last", False):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def probabilities(model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
-    """Softmax over the classes, on the CPU; the shared module is only read.
-
-    The forward runs in the model's precision (bf16 autocast where core.runtime chose it at load);
-    the softmax always in float32.
-    """
+def probabilities(model: Classifier, batch: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes, on the CPU, always in float32 (whatever precision the forward ran in)."""
     with torch.inference_mode():
-        x = _to_device(model, batch)
-        with runtime.autocast(model.device, getattr(model, "precision", "fp32")):
-            logits = model.module(x)
-        return logits.float().softmax(dim=1).cpu()
-
-
-# --- the bf16 check --------------------------------------------------------------------------------
-
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
-
-
-def agreement_images(folder: Path = EXAMPLES_DIR) -> list[Image.Image]:
-    """Real photos and deterministic variations of each: the set bf16 is checked on.
-
-    For each JPEG in `folder` (the app's example photos): the photo, its mirror image, five crops
-    of 80% (corners and centre), a 60% centre crop, darker, brighter, flatter (less contrast),
-    rotated by 10 degrees, and grey: 13 images per photo, no randomness.
-    """
-    images = []
-    for path in sorted(folder.glob("*.jpg")):
-        with Image.open(path) as opened:
-            photo = opened.convert("RGB")
-        width, height = photo.size
-        images += [photo, ImageOps.mirror(photo)]
-        for scale, corners in ((0.8, True), (0.6, False)):
-            w, h = int(width * scale), int(height * scale)
-            spots = [((width - w) // 2, (height - h) // 2)]
-            if corners:
-                spots += [(0, 0), (width - w, 0), (0, height - h), (width - w, height - h)]
-            images += [photo.crop((x, y, x + w, y + h)) for x, y in spots]
-        images += [
-            ImageEnhance.Brightness(photo).enhance(0.7),
-            ImageEnhance.Brightness(photo).enhance(1.3),
-            ImageEnhance.Contrast(photo).enhance(0.7),
-            photo.rotate(10, resample=Image.Resampling.BICUBIC),
-            ImageOps.grayscale(photo).convert("RGB"),
-        ]
-    return images
-
-
-def bf16_agreement(model: LoadedModel, images: Sequence[Image.Image], *, batch_size: int = DEFAULT_BATCH_SIZE) -> float:
-    """The share of `images` whose top-1 class under bf16 autocast equals the fp32 top-1, on the
-    model's own device (CPU autocast on the CPU), whatever precision the model was loaded with."""
-    if not images:
-        raise ValueError("the bf16 check needs at least one image")
-    same = 0
-    for chunk in _chunks(images, batch_size):
-        with torch.inference_mode():
-            x = _to_device(model, preprocess(model, chunk))
-            fp32 = model.module(x).argmax(dim=1)
-            with runtime.autocast(model.device, "bf16"):
-                bf16 = model.module(x).argmax(dim=1)
-        same += int((fp32 == bf16).sum())
-    return same / len(images)
+        return model.forward(batch).float().softmax(dim=1).cpu()
 
 
 def top_k(probs: torch.Tensor, categories: Sequence[str], k: int) -> list[tuple[Prediction, ...]]:
@@ -193,7 +121,7 @@ def top_k(probs: torch.Tensor, categories: Sequence[str], k: int) -> list[tuple[
 
 
 def classify_images(
-    model: LoadedModel,
+    model: Classifier,
     images: Sequence[Image.Image],
     names: Sequence[str],
     *,
@@ -222,7 +150,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def classify_files(
-    model: LoadedModel,
+    model: Classifier,
     files: Sequence[tuple[str, bytes]],
     *,
     k: int = DEFAULT_TOP_K,

@@ -5,9 +5,12 @@ Every decision about how the hardware is used lives here, made once per process:
 - `pick_device()`: the first GPU if there is one, else the CPU (and it sets torch's CPU threads);
 - `configure_threads()`: torch's intra-op threads from the cgroup CPU quota, the CPUs this process
   may run on, or `ZOOSCOPE_TORCH_THREADS`;
-- `use_channels_last(family, device)`: channels-last memory layout for CNNs on CUDA only;
-- `model_precision(family, device)`: "fp32" or "bf16" (autocast) from `ZOOSCOPE_PRECISION` and,
-  for `auto`, a one-off check that bf16 keeps the offline model's top-1 answers.
+- `use_channels_last(traits, device)`: channels-last memory layout for CNNs on CUDA only;
+- `model_precision(traits, device)`: "fp32" or "bf16" (autocast) from `ZOOSCOPE_PRECISION` and,
+  for `auto`, a measured agreement the caller supplies (core.precision_check).
+
+Decisions only: this module measures nothing itself and imports nothing else of `core` but the
+family table.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 
 import psutil
 import torch
+
+from core.families import FamilyTraits
 
 _log = logging.getLogger(__name__)
 
@@ -160,35 +165,11 @@ def process_memory_mb() -> float:
 
 # --- memory layout --------------------------------------------------------------------------------
 
-# Families (core.catalog's names; resnext and wide_resnet are "resnet") whose compute is mostly 2-D
-# convolutions on NCHW feature maps: cuDNN runs those fastest on channels-last (NHWC) tensors
-# (efficientnet_b0 1.56x on an H100). Transformers work on token sequences (vit), already permute
-# to NHWC themselves (swin) or mix attention with convolutions (maxvit): left alone. A family
-# not listed here is left alone too: the layout is an optimisation, never a requirement.
-CHANNELS_LAST_FAMILIES = frozenset(
-    {
-        "alexnet",
-        "convnext",
-        "densenet",
-        "efficientnet",
-        "efficientnet_lite",
-        "googlenet",
-        "inception",
-        "mnasnet",
-        "mobilenet_v2",
-        "mobilenet_v3",
-        "regnet",
-        "resnet",
-        "shufflenet_v2",
-        "squeezenet",
-        "vgg",
-    }
-)
 
-
-def use_channels_last(family: str, device: torch.device | str) -> bool:
-    """Whether a model of `family` on `device` should hold its weights (and take inputs) channels-last."""
-    return torch.device(device).type == "cuda" and family in CHANNELS_LAST_FAMILIES
+def use_channels_last(traits: FamilyTraits, device: torch.device | str) -> bool:
+    """Whether a model with these family traits, on `device`, holds its weights (and takes inputs)
+    channels-last: CNNs on CUDA only (cuDNN's fastest layout; efficientnet_b0 1.56x on an H100)."""
+    return torch.device(device).type == "cuda" and traits.channels_last
 
 
 # --- precision ------------------------------------------------------------------------------------
@@ -196,11 +177,6 @@ def use_channels_last(family: str, device: torch.device | str) -> bool:
 PRECISION_ENV = "ZOOSCOPE_PRECISION"
 PRECISIONS = ("fp32", "bf16", "auto")
 AGREEMENT_GOAL = 0.99  # bf16's top-1 must match fp32's on at least this share of the check's images
-AGREEMENT_MODEL = "efficientnet_lite0"  # the offline model: real ImageNet weights, always available
-
-# Where bf16 autocast was measured slower than fp32 even at batch 64 (H100, mobilenet_v3_large and
-# efficientnet_b0; depthwise convolutions do not use the tensor cores): `auto` keeps these in fp32.
-BF16_SLOWER_FAMILIES = frozenset({"efficientnet", "efficientnet_lite", "mnasnet", "mobilenet_v2", "mobilenet_v3"})
 
 
 def requested_precision(env: Mapping[str, str] | None = None) -> str:
@@ -221,17 +197,18 @@ def resolve_precision(
     requested: str,
     device: torch.device | str,
     *,
-    family: str | None = None,
+    bf16_slow: bool = False,
     agreement: Callable[[], float],
     bf16_supported: Callable[[], bool] | None = None,
 ) -> str:
-    """The one precision decision: "fp32" or "bf16" for a model of `family` on `device`.
+    """The one precision decision: "fp32" or "bf16" for a model on `device`.
 
     - fp32: always fp32.
     - bf16: bf16 autocast wherever the device supports it (asked for explicitly, so also on the CPU).
-    - auto: fp32 on the CPU; on CUDA, bf16 only if the device supports it, the family is not one
-      that bf16 slows down, and `agreement()` (top-1 agreement of bf16 with fp32 on real photos,
-      computed lazily: only this branch calls it) is at least AGREEMENT_GOAL.
+    - auto: fp32 on the CPU; on CUDA, bf16 only if the device supports it, the model's family is
+      not one that bf16 slows down (`bf16_slow`, from the family table), and `agreement()` (top-1
+      agreement of bf16 with fp32 on real photos, computed lazily: only this branch calls it) is
+      at least AGREEMENT_GOAL.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
@@ -244,7 +221,7 @@ def resolve_precision(
             return "bf16"
         _log.warning("bf16 was asked for but %s does not support it; using fp32", device)
         return "fp32"
-    if device.type != "cuda" or family in BF16_SLOWER_FAMILIES or not supported():
+    if device.type != "cuda" or bf16_slow or not supported():
         return "fp32"
     return "bf16" if agreement() >= AGREEMENT_GOAL else "fp32"
 
@@ -264,36 +241,18 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-_agreement_lock = threading.Lock()
-_agreement_cache: dict[str, float] = {}
-
-
-def bf16_check(device: torch.device | str) -> float:
-    """Top-1 agreement between fp32 and bf16 autocast for the offline model on `device`: run once
-    per process and device type, then cached (about a second on a GPU)."""
-    device = torch.device(device)
-    with _agreement_lock:
-        if device.type not in _agreement_cache:
-            from core.loading import load_model  # core.loading imports this module
-            from core.predict import agreement_images, bf16_agreement
-
-            try:
-                reference = load_model(AGREEMENT_MODEL, device, precision="fp32")
-                value = bf16_agreement(reference, agreement_images())
-                del reference
-            except Exception as error:  # a check that cannot run must never stop a model loading
-                _log.warning("the bf16 check could not run (%s); models stay in fp32", error)
-                value = 0.0
-            _log.info("bf16 autocast agrees with fp32 on %.1f%% of the check's images", value * 100)
-            _agreement_cache[device.type] = value
-        return _agreement_cache[device.type]
-
-
-def model_precision(family: str | None, device: torch.device | str, requested: str | None = None) -> str:
-    """The precision a model of `family` runs in on `device`: `requested`, else ZOOSCOPE_PRECISION."""
+def model_precision(
+    traits: FamilyTraits,
+    device: torch.device | str,
+    requested: str | None = None,
+    *,
+    agreement: Callable[[], float],
+) -> str:
+    """The precision a model with these family traits runs in on `device`: `requested`, else
+    ZOOSCOPE_PRECISION; `agreement()` is asked only where auto must measure (see resolve_precision)."""
     return resolve_precision(
         requested_precision() if requested is None else requested,
         device,
-        family=family,
-        agreement=lambda: bf16_check(device),
+        bf16_slow=traits.bf16_slow,
+        agreement=agreement,
     )

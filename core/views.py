@@ -7,9 +7,9 @@ built again on the meta device with the shared tensors assigned, not copied.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
+from core.building import build_on_meta
 from core.errors import ZooScopeError
 from core.loading import LoadedModel
 
@@ -20,12 +20,7 @@ def private_view(loaded: LoadedModel) -> nn.Module:
     New Parameter objects wrap the shared storage, so nothing done to the view (hooks,
     requires_grad, swapped submodules) reaches the shared module.
     """
-    spec = loaded.spec
-    try:
-        with torch.device("meta"):
-            view = spec.build()
-    except NotImplementedError:
-        view = spec.build()  # regnet computes while constructing: build for real, then assign
+    view = build_on_meta(loaded.spec)
     view.load_state_dict(loaded.module.state_dict(), strict=True, assign=True)
     # Non-persistent buffers are not in a state dict: take the shared module's tensors too.
     shared_buffers = dict(loaded.module.named_buffers())

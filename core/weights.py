@@ -14,7 +14,6 @@ import os
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import torch.hub
@@ -22,13 +21,13 @@ import torch.hub
 from core.bundled import PACKAGE_SCHEME
 from core.catalog import ModelSpec
 from core.errors import WeightsUnavailable
+from core.progress import Progress
 
 WEIGHTS_DIR_ENV = "ZOOSCOPE_WEIGHTS_DIR"
 OFFLINE_ENV = "ZOOSCOPE_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation: a dead network fails fast, a slow one still works
 _CHUNK = 1 << 20
 
-Progress = Callable[[int, int, str], None]
 
 # Files already hashed in this process, keyed by what would change if the file did.
 _verified: set[tuple[str, int, int]] = set()

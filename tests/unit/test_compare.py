@@ -121,7 +121,7 @@ class SleepyModule:
 
 def test_measure_latency_is_the_median_after_warm_up():
     module = SleepyModule([0.3, 0.010, 0.001, 0.060, 0.001, 0.060])  # warm-up, then 5 runs
-    model = SimpleNamespace(module=module, device=torch.device("cpu"))
+    model = SimpleNamespace(forward=module, device=torch.device("cpu"))
     ms = measure_latency_ms(model, torch.zeros(1, 3, 8, 8), runs=5, warmup=1)
     assert module.calls == 6
     assert 10 <= ms < 60  # the median run, neither the slow warm-up nor the 60 ms outliers

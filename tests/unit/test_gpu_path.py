@@ -14,24 +14,16 @@ import torch
 import torchvision
 from PIL import Image
 
-from core import predict, runtime, weights
+from core import precision_check, predict, runtime, weights
+from core.building import build_model, read_state_dict
 from core.catalog import all_specs
-from core.loading import LoadedModel, build_model, load_model, read_state_dict, warm_up
-from core.predict import (
-    agreement_images,
-    bf16_agreement,
-    classify_images,
-    preprocess,
-    probabilities,
-)
+from core.check_images import check_images
+from core.families import FAMILIES, traits
+from core.loading import LoadedModel, load_model, warm_up
+from core.precision_check import bf16_agreement, bf16_check
+from core.predict import classify_images, preprocess, probabilities
 from core.preprocessing import model_batch
-from core.runtime import (
-    AGREEMENT_GOAL,
-    CHANNELS_LAST_FAMILIES,
-    requested_precision,
-    resolve_precision,
-    use_channels_last,
-)
+from core.runtime import AGREEMENT_GOAL, requested_precision, resolve_precision, use_channels_last
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,7 +34,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an 
 
 @pytest.fixture(scope="module")
 def photos() -> list[Image.Image]:
-    return agreement_images()
+    return check_images()
 
 
 def never(*_: object) -> float:
@@ -81,38 +73,43 @@ def test_unknown_precision_warns_and_means_auto(raw: str, caplog: pytest.LogCapt
 
 
 def test_auto_on_cpu_is_fp32_without_running_the_check():
-    assert resolve_precision("auto", CPU, family="resnet", agreement=never, bf16_supported=lambda: True) == "fp32"
+    assert resolve_precision("auto", CPU, agreement=never, bf16_supported=lambda: True) == "fp32"
 
 
 @pytest.mark.parametrize(("agreement", "expected"), [(1.0, "bf16"), (0.995, "bf16"), (0.99, "bf16"), (0.98, "fp32")])
 def test_auto_on_cuda_follows_the_check(agreement: float, expected: str):
-    decided = resolve_precision("auto", CUDA, family="resnet", agreement=lambda: agreement, bf16_supported=lambda: True)
+    decided = resolve_precision("auto", CUDA, agreement=lambda: agreement, bf16_supported=lambda: True)
     assert decided == expected
     assert AGREEMENT_GOAL == 0.99
 
 
 def test_auto_on_cuda_without_bf16_support_is_fp32():
-    assert resolve_precision("auto", CUDA, family="vit", agreement=never, bf16_supported=lambda: False) == "fp32"
+    assert resolve_precision("auto", CUDA, agreement=never, bf16_supported=lambda: False) == "fp32"
 
 
-@pytest.mark.parametrize("family", sorted(runtime.BF16_SLOWER_FAMILIES))
+@pytest.mark.parametrize("family", sorted(name for name, row in FAMILIES.items() if row.bf16_slow))
 def test_auto_keeps_families_that_bf16_slows_in_fp32(family: str):
-    assert resolve_precision("auto", CUDA, family=family, agreement=never, bf16_supported=lambda: True) == "fp32"
+    assert runtime.model_precision(traits(family), CUDA, "auto", agreement=never) == "fp32"
+
+
+def test_depthwise_families_are_the_slow_ones():
+    slow = {name for name, row in FAMILIES.items() if row.bf16_slow}
+    assert slow == {"efficientnet", "efficientnet_lite", "mnasnet", "mobilenet_v2", "mobilenet_v3"}
 
 
 @pytest.mark.parametrize("device", [CPU, CUDA])
 def test_fp32_is_fp32_everywhere(device: torch.device):
-    assert resolve_precision("fp32", device, family="vit", agreement=never, bf16_supported=lambda: True) == "fp32"
+    assert resolve_precision("fp32", device, agreement=never, bf16_supported=lambda: True) == "fp32"
 
 
 @pytest.mark.parametrize("device", [CPU, CUDA])
 def test_explicit_bf16_needs_no_check(device: torch.device):
-    assert resolve_precision("bf16", device, family="vit", agreement=never, bf16_supported=lambda: True) == "bf16"
+    assert resolve_precision("bf16", device, agreement=never, bf16_supported=lambda: True) == "bf16"
 
 
 def test_explicit_bf16_falls_back_where_unsupported(caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.WARNING, logger="core.runtime"):
-        decided = resolve_precision("bf16", CUDA, family="vit", agreement=never, bf16_supported=lambda: False)
+        decided = resolve_precision("bf16", CUDA, agreement=never, bf16_supported=lambda: False)
     assert decided == "fp32"
     assert "does not support" in caplog.text
 
@@ -124,37 +121,36 @@ def test_resolve_rejects_unknown_precision():
 
 def test_model_precision_reads_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ZOOSCOPE_PRECISION", "bf16")
-    assert runtime.model_precision("resnet", CPU) == "bf16"
+    resnet = traits("resnet")
+    assert runtime.model_precision(resnet, CPU, agreement=never) == "bf16"
     monkeypatch.setenv("ZOOSCOPE_PRECISION", "auto")
-    assert runtime.model_precision("resnet", CPU) == "fp32"
-    assert runtime.model_precision("resnet", CPU, "bf16") == "bf16"  # an explicit argument wins
+    assert runtime.model_precision(resnet, CPU, agreement=never) == "fp32"
+    assert runtime.model_precision(resnet, CPU, "bf16", agreement=never) == "bf16"  # an explicit argument wins
 
 
 @pytest.fixture
 def fresh_check_cache(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runtime, "_agreement_cache", {})
+    monkeypatch.setattr(precision_check, "_cache", {})
 
 
 def test_bf16_check_runs_once_per_process(monkeypatch: pytest.MonkeyPatch, fresh_check_cache):
     runs = []
-    monkeypatch.setattr(predict, "bf16_agreement", lambda model, images: runs.append(len(images)) or 0.995)
-    monkeypatch.setattr("core.loading.load_model", lambda name, device, precision: name)
-    assert runtime.bf16_check(CPU) == 0.995
-    assert runtime.bf16_check("cpu") == 0.995
-    assert runs == [len(agreement_images())]
+    monkeypatch.setattr(precision_check, "bf16_agreement", lambda model, images: runs.append(len(images)) or 0.995)
+    monkeypatch.setattr(precision_check, "_reference", lambda device: device)
+    assert bf16_check(CPU) == 0.995
+    assert bf16_check("cpu") == 0.995
+    assert runs == [len(check_images())]
 
 
 def test_bf16_check_that_fails_means_fp32(monkeypatch: pytest.MonkeyPatch, fresh_check_cache, caplog):
     def broken(*_: object, **__: object):
         raise OSError("no such file")
 
-    monkeypatch.setattr("core.loading.load_model", broken)
-    with caplog.at_level(logging.WARNING, logger="core.runtime"):
-        assert runtime.bf16_check(CPU) == 0.0
+    monkeypatch.setattr(precision_check, "_reference", broken)
+    with caplog.at_level(logging.WARNING, logger="core.precision_check"):
+        assert bf16_check(CPU) == 0.0
     assert "could not run" in caplog.text
-    decided = resolve_precision(
-        "auto", CUDA, family="resnet", agreement=lambda: runtime.bf16_check(CPU), bf16_supported=lambda: True
-    )
+    decided = resolve_precision("auto", CUDA, agreement=lambda: bf16_check(CPU), bf16_supported=lambda: True)
     assert decided == "fp32"
 
 
@@ -173,7 +169,7 @@ def test_autocast_context():
 def test_agreement_images_are_real_photos_and_deterministic_variations(photos: list[Image.Image]):
     assert len(photos) == 3 * 13  # chelsea, coffee, rocket
     assert all(image.mode == "RGB" for image in photos)
-    again = agreement_images()
+    again = check_images()
     assert [image.tobytes() for image in again] == [image.tobytes() for image in photos]
 
 
@@ -201,21 +197,21 @@ def test_bf16_agreement_needs_images(lite0: LoadedModel):
 
 @pytest.mark.parametrize("family", ["resnet", "vgg", "efficientnet", "efficientnet_lite", "mobilenet_v3", "convnext"])
 def test_cnns_go_channels_last_on_cuda_only(family: str):
-    assert use_channels_last(family, CUDA)
-    assert use_channels_last(family, "cuda:0")
-    assert not use_channels_last(family, CPU)
+    assert use_channels_last(traits(family), CUDA)
+    assert use_channels_last(traits(family), "cuda:0")
+    assert not use_channels_last(traits(family), CPU)
 
 
 @pytest.mark.parametrize("family", ["vit", "swin", "maxvit", "some_new_family"])
 def test_transformers_and_unknown_families_stay_as_they_are(family: str):
-    assert not use_channels_last(family, CUDA)
+    assert not use_channels_last(traits(family), CUDA)
 
 
 def test_every_catalogue_family_is_decided():
-    """A new family must be put on one side on purpose: CNNs in CHANNELS_LAST_FAMILIES."""
-    transformers = {"vit", "swin", "maxvit"}
+    """A new family must be put on one side on purpose: it gets its own row in the family table."""
     families = {spec.family for spec in all_specs().values()}
-    assert families <= CHANNELS_LAST_FAMILIES | transformers, families - CHANNELS_LAST_FAMILIES - transformers
+    assert families <= set(FAMILIES), families - set(FAMILIES)
+    assert {name for name, row in FAMILIES.items() if not row.channels_last} == {"vit", "swin", "maxvit"}
 
 
 @pytest.mark.parametrize("which", ["resnet18", "efficientnet_lite0"])
@@ -342,7 +338,7 @@ def test_cuda_takes_a_cpu_batch_too(lite0: LoadedModel, photos: list[Image.Image
 
 @needs_cuda
 def test_cuda_bf16_check_and_auto_decision():
-    agreement = runtime.bf16_check("cuda")
+    agreement = bf16_check("cuda")
     assert 0.0 <= agreement <= 1.0
-    resnet_precision = runtime.model_precision("resnet", "cuda", "auto")
+    resnet_precision = runtime.model_precision(traits("resnet"), "cuda", "auto", agreement=lambda: bf16_check("cuda"))
     assert resnet_precision == ("bf16" if agreement >= AGREEMENT_GOAL and torch.cuda.is_bf16_supported() else "fp32")
