@@ -42,15 +42,12 @@ import torch.nn as nn  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
+from core.finetune.backbone import backbone_view  # noqa: E402
+from core.finetune.config import TrainConfig  # noqa: E402
 from core.finetune.data import Dataset, dataset_from_uploads, stratified_split  # noqa: E402
-from core.finetune.train import (  # noqa: E402
-    FeatureCache,
-    TrainConfig,
-    backbone_view,
-    build_head,
-    extract_features,
-    train,
-)
+from core.finetune.extraction import FeatureCache, extract_features  # noqa: E402
+from core.finetune.heads import build_head  # noqa: E402
+from core.finetune.train import train  # noqa: E402
 from core.images import decode_image  # noqa: E402
 from core.loading import LoadedModel, load_model  # noqa: E402
 

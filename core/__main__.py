@@ -12,12 +12,14 @@ import pandas as pd
 
 from core import weights
 from core.catalog import OFFLINE_DEFAULT, all_specs, curated_specs
+from core.classifier import Classifier
 from core.compare import compare_files
 from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle, import_bundle
+from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_zip
-from core.finetune.train import TrainConfig, train
-from core.loading import LoadedModel, load_model
+from core.finetune.train import train
+from core.loading import load_model
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
 from core.runtime import pick_device
 
@@ -59,7 +61,7 @@ def _read_inputs(paths: Sequence[str]) -> list[tuple[str, bytes] | Failure]:
     return inputs
 
 
-def _classifier(args: argparse.Namespace) -> LoadedModel:
+def _classifier(args: argparse.Namespace) -> Classifier:
     """The catalogue model, or a fine-tuned bundle on top of its backbone."""
     device = pick_device()
     if args.bundle is None:
@@ -69,7 +71,7 @@ def _classifier(args: argparse.Namespace) -> LoadedModel:
     except OSError as error:
         raise ZooScopeError(f"Could not read the bundle {args.bundle}: {error.strerror or error}.") from error
     trained = import_bundle(data, loaded_for=lambda name: load_model(name, device))
-    return trained.as_loaded(load_model(trained.backbone, device))
+    return trained.classifier(load_model(trained.backbone, device))
 
 
 def run_classify(args: argparse.Namespace) -> int:

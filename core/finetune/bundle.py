@@ -30,17 +30,13 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
+from core.building import build_on_meta
 from core.catalog import ModelSpec, all_specs
 from core.errors import ZooScopeError
-from core.finetune.train import (
-    HEAD_TYPES,
-    TrainConfig,
-    TrainedModel,
-    backbone_view,
-    block_path,
-    build_head,
-    strip_head,
-)
+from core.finetune.backbone import backbone_view, block_path, strip_head
+from core.finetune.config import TrainConfig
+from core.finetune.heads import HEAD_TYPES, build_head
+from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
 from core.views import get_layer
 
@@ -291,14 +287,6 @@ def _weights(content: bytes) -> dict[str, torch.Tensor]:
         raise BundleError(f"{WEIGHTS} in the bundle is corrupt: its header or tensor data is invalid.") from None
 
 
-def _meta_model(spec: ModelSpec) -> nn.Module:
-    try:
-        with torch.device("meta"):
-            return spec.build()
-    except NotImplementedError:
-        return spec.build()
-
-
 def _expected(prefix: str, module: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return {f"{prefix}.{k}": (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
 
@@ -332,7 +320,7 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
     spec, config = _check_manifest(manifest)
     tensors = _weights(weights_bytes)
 
-    meta_model = _meta_model(spec)
+    meta_model = build_on_meta(spec)
     feature_dim = strip_head(meta_model, spec)
     head_info = manifest["head"]
     if head_info["in_features"] != feature_dim:

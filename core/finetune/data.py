@@ -26,7 +26,7 @@ import stat
 import unicodedata
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -34,8 +34,7 @@ import pandas as pd
 
 from core.errors import ImageError, ZooScopeError
 from core.images import decode_image
-
-Progress = Callable[[int, int, str], None]
+from core.progress import Progress
 
 MIN_IMAGES_PER_CLASS = 2  # one to train on and one to validate
 RECOMMENDED_IMAGES_PER_CLASS = 10

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from core.finetune.bundle import export_bundle
+from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_uploads
-from core.finetune.train import TrainConfig, train
+from core.finetune.train import train
 from core.loading import load_model
 from tests.app.conftest import shown
 from tests.faces import lfw_pngs

@@ -20,7 +20,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
 from core.finetune.bundle import import_bundle
-from core.finetune.train import TrainedModel
+from core.finetune.trained import TrainedModel
 from core.loading import load_model
 from tests.faces import lfw_pngs, zip_of
 

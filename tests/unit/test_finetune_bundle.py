@@ -29,8 +29,11 @@ from core.finetune.bundle import (
     export_onnx,
     import_bundle,
 )
+from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_uploads
-from core.finetune.train import FeatureCache, TrainConfig, TrainedModel, train
+from core.finetune.extraction import FeatureCache
+from core.finetune.train import train
+from core.finetune.trained import TrainedModel
 from core.loading import load_model
 from tests.faces import lfw_pngs
 

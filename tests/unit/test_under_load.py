@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 
 from core.compare import Comparison, compare_files
+from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_uploads
-from core.finetune.train import TrainConfig, train
+from core.finetune.train import train
 from core.images import decode_image
 from core.loading import ModelPool, load_model
 from core.predict import classify_files, preprocess, probabilities

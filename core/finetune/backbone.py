@@ -1,0 +1,86 @@
+"""A person's own feature extractor over a shared, read-only backbone.
+
+The cached ImageNet model is shared by every browser session, and other threads run forwards on
+it while a person trains. So training never touches `LoadedModel.module`: it builds a private
+*view* of it (core.views: the same architecture, the shared tensors assigned, nothing copied),
+replaces the classifier in the view with `nn.Identity()` so the view returns features, and, where
+a block is to train, puts a deep copy of that block (the person's own tensors) in its place.
+Where the head and the last block live comes from the family table (core.families).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from core.catalog import ModelSpec
+from core.errors import ZooScopeError
+from core.loading import LoadedModel
+from core.views import get_layer, private_view, set_layer
+
+
+def head_path(spec: ModelSpec) -> str:
+    """Where `spec`'s final Linear classifier lives, or ZooScopeError if it has no such head."""
+    path = spec.traits.head
+    if path is None:
+        raise ZooScopeError(
+            f"{spec.name} can't be fine-tuned here: {spec.family} models have no linear classifier to replace."
+        )
+    return path
+
+
+def block_path(spec: ModelSpec) -> str:
+    """Where `spec`'s last block lives (the part "finetune" mode trains), or ZooScopeError."""
+    head_path(spec)
+    path = spec.traits.last_block
+    if path is None:
+        raise ZooScopeError(
+            f"{spec.name} can't be fine-tuned here: its last block is unknown; use the fast mode instead."
+        )
+    return path
+
+
+def strip_head(model: nn.Module, spec: ModelSpec) -> int:
+    """Replace `model`'s final Linear with nn.Identity() in place; returns its in_features (D)."""
+    path = head_path(spec)
+    head = get_layer(model, path, spec.name)
+    if not isinstance(head, nn.Linear):
+        raise ZooScopeError(f"{spec.name} can't be fine-tuned here: '{path}' is not a linear classifier.")
+    set_layer(model, path, nn.Identity(), spec.name)
+    return head.in_features
+
+
+@dataclass(eq=False)
+class BackboneView:
+    """A person's own feature extractor over the shared tensors.
+
+    `module` maps a preprocessed batch (N, 3, S, S) to features (N, feature_dim). In finetune mode
+    `block` is the deep-copied last block (already placed in `module` at `block_path`), the only
+    part with requires_grad=True.
+    """
+
+    name: str
+    module: nn.Module
+    feature_dim: int
+    block: nn.Module | None = None
+    block_path: str | None = None
+
+
+def backbone_view(loaded: LoadedModel, *, finetune: bool = False, block: nn.Module | None = None) -> BackboneView:
+    """A private feature extractor for `loaded`; with finetune=True, its last block is a trainable copy.
+
+    `block` (a trained copy from an earlier run or a bundle) is placed at the last-block path instead.
+    """
+    spec = loaded.spec
+    path = block_path(spec) if (finetune or block is not None) else None
+    view = private_view(loaded)
+    feature_dim = strip_head(view, spec)
+    if path is not None:
+        if block is None:
+            block = copy.deepcopy(get_layer(view, path, spec.name))  # the person's own tensors
+            block.requires_grad_(finetune)
+        set_layer(view, path, block, spec.name)
+        view.eval()
+    return BackboneView(name=spec.name, module=view, feature_dim=feature_dim, block=block, block_path=path)

@@ -1,0 +1,128 @@
+"""Backbone features for labelled images, computed once: a thread-safe cache shared across trainings."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from core.errors import ImageError
+from core.finetune.data import LabelledImage
+from core.images import decode_image
+from core.preprocessing import decode_side, model_batch
+from core.progress import Progress
+
+DEFAULT_CACHE_ENTRIES = 10_000  # 50 MB of 1280-d float32 features
+
+
+class FeatureCache:
+    """(backbone name, image digest) -> 1-D feature tensor, least recently used entries dropped first.
+
+    Thread-safe; shared across trainings (and sessions) so that a second training on the same
+    images, or the same images with other settings, costs no forward pass.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, not {max_entries}")
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, backbone: str, digest: str) -> torch.Tensor | None:
+        key = (backbone, digest)
+        with self._lock:
+            tensor = self._entries.get(key)
+            if tensor is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return tensor
+
+    def put(self, backbone: str, digest: str, features: torch.Tensor) -> None:
+        key = (backbone, digest)
+        value = features.detach().to("cpu", copy=True).contiguous()
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._entries
+
+
+def decode_item(item: LabelledImage, min_side: int | None = None) -> Image.Image:
+    try:
+        return decode_image(item.data, min_side=min_side)
+    except ImageError as error:
+        raise ImageError(f"{item.name}: {error}") from None
+
+
+def _backbone_forward(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """One frozen forward (the only place fast mode runs the backbone; tests count calls here)."""
+    with torch.inference_mode():
+        return module(batch).float()
+
+
+def extract_features(
+    backbone_view: nn.Module,
+    preprocess: Callable[[Image.Image], torch.Tensor],
+    items: Sequence[LabelledImage],
+    *,
+    backbone: str | None = None,
+    batch_size: int = 32,
+    cache: FeatureCache | None = None,
+    progress: Progress | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Features (N, D) of `items`, in order, on the CPU. Only images missing from `cache` run forward.
+
+    `backbone` names the backbone for the cache keys (required with a cache).
+    """
+    if cache is not None and not backbone:
+        raise ValueError("extract_features needs the backbone name to use a feature cache")
+    found: dict[int, torch.Tensor] = {}
+    if cache is not None:
+        for index, item in enumerate(items):
+            if (tensor := cache.get(backbone, item.digest)) is not None:
+                found[index] = tensor
+    missing = [index for index in range(len(items)) if index not in found]
+    total = len(items)
+    done = len(found)
+    if progress:
+        progress(done, total, f"Extracting features: {done} of {total} images")
+    side = decode_side([preprocess])
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        # The same preprocessing as Classify and Compare (core.preprocessing), so the head is
+        # trained on exactly the features it will see in use.
+        batch = model_batch([decode_item(items[index], side) for index in chunk], preprocess).to(device)
+        features = _backbone_forward(backbone_view, batch).cpu()
+        for index, row in zip(chunk, features, strict=True):
+            found[index] = row
+            if cache is not None:
+                cache.put(backbone, items[index].digest, row)
+        done += len(chunk)
+        if progress:
+            progress(done, total, f"Extracting features: {done} of {total} images")
+    if not items:
+        return torch.empty(0, 0)
+    return torch.stack([found[index] for index in range(len(items))])

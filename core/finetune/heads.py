@@ -1,0 +1,56 @@
+"""New classification heads for a backbone's features, initialised and regularised from a private generator."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from core.errors import ZooScopeError
+
+HEAD_TYPES = ("linear", "mlp")
+
+
+class SeededDropout(nn.Dropout):
+    """nn.Dropout drawing its masks from a private generator (None: the global one, as nn.Dropout)."""
+
+    def __init__(self, p: float, generator: torch.Generator | None = None):
+        super().__init__(p)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or self.generator is None:
+            return super().forward(x)
+        keep = torch.empty(x.shape, device="cpu").bernoulli_(1.0 - self.p, generator=self.generator).to(x.device)
+        return x * keep / (1.0 - self.p)
+
+
+def _init_linear(layer: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
+    # nn.Linear's own initialisation, drawn from `generator`.
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(layer.in_features)
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
+def build_head(
+    kind: str,
+    in_features: int,
+    num_classes: int,
+    *,
+    hidden: int = 256,
+    dropout: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """A new head: "linear" is Linear(D, C); "mlp" is Linear(D, hidden)-ReLU-Dropout-Linear(hidden, C)."""
+    if kind == "linear":
+        return _init_linear(nn.Linear(in_features, num_classes), generator)
+    if kind == "mlp":
+        return nn.Sequential(
+            _init_linear(nn.Linear(in_features, hidden), generator),
+            nn.ReLU(),
+            SeededDropout(dropout, generator),
+            _init_linear(nn.Linear(hidden, num_classes), generator),
+        )
+    raise ZooScopeError(f"Unknown head type '{kind}'; choose one of {', '.join(HEAD_TYPES)}.")

@@ -1,0 +1,140 @@
+"""A person's trained model: a head (and perhaps a trained copy of the last block) on a shared backbone.
+
+It holds no backbone tensors itself. To classify, `classifier(loaded)` puts it on the shared
+`LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained block in
+it, then the head, answering to core.classifier's protocol like any catalogue model.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from core import predict as core_predict
+from core.errors import ZooScopeError
+from core.finetune.backbone import backbone_view
+from core.finetune.config import EpochLog, TrainConfig
+from core.finetune.metrics import Metrics
+from core.loading import LoadedModel
+from core.preprocessing import Transform
+
+
+class HeadOnBackbone(nn.Module):
+    """Backbone view (with any trained block in it) followed by the new head: images -> logits."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedClassifier:
+    """A trained model ready to classify (core.classifier.Classifier): its own name and classes,
+    the backbone's preprocessing and device."""
+
+    name: str
+    categories: Sequence[str]
+    preprocess: Transform
+    device: torch.device
+    module: nn.Module
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(batch.to(self.device))
+
+
+@dataclass(eq=False)
+class TrainedModel:
+    """A person's model: what was trained, how, and how well."""
+
+    backbone: str
+    weights_id: str
+    classes: list[str]
+    config: TrainConfig
+    head: nn.Module
+    block: nn.Module | None = None
+    block_path: str | None = None
+    history: list[EpochLog] = field(default_factory=list)
+    metrics: Metrics | None = None
+    epochs_run: int = 0
+    stopped_early: bool = False  # early stopping (patience) ended the training
+    stopped_by_user: bool = False  # should_stop() ended it
+    best_epoch: int = 0
+    val_accuracy: float = float("nan")
+    _inference: weakref.WeakKeyDictionary = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"my model ({self.backbone}, {len(self.classes)} classes)"
+
+    @property
+    def feature_dim(self) -> int:
+        first = self.head if isinstance(self.head, nn.Linear) else self.head[0]
+        return first.in_features
+
+    def _check_backbone(self, loaded: LoadedModel) -> None:
+        if loaded.name != self.backbone or loaded.spec.weights_id != self.weights_id:
+            raise ZooScopeError(
+                f"This model was trained on {self.backbone} ({self.weights_id}), not on "
+                f"{loaded.name} ({loaded.spec.weights_id})."
+            )
+
+    def full_module(self, loaded: LoadedModel) -> nn.Module:
+        """The complete model (private backbone view + trained block + head): images -> logits, eval."""
+        self._check_backbone(loaded)
+        view = backbone_view(loaded, block=self.block)
+        return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
+
+    def _inference_module(self, loaded: LoadedModel) -> nn.Module:
+        # One per shared module, dropped when that module is (the pool unloaded it).
+        with self._lock:
+            module = self._inference.get(loaded.module)
+            if module is None:
+                module = self._inference[loaded.module] = self.full_module(loaded)
+            return module
+
+    def classifier(self, loaded: LoadedModel) -> TrainedClassifier:
+        """This model on its shared backbone, ready for core.predict."""
+        self._check_backbone(loaded)
+        return TrainedClassifier(
+            name=self.name,
+            categories=list(self.classes),
+            preprocess=loaded.preprocess,
+            device=loaded.device,
+            module=self._inference_module(loaded),
+        )
+
+    def predict(self, images: Sequence[Image.Image], loaded: LoadedModel, *, batch_size: int = 16) -> torch.Tensor:
+        """Class probabilities (N, C) for decoded images, preprocessed by the weights' own transforms."""
+        model = self.classifier(loaded)
+        if not images:
+            return torch.empty(0, len(self.classes))
+        return torch.cat(
+            [
+                core_predict.probabilities(model, core_predict.preprocess(model, [i.convert("RGB") for i in chunk]))
+                for chunk in (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+            ]
+        )
+
+    def classify_files(
+        self,
+        loaded: LoadedModel,
+        files: Sequence[tuple[str, bytes]],
+        k: int = core_predict.DEFAULT_TOP_K,
+        **kwargs,
+    ) -> list[core_predict.Classification | core_predict.Failure]:
+        """core.predict.classify_files with this model: top-k over its classes, Failures in place."""
+        return core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
