@@ -6,9 +6,9 @@ from core import weights
 from core.cache import model_pool
 from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.charts import top_k_bars
+from core.classifier import Classifier
 from core.errors import ZooScopeError
 from core.finetune.bundle import import_bundle
-from core.loading import LoadedModel
 from core.predict import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -22,11 +22,10 @@ from core.predict import (
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
+from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
 from ui.tables import share_column, top_k_table
 from ui.text import verbatim
 
-MY_MODEL = "my model"  # the selectbox option for this session's fine-tuned model
-MY_MODEL_KEY = "my_model"  # session_state: a core.finetune.train.TrainedModel
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
 
 
@@ -42,26 +41,24 @@ def default_index(specs: list[ModelSpec]) -> int:
     return names.index(available[0] if available else OFFLINE_DEFAULT)
 
 
-def chosen_model(choice: str) -> LoadedModel:
+def chosen_model(choice: str) -> Classifier:
     """The catalogue model, or this session's fine-tuned model on top of its shared backbone."""
-    if choice == MY_MODEL:
-        trained = st.session_state[MY_MODEL_KEY]
-        return trained.as_loaded(load_with_progress(trained.backbone))
+    if choice == MY_MODEL_OPTION:
+        trained = st.session_state[MY_MODEL]
+        return trained.classifier(load_with_progress(trained.backbone))
     return load_with_progress(choice)
 
 
 def classify(choice: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
     """Classify once per (model, files, k): widget reruns reuse this session's last answer."""
-    trained = st.session_state.get(MY_MODEL_KEY) if choice == MY_MODEL else None
-    key = (choice, id(trained), k, file_digest(tuple(files)))
-    previous = st.session_state.get("classify_last")
-    if previous and previous[0] == key:
-        return previous[1]
-    model = chosen_model(choice)
-    with progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
-        results = classify_files(model, files, k=k, thumbnails=True, progress=progress)
-    st.session_state["classify_last"] = (key, results)
-    return results
+    trained = st.session_state.get(MY_MODEL) if choice == MY_MODEL_OPTION else None
+
+    def compute() -> list[Classification | Failure]:
+        model = chosen_model(choice)
+        with progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
+            return classify_files(model, files, k=k, thumbnails=True, progress=progress)
+
+    return reuse("classify_last", (choice, id(trained), k, file_digest(tuple(files))), compute)
 
 
 def import_bundle_upload() -> None:
@@ -77,10 +74,10 @@ def import_bundle_upload() -> None:
             except ZooScopeError as error:
                 st.error(f"**{verbatim(bundle.name)}**: {error}", icon=":material/error:")
                 return
-            st.session_state[MY_MODEL_KEY] = trained
+            st.session_state[MY_MODEL] = trained
             st.session_state["classify_bundle_digest"] = digest
-            st.session_state["classify_model"] = MY_MODEL  # select it (the selectbox is drawn after this)
-        trained = st.session_state[MY_MODEL_KEY]
+            st.session_state[CLASSIFY_MODEL] = MY_MODEL_OPTION  # select it (the selectbox is drawn after this)
+        trained = st.session_state[MY_MODEL]
         classes = ", ".join(verbatim(name) for name in trained.classes)
         st.success(f"Loaded {verbatim(trained.name)}: classes {classes}.", icon=":material/check_circle:")
 
@@ -106,15 +103,15 @@ def main() -> None:
     specs = {spec.name: spec for spec in curated_specs()}
     settings = st.container()  # drawn above the bundle import, filled after it (it may select "my model")
     import_bundle_upload()
-    trained = st.session_state.get(MY_MODEL_KEY)
-    options = [*([MY_MODEL] if trained else []), *specs]
+    trained = st.session_state.get(MY_MODEL)
+    options = [*([MY_MODEL_OPTION] if trained else []), *specs]
     settings_model, settings_k = settings.columns([3, 1])
     model_name = settings_model.selectbox(
         "Model",
         options,
-        index=options.index(MY_MODEL) if trained else default_index(list(specs.values())),
-        format_func=lambda name: trained.name if name == MY_MODEL else model_label(specs[name]),
-        key="classify_model",
+        index=options.index(MY_MODEL_OPTION) if trained else default_index(list(specs.values())),
+        format_func=lambda name: trained.name if name == MY_MODEL_OPTION else model_label(specs[name]),
+        key=CLASSIFY_MODEL,
     )
     k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")
     files = image_inputs("classify")

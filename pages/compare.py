@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from core import weights
-from core.cache import get_model, model_pool
+from core import bundled, weights
 from core.catalog import all_specs, curated_specs
 from core.charts import accuracy_vs_latency
 from core.compare import Comparison, ImageComparison, compare_files
@@ -14,12 +13,13 @@ from core.loading import LoadedModel
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K
 from core.preprocessing import decode_side
 from ui.inputs import file_digest, image_inputs
+from ui.loading import load_many
 from ui.progress import progress_bar
+from ui.session import reuse
 from ui.tables import top_k_table
 from ui.text import verbatim
 
 WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
-OFFLINE_DEFAULT = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 MAX_MODELS = 6
 DETAILED_LIMIT = 12
 EACH_OWN_TOP1 = "each model's own top-1"
@@ -29,49 +29,25 @@ def default_models() -> list[str]:
     """The classic ResNet / VGG / EfficientNet trio, or the bundled trio where there is no network."""
     specs = all_specs()
     if weights.offline() and not all(weights.is_available(specs[name]) for name in WEB_DEFAULT):
-        return OFFLINE_DEFAULT
+        return list(bundled.NAMES)
     return WEB_DEFAULT
 
 
 def model_options() -> list[str]:
     curated = [spec.name for spec in curated_specs()]
-    extra = ["efficientnet_lite1", "efficientnet_lite2"]
+    extra = [name for name in bundled.NAMES if name not in curated]
     rest = sorted(name for name in all_specs() if name not in curated and name not in extra)
     return [*curated, *extra, *rest]
 
 
-def load_models(names: list[str]) -> list[LoadedModel]:
-    """Load each chosen model; one that cannot load is reported and the others go on."""
-    loaded, evicted = [], []
-    for position, name in enumerate(names, start=1):
-        try:
-            if name in model_pool().loaded():
-                loaded.append(get_model(name, on_evict=evicted.append))
-                continue
-            with progress_bar(f"Loading {name} ({position} of {len(names)})…") as progress:
-                loaded.append(get_model(name, progress=progress, on_evict=evicted.append))
-        except ZooScopeError as error:
-            st.warning(f"**{name}** is left out: {error}", icon=":material/cloud_off:")
-    if evicted:
-        budget = model_pool().budget_mb
-        st.info(
-            f"Unloaded {', '.join(evicted)} to stay under the {budget:,.0f} MB model memory budget "
-            "(least recently used first).",
-            icon=":material/memory:",
-        )
-    return loaded
-
-
 def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k: int) -> Comparison:
     """Compare once per (models, files, k): widget reruns reuse this session's last answer."""
-    key = (tuple(model.name for model in models), k, file_digest(tuple(files)))
-    previous = st.session_state.get("compare_last")
-    if previous and previous[0] == key:
-        return previous[1]
-    with progress_bar(f"Running {len(models)} models on {len(files)} image(s)…") as progress:
-        comparison = compare_files(models, files, k=k, thumbnails=True, progress=progress)
-    st.session_state["compare_last"] = (key, comparison)
-    return comparison
+
+    def compute() -> Comparison:
+        with progress_bar(f"Running {len(models)} models on {len(files)} image(s)…") as progress:
+            return compare_files(models, files, k=k, thumbnails=True, progress=progress)
+
+    return reuse("compare_last", (tuple(model.name for model in models), k, file_digest(tuple(files))), compute)
 
 
 def show_models(comparison: Comparison) -> None:
@@ -162,7 +138,7 @@ def main() -> None:
         st.info("Add one or more photos above to compare the models on them.")
         return
 
-    models = load_models(chosen)
+    models = load_many(chosen)
     if not models:
         st.error("None of the chosen models could be loaded.", icon=":material/error:")
         return

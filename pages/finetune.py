@@ -5,23 +5,25 @@ from collections.abc import Callable
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from core import weights
+from core import bundled, weights
 from core.catalog import ModelSpec, all_specs, curated_specs
 from core.charts import training_curves
 from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle, export_onnx, preprocessing
+from core.finetune.config import MODES, TrainConfig
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
-from core.finetune.train import HEAD_TYPES, MODES, TrainConfig, TrainedModel, train
+from core.finetune.heads import HEAD_TYPES
+from core.finetune.train import train
+from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
-from core.loading import Progress
 from core.predict import Classification, Failure
+from core.progress import Progress
 from ui.finetune_views import (
     LiveTraining,
     TrainingRun,
     dataset_previews,
     feature_cache,
     history_frame,
-    remember,
     show_dataset,
     show_metrics,
     show_mistakes,
@@ -30,13 +32,11 @@ from ui.finetune_views import (
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
+from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
 from ui.tables import top_k_table
 from ui.text import verbatim
 
-MY_MODEL_KEY = "my_model"  # session_state: this session's core.finetune.train.TrainedModel
-CLASSIFY_MY_MODEL = "my model"  # the Classify page's model option for it
 RUN_KEY = "finetune_run"  # a ui.finetune_views.TrainingRun: the training in progress, or one a click interrupted
-OFFLINE_BACKBONES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 DEFAULT_EPOCHS = {"fast": 30, "finetune": 5}
 MODE_LABELS = {
     "fast": "Fast: frozen backbone, features computed once (seconds)",
@@ -134,8 +134,8 @@ def data_section() -> Dataset | None:
 
 
 def backbone_options() -> list[str]:
-    curated = [spec.name for spec in curated_specs() if spec.name not in OFFLINE_BACKBONES]
-    return [*OFFLINE_BACKBONES, *curated]
+    curated = [spec.name for spec in curated_specs() if spec.name not in bundled.NAMES]
+    return [*bundled.NAMES, *curated]
 
 
 def backbone_label(spec: ModelSpec) -> str:
@@ -254,7 +254,7 @@ def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
         run.finished.set()
     if trained is None:
         return
-    st.session_state[MY_MODEL_KEY] = trained
+    st.session_state[MY_MODEL] = trained
     st.rerun()  # draw the results without the Stop button and the live view
 
 
@@ -268,8 +268,8 @@ def collect_training_run() -> None:
             run.wait()
     del st.session_state[RUN_KEY]
     kept = run.model
-    if kept is not None and st.session_state.get(MY_MODEL_KEY) is not kept:
-        st.session_state[MY_MODEL_KEY] = kept
+    if kept is not None and st.session_state.get(MY_MODEL) is not kept:
+        st.session_state[MY_MODEL] = kept
     if run.done:
         return
     if kept is None:
@@ -288,7 +288,7 @@ def collect_training_run() -> None:
 def try_it(trained: TrainedModel) -> None:
     st.subheader("Try it")
     if st.button("Use it on the Classify page", key="finetune_use_on_classify", icon=":material/image_search:"):
-        st.session_state["classify_model"] = CLASSIFY_MY_MODEL
+        st.session_state[CLASSIFY_MODEL] = MY_MODEL_OPTION
         st.switch_page("pages/classify.py")
     files = st.file_uploader(
         "Photos to classify with your model",
@@ -302,7 +302,7 @@ def try_it(trained: TrainedModel) -> None:
     k = min(TRY_TOP_K, len(trained.classes))
     key = (trained, file_digest(tuple(pairs)))
     try:
-        results = remember(
+        results = reuse(
             "finetune_try_last",
             key,
             lambda: trained.classify_files(load_with_progress(trained.backbone), pairs, k, thumbnails=True),
@@ -331,7 +331,7 @@ def export(trained: TrainedModel) -> None:
     bundle, onnx = st.columns(2, gap="large")
     with bundle:
         try:
-            data = remember("finetune_bundle", trained, lambda: export_bundle(trained))
+            data = reuse("finetune_bundle", trained, lambda: export_bundle(trained))
         except ZooScopeError as error:
             st.error(str(error), icon=":material/error:")
         else:
@@ -418,7 +418,7 @@ def main() -> None:
     if dataset is not None:
         training_section(dataset)
 
-    trained = st.session_state.get(MY_MODEL_KEY)
+    trained = st.session_state.get(MY_MODEL)
     if trained is None:
         return
     results(trained)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -14,9 +13,13 @@ from PIL import Image
 
 from core.charts import confusion_heatmap, training_curves
 from core.errors import ImageError
+from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import Dataset, Skipped
-from core.finetune.train import EpochLog, FeatureCache, Metrics, Mistake, TrainConfig, TrainedModel
+from core.finetune.extraction import FeatureCache
+from core.finetune.metrics import Metrics, Mistake
+from core.finetune.trained import TrainedModel
 from core.images import decode_image, thumbnail
+from ui.session import reuse
 from ui.tables import share_column
 from ui.text import verbatim
 
@@ -32,19 +35,6 @@ _FOLDER_ENTRY = "This is a folder entry, not a file."
 def feature_cache() -> FeatureCache:
     """Backbone features by image digest, shared by every session: training again on the same images is instant."""
     return FeatureCache()
-
-
-def remember(key: str, owner: object, make: Callable[[], Any]) -> Any:
-    """`make()` once per `owner` (a trained model, or a tuple holding one) in this session; reruns reuse it.
-
-    A TrainedModel compares by identity, so a new model (even with the same settings) is a new owner.
-    """
-    cached = st.session_state.get(key)
-    if cached is not None and cached[0] == owner:
-        return cached[1]
-    value = make()
-    st.session_state[key] = (owner, value)
-    return value
 
 
 def preview(data: bytes, side: int = PREVIEW_SIDE) -> Image.Image | None:
@@ -231,7 +221,7 @@ def show_mistakes(trained: TrainedModel) -> None:
         return
     shown = min(len(mistakes), MISTAKES_LIMIT)
     st.markdown(f"**{len(mistakes)} validation images misclassified**, most confident mistakes first")
-    cards = remember("finetune_mistake_cards", trained, lambda: mistake_cards(mistakes))
+    cards = reuse("finetune_mistake_cards", trained, lambda: mistake_cards(mistakes))
     for start in range(0, shown, MISTAKES_PER_ROW):
         columns = st.columns(MISTAKES_PER_ROW)
         for column, (image, caption) in zip(columns, cards[start : start + MISTAKES_PER_ROW], strict=False):

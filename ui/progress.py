@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.loading import Progress
+from core.progress import Progress
 
 
 @contextmanager
