@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import shown
+from ui.navigation import COMPARE
 
 ROOT = Path(__file__).resolve().parents[2]
 CHELSEA = (ROOT / "assets/examples/chelsea.jpg").read_bytes()
@@ -21,7 +22,7 @@ def offline(monkeypatch):
 
 @pytest.fixture
 def compare(app):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page(COMPARE.file).run()
     assert not app.exception, app.exception
     return app
 
@@ -94,7 +95,7 @@ def test_memory_budget_unloads_least_recently_used_and_says_so(monkeypatch, app)
     from streamlit import cache_resource
 
     cache_resource.clear()
-    app.switch_page("pages/compare.py").run()
+    app.switch_page(COMPARE.file).run()
     upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
     notes = " ".join(info.value for info in app.info)
     assert "Unloaded efficientnet_lite0" in notes

@@ -23,9 +23,10 @@ from core.finetune.bundle import import_bundle
 from core.finetune.trained import TrainedModel
 from core.loading import load_model
 from tests.faces import lfw_pngs, zip_of
+from ui.navigation import FINETUNE, PAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "pages/finetune.py")
+PAGE = str(ROOT / FINETUNE.file)
 TIMEOUT = 180  # seconds per script run: a training run on a 2-core machine, with the first imports
 PER_CLASS = 30
 
@@ -276,11 +277,11 @@ def test_an_interrupted_training_keeps_the_best_model_so_far(monkeypatch, page, 
 
 
 def test_use_it_on_the_classify_page(faces_zip):
-    if "pages/finetune.py" not in (ROOT / "app.py").read_text():
-        pytest.skip("app.py does not register pages/finetune.py yet")
+    if FINETUNE not in PAGES:
+        pytest.skip("the app does not list the Fine-tune page yet")
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     ok(app.run())
-    ok(app.switch_page("pages/finetune.py").run())
+    ok(app.switch_page(FINETUNE.file).run())
     upload_zip(app, faces_zip)
     train_with(app, 5)
     ok(app.button(key="finetune_use_on_classify").click().run())

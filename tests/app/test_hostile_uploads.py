@@ -15,6 +15,7 @@ from core.images import decode_image, thumbnail
 from core.predict import Classification
 from tests import hostile
 from tests.hostile import EXIF_NAME, EXIF_UPRIGHT_SIZE, MARKDOWN_NAME, ODD_NAME, SLIVER_NAME, markdown_literal
+from ui.navigation import COMPARE
 
 COFFEE = ("coffee.jpg", hostile.example("coffee.jpg"), "image/jpeg")
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -118,7 +119,7 @@ def test_classify_page_survives_the_whole_corpus_in_one_batch(app, lite0):
 
 
 def test_compare_page_lists_the_errors_and_compares_the_rest(app):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page(COMPARE.file).run()
     assert not app.exception, app.exception
     assert app.multiselect(key="compare_models").value == LITE
     upload(app, "compare_files")
@@ -135,14 +136,14 @@ def test_compare_page_lists_the_errors_and_compares_the_rest(app):
     comparison = app.session_state["compare_last"][1]
     assert [failure.file for failure in comparison.failures] == [case.name for case in BAD]
     check_thumbnails({image.file: image.thumbnail for image in comparison.images})
-    headings = [m.value.removeprefix("#### ") for m in app.markdown if m.value.startswith("#### ")]
+    headings = [m.value.removeprefix("#### ") for m in app.main.markdown if m.value.startswith("#### ")]
     assert [markdown_literal(heading) for heading in headings] == ["coffee.jpg", *(case.name for case in GOOD)]
     assert MARKDOWN_NAME in named_errors(app)
 
 
 def test_explain_on_the_sliver_does_not_blow_up(app):
     """Grad-CAM resizes like the weights' transforms: a 60000x1 image must be cut to its centre first."""
-    app.switch_page("pages/compare.py").run()
+    app.switch_page(COMPARE.file).run()
     app.multiselect(key="compare_models").set_value(["efficientnet_lite0"]).run()
     sliver = next(case for case in CASES if case.name == SLIVER_NAME)
     app.file_uploader(key="compare_files").set_value([sliver.upload()]).run()

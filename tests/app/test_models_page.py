@@ -10,8 +10,9 @@ from streamlit.testing.v1 import AppTest
 from core.catalog import all_specs, get_spec
 from core.weights import WEIGHTS_DIR_ENV
 from tests.app.conftest import TIMEOUT
+from ui.navigation import MODELS
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "models.py")
+PAGE = str(Path(__file__).resolve().parents[2] / MODELS.file)
 COLUMNS = {
     "name",
     "family",

@@ -57,29 +57,42 @@ def _wait_healthy(url: str, process: subprocess.Popen) -> None:
     raise RuntimeError(f"streamlit did not become healthy within {STARTUP_TIMEOUT_S}s")
 
 
+class Server:
+    """`streamlit run app.py` on a free loopback port, offline, with its own empty torch hub."""
+
+    def __init__(self, folder: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "server.log"
+        env = {**os.environ, "ZOOSCOPE_OFFLINE": "1", "TORCH_HOME": str(folder / "torch")}
+        command = [
+            sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+            "--server.headless=true", f"--server.port={self.port}", "--server.address=127.0.0.1",
+            "--server.fileWatcherType=none", "--browser.gatherUsageStats=false",
+        ]  # fmt: skip
+        with open(self.log, "wb") as output:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+    def wait(self) -> Server:
+        _wait_healthy(self.url, self.process)
+        return self
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        print(self.log.read_text(errors="replace")[-3000:])
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "ZOOSCOPE_OFFLINE": "1", "TORCH_HOME": str(tmp_path_factory.mktemp("torch"))}
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-        "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-        "--server.fileWatcherType=none", "--browser.gatherUsageStats=false",
-    ]  # fmt: skip
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(tmp_path_factory.mktemp("streamlit"))
     try:
-        _wait_healthy(url, process)
-        yield url
+        yield server.wait().url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(log.read_text(errors="replace")[-3000:])
+        server.stop()
 
 
 @pytest.fixture(scope="session")

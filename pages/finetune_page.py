@@ -31,6 +31,7 @@ from ui.finetune_views import (
 )
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
+from ui.navigation import CLASSIFY
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
 from ui.tables import top_k_table
@@ -289,7 +290,7 @@ def try_it(trained: TrainedModel) -> None:
     st.subheader("Try it")
     if st.button("Use it on the Classify page", key="finetune_use_on_classify", icon=":material/image_search:"):
         st.session_state[CLASSIFY_MODEL] = MY_MODEL_OPTION
-        st.switch_page("pages/classify.py")
+        st.switch_page(CLASSIFY.file)
     files = st.file_uploader(
         "Photos to classify with your model",
         type=list(SUPPORTED_TYPES),
