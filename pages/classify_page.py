@@ -23,7 +23,7 @@ from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import share_column, top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
 
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
@@ -134,7 +134,7 @@ def main() -> None:
     if classified:
         if len(results) > 1:
             st.subheader(f"{len(classified)} of {len(results)} images classified")
-            st.dataframe(
+            data_table(
                 summary_frame(results),
                 hide_index=True,
                 column_config={

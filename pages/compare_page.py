@@ -16,7 +16,7 @@ from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
 from ui.progress import progress_bar
 from ui.session import reuse
-from ui.tables import top_k_table
+from ui.tables import data_table, top_k_table
 from ui.text import verbatim
 
 WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
@@ -53,7 +53,7 @@ def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k:
 def show_models(comparison: Comparison) -> None:
     st.subheader("The models")
     frame = comparison.models_frame()
-    st.dataframe(
+    data_table(
         frame,
         hide_index=True,
         column_config={
@@ -155,7 +155,7 @@ def main() -> None:
 
     show_models(comparison)
     st.subheader("Agreement")
-    st.dataframe(comparison.agreement_frame(), hide_index=True)
+    data_table(comparison.agreement_frame(), hide_index=True)
     st.download_button(
         "Download all top-k rows (CSV)",
         comparison.predictions_frame().to_csv(index=False),
