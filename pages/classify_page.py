@@ -7,7 +7,7 @@ from core.cache import model_pool
 from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.charts import top_k_bars
 from core.classifier import Classifier
-from core.errors import ZooScopeError
+from core.errors import NetworkUnavailable, ZooScopeError
 from core.finetune.bundle import import_bundle
 from core.predict import (
     DEFAULT_TOP_K,
@@ -19,6 +19,7 @@ from core.predict import (
     summary_frame,
     top_k_frame,
 )
+from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
@@ -106,6 +107,7 @@ def main() -> None:
     trained = st.session_state.get(MY_MODEL)
     options = [*([MY_MODEL_OPTION] if trained else []), *specs]
     settings_model, settings_k = settings.columns([3, 1])
+    fallback.prepare(CLASSIFY_MODEL)
     model_name = settings_model.selectbox(
         "Model",
         options,
@@ -114,6 +116,11 @@ def main() -> None:
         key=CLASSIFY_MODEL,
     )
     k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")
+    catalogue_model = model_name != MY_MODEL_OPTION  # a fine-tuned model needs its own backbone: no stand-in
+    with settings:
+        fallback.show_note(CLASSIFY_MODEL)
+    if catalogue_model:
+        fallback.fall_back(CLASSIFY_MODEL, [model_name], single=True)  # no network known: no waiting
     files = image_inputs("classify")
 
     if not files:
@@ -122,6 +129,11 @@ def main() -> None:
 
     try:
         results = classify(model_name, files, k)
+    except NetworkUnavailable as error:
+        if catalogue_model:
+            fallback.fall_back(CLASSIFY_MODEL, [model_name], single=True)  # learned just now: rerun with a stand-in
+        st.error(str(error), icon=":material/cloud_off:")
+        return
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
