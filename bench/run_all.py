@@ -53,6 +53,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", *t],
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
+        "bench_startup.py": ["--repeats", "5"],
     }
 
 
@@ -225,6 +226,19 @@ def _allocator_rows(data: dict) -> list[Row]:
     return rows
 
 
+def _startup_rows(data: dict) -> list[Row]:
+    return [
+        (
+            "start-up: `python -m core models` (fresh process)",
+            f"{data['median']['ours']:.2f} s",
+            f"{data['median']['baseline']:.2f} s (`import torch, torchvision`)",
+            f"{data['ratio']:.2f}x",
+            f"≤ {data['goal']}x",
+            _mark(data["ratio"] <= data["goal"]),
+        )
+    ]
+
+
 SUMMARIES: dict[str, Callable] = {
     "bench_load.py": _load_rows,
     "bench_classify.py": _classify_rows,
@@ -232,6 +246,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_finetune.py": _finetune_rows,
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
+    "bench_startup.py": _startup_rows,
 }
 ORDER = [
     "bench_load.py",
@@ -240,6 +255,7 @@ ORDER = [
     "bench_finetune.py",
     "bench_memory.py",
     "bench_allocator.py",
+    "bench_startup.py",
 ]
 
 

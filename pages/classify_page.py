@@ -7,7 +7,7 @@ from core.cache import model_pool
 from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.charts import top_k_bars
 from core.classifier import Classifier
-from core.errors import ZooScopeError
+from core.errors import NetworkUnavailable, ZooScopeError
 from core.finetune.bundle import import_bundle
 from core.predict import (
     DEFAULT_TOP_K,
@@ -19,11 +19,12 @@ from core.predict import (
     summary_frame,
     top_k_frame,
 )
+from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import share_column, top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
 
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
@@ -106,6 +107,7 @@ def main() -> None:
     trained = st.session_state.get(MY_MODEL)
     options = [*([MY_MODEL_OPTION] if trained else []), *specs]
     settings_model, settings_k = settings.columns([3, 1])
+    fallback.prepare(CLASSIFY_MODEL)
     model_name = settings_model.selectbox(
         "Model",
         options,
@@ -114,6 +116,11 @@ def main() -> None:
         key=CLASSIFY_MODEL,
     )
     k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")
+    catalogue_model = model_name != MY_MODEL_OPTION  # a fine-tuned model needs its own backbone: no stand-in
+    with settings:
+        fallback.show_note(CLASSIFY_MODEL)
+    if catalogue_model:
+        fallback.fall_back(CLASSIFY_MODEL, [model_name], single=True)  # no network known: no waiting
     files = image_inputs("classify")
 
     if not files:
@@ -122,6 +129,11 @@ def main() -> None:
 
     try:
         results = classify(model_name, files, k)
+    except NetworkUnavailable as error:
+        if catalogue_model:
+            fallback.fall_back(CLASSIFY_MODEL, [model_name], single=True)  # learned just now: rerun with a stand-in
+        st.error(str(error), icon=":material/cloud_off:")
+        return
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
@@ -134,7 +146,7 @@ def main() -> None:
     if classified:
         if len(results) > 1:
             st.subheader(f"{len(classified)} of {len(results)} images classified")
-            st.dataframe(
+            data_table(
                 summary_frame(results),
                 hide_index=True,
                 column_config={

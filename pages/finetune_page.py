@@ -34,7 +34,7 @@ from ui.loading import load_with_progress
 from ui.navigation import CLASSIFY
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import top_k_table
+from ui.tables import data_table, top_k_table
 from ui.text import verbatim
 
 RUN_KEY = "finetune_run"  # a ui.finetune_views.TrainingRun: the training in progress, or one a click interrupted
@@ -399,7 +399,7 @@ def training_section(dataset: Dataset) -> None:
     st.markdown("**Held back for validation** (the same split for the same images, every time)")
     defaults = TrainConfig()
     train_items, val_items = stratified_split(dataset.items, val_fraction=defaults.val_fraction, seed=defaults.seed)
-    st.dataframe(split_frame(train_items, val_items), hide_index=True)
+    data_table(split_frame(train_items, val_items), hide_index=True)
     chosen = settings()
     if chosen is None:
         return

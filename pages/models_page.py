@@ -6,6 +6,7 @@ import streamlit as st
 from core import weights
 from core.catalog import all_specs
 from core.charts import accuracy_vs_gflops
+from ui.tables import data_table
 
 SEARCHED = ("name", "family", "weights")  # the columns the text filter looks in
 
@@ -74,7 +75,7 @@ def main() -> None:
         return
 
     st.caption(f"Showing {len(shown)} of {len(catalogue)} models")
-    st.dataframe(shown, hide_index=True, width="stretch", column_order=COLUMNS, column_config=COLUMN_CONFIG)
+    data_table(shown, hide_index=True, width="stretch", column_order=COLUMNS, column_config=COLUMN_CONFIG)
 
     st.subheader("Accuracy against compute")
     st.caption("Drag to pan, scroll to zoom; point size is the parameter count.")

@@ -20,7 +20,7 @@ from core.finetune.metrics import Metrics, Mistake
 from core.finetune.trained import TrainedModel
 from core.images import decode_image, thumbnail
 from ui.session import reuse
-from ui.tables import share_column
+from ui.tables import data_table, share_column
 from ui.text import verbatim
 
 PREVIEW_PER_CLASS = 6
@@ -79,7 +79,7 @@ def show_dataset(dataset: Dataset, previews: dict[str, list[tuple[str, Image.Ima
     total = len(dataset.items)
     st.subheader(f"{total:,} images in {len(dataset.classes)} classes")
     counts, pictures = st.columns([1, 2], gap="medium")
-    counts.dataframe(dataset.counts_frame(), hide_index=True)
+    data_table(dataset.counts_frame(), container=counts, hide_index=True)
     with pictures:
         for label, thumbs in previews.items():
             st.markdown(f"**{verbatim(label)}**")
@@ -93,7 +93,7 @@ def show_dataset(dataset: Dataset, previews: dict[str, list[tuple[str, Image.Ima
     frame, folders = skipped_frame(dataset.skipped)
     if len(frame):
         with st.expander(f"{len(frame):,} files skipped, each with its reason", icon=":material/block:"):
-            st.dataframe(frame, hide_index=True, width="stretch")
+            data_table(frame, hide_index=True, width="stretch")
             if folders:
                 st.caption(f"{folders:,} folder entries of the zip are not listed.")
     if dataset.warnings:
@@ -189,7 +189,7 @@ def show_summary(trained: TrainedModel) -> None:
 
 def show_metrics(metrics: Metrics) -> None:
     st.markdown("**Per class** (validation images)")
-    st.dataframe(
+    data_table(
         metrics.per_class_frame(),
         hide_index=True,
         column_config={
