@@ -405,7 +405,6 @@ def export_onnx(trained: TrainedModel, loaded: LoadedModel, *, opset: int = ONNX
             "preprocessing": json.dumps(preprocessing(loaded.spec)),
             "backbone": trained.backbone,
             "weights_id": trained.weights_id,
-            "threshold": str(trained.threshold),  # below this top-1 probability: "not sure: none of the classes"
             "producer": "ZooScope",
         },
     )
