@@ -6,7 +6,10 @@ import streamlit as st
 from core import weights
 from core.catalog import all_specs
 from core.charts import accuracy_vs_gflops
+from ui.navigation import ensure_app
 from ui.tables import data_table
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 SEARCHED = ("name", "family", "weights")  # the columns the text filter looks in
 

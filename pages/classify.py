@@ -23,11 +23,14 @@ from core.predict import (
 from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
+from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
 from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
 from ui.threshold import answer_line, threshold_slider
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
 

@@ -34,12 +34,14 @@ from ui.finetune_views import (
 )
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
-from ui.navigation import CLASSIFY
+from ui.navigation import CLASSIFY, ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
 from ui.tables import data_table, top_k_table
 from ui.text import verbatim
 from ui.threshold import answer_line, threshold_slider
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 EXAMPLE_KEY = "finetune_example"  # True once "Try an example dataset" was clicked (until the person brings data)
 RUN_KEY = "finetune_run"  # a ui.finetune_views.TrainingRun: the training in progress, or one a click interrupted

@@ -15,10 +15,13 @@ from core.preprocessing import decode_side
 from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
+from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import reuse
 from ui.tables import data_table, top_k_table
 from ui.text import verbatim
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 # The classic ResNet / VGG / EfficientNet trio; where there is no network, the models that run here
 # take the place of those whose weights are not on this machine (ui.fallback).
