@@ -1,4 +1,5 @@
-"""Shared fixtures: every test runs against its own empty torch hub cache and a clean environment.
+"""Shared fixtures: every test runs against its own empty torch hub cache and a clean environment,
+and ZooScope's cache of exported ONNX files is a temporary folder (never ~/.cache/zooscope).
 
 Nothing here imports torch at module level, so test files that never touch torch (images) stay fast.
 """
@@ -6,13 +7,29 @@ Nothing here imports torch at module level, so test files that never touch torch
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-_ENV_VARS = ("ZOOSCOPE_WEIGHTS_DIR", "ZOOSCOPE_OFFLINE")
+_ENV_VARS = ("ZOOSCOPE_WEIGHTS_DIR", "ZOOSCOPE_OFFLINE", "ZOOSCOPE_RUNTIME")
+CACHE_DIR_ENV = "ZOOSCOPE_CACHE_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache_for_the_session(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary ONNX cache for the whole run, set in os.environ so the app servers the browser tests
+    start inherit it too: each bundled model is exported and checked once per run, not once per test.
+    A test that needs a cache of its own (tampering, an unwritable folder) sets ZOOSCOPE_CACHE_DIR itself."""
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("zooscope-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
 
 
 @pytest.fixture(autouse=True)
