@@ -84,6 +84,17 @@ def test_the_extraction_runs_the_onnx_session(backbone, faces, monkeypatch):
     assert sum(calls) == len(faces.items)
 
 
+def test_my_model_classifies_through_the_onnx_features_too(trained, backbone, faces, monkeypatch):
+    images = [decode_item(item) for item in faces.items[:6]]
+    expected = trained.predict(images, backbone.torch_model)  # all PyTorch
+    calls = []
+    real = SessionForward.__call__
+    monkeypatch.setattr(SessionForward, "__call__", lambda self, batch: calls.append(len(batch)) or real(self, batch))
+    found = trained.predict(images, backbone)
+    assert calls == [6]  # the backbone ran in ONNX Runtime, the head in PyTorch
+    assert torch.allclose(found, expected, atol=1e-4)
+
+
 # --- a trained model as ONNX files ------------------------------------------------------------------
 
 
