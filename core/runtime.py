@@ -310,9 +310,10 @@ def resolve_runtime(requested: str, device: torch.device | str) -> str:
 
 
 def onnx_threads() -> int:
-    """ONNX Runtime's intra-op threads: the count torch runs with (configure_threads: the cgroup-aware
-    CPU count, or ZOOSCOPE_TORCH_THREADS), so the two engines never ask for more cores than there are."""
-    configure_threads()
+    """ONNX Runtime's intra-op threads: the count torch runs with, which pick_device() sets once per
+    process (configure_threads: the cgroup-aware CPU count, or ZOOSCOPE_TORCH_THREADS); so the two
+    engines never ask for more cores than there are, and a caller that sets torch's threads (a
+    benchmark, a test) sets ONNX Runtime's too. Read when a session is made."""
     return torch.get_num_threads()
 
 
