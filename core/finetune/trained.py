@@ -88,10 +88,11 @@ class TrainedModel:
         return first.in_features
 
     def _check_backbone(self, loaded: LoadedModel) -> None:
-        if loaded.name != self.backbone or loaded.spec.weights_id != self.weights_id:
+        # The spec's name: an int8-run backbone is listed as "name · int8" but has the same weights.
+        if loaded.spec.name != self.backbone or loaded.spec.weights_id != self.weights_id:
             raise ZooScopeError(
                 f"This model was trained on {self.backbone} ({self.weights_id}), not on "
-                f"{loaded.name} ({loaded.spec.weights_id})."
+                f"{loaded.spec.name} ({loaded.spec.weights_id})."
             )
 
     def full_module(self, loaded: LoadedModel) -> nn.Module:
