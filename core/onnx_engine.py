@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from core import onnx_cache, runtime, weights
+from core.catalog import ModelSpec
 from core.check_images import calibration_images, check_images
 from core.errors import ZooScopeError
 from core.loading import LoadedModel
@@ -69,10 +70,12 @@ def open_session(path: Path, *, threads: int | None = None) -> Any:
     request's operators run in order; concurrent requests each get their own run). No memory arena:
     activations go back to the allocator after each run instead of staying reserved per model (a
     pool of five models would otherwise keep five peaks); at batch 1 that costs nothing measurable,
-    and `make run`'s malloc.env keeps freed memory for reuse for all models together.
+    and `make run`'s malloc.env keeps freed memory for reuse for all models together. ONNX Runtime's
+    telemetry events are switched off.
     """
     import onnxruntime
 
+    onnxruntime.disable_telemetry_events()  # nothing about the models a person runs leaves the machine
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or runtime.onnx_threads()
     options.inter_op_num_threads = 1
@@ -124,7 +127,7 @@ class OnnxModel:
         return runtime.variant_name(self.spec.name, self.engine)
 
     @property
-    def spec(self):
+    def spec(self) -> ModelSpec:
         return self.torch_model.spec
 
     @property

@@ -8,13 +8,38 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 _ENV_VARS = ("ZOOSCOPE_WEIGHTS_DIR", "ZOOSCOPE_OFFLINE", "ZOOSCOPE_RUNTIME")
+_XDG_CACHE = "XDG_CACHE_HOME"
+_saved_xdg: list[str | None] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Libraries' own caches under XDG_CACHE_HOME go to a temporary folder for the run: onnxruntime writes
+    a device id and an event store there as soon as it is imported (at collection, by some test files),
+    matplotlib its font list. Set before collection, and in os.environ so the app servers inherit it."""
+    _saved_xdg.append(os.environ.get(_XDG_CACHE))
+    os.environ[_XDG_CACHE] = tempfile.mkdtemp(prefix="zooscope-tests-xdg-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _saved_xdg:
+        return
+    shutil.rmtree(os.environ.get(_XDG_CACHE, ""), ignore_errors=True)
+    previous = _saved_xdg.pop()
+    if previous is None:
+        os.environ.pop(_XDG_CACHE, None)
+    else:
+        os.environ[_XDG_CACHE] = previous
+
+
 CACHE_DIR_ENV = "ZOOSCOPE_CACHE_DIR"
 
 
