@@ -33,9 +33,11 @@ A report, not a test: it always exits 0.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -152,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = lfw_dataset(args.images)
     loaded = load_model(MODEL)
     size = loaded.spec.input_size
-    os.environ["ZOOSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="zooscope-bench-finetune-")
+    cache_dir = tempfile.mkdtemp(prefix="zooscope-bench-finetune-")
+    atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)  # the exports made for this run only
+    os.environ["ZOOSCOPE_CACHE_DIR"] = cache_dir
     in_onnx = load_classifier(MODEL, runtime_choice="onnx")
     frozen_features(in_onnx, backbone_view(in_onnx))  # the feature extractor's export: made once, not timed
     warm = torch.zeros(32, 3, size, size)
