@@ -14,6 +14,7 @@ from core import weights
 from core.catalog import OFFLINE_DEFAULT, all_specs, curated_specs
 from core.classifier import Classifier
 from core.compare import compare_files
+from core.engines import Model, load_classifier
 from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import TrainConfig
@@ -21,9 +22,8 @@ from core.finetune.data import dataset_from_folder, dataset_from_zip
 from core.finetune.threshold import NOT_SURE, check_threshold, predictions_with_threshold, with_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
-from core.loading import load_model
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
-from core.runtime import pick_device
+from core.runtime import ENGINE_LABELS, RUNTIME_ENV, RUNTIMES, parse_runtime, pick_device
 
 # The bundled offline models: `compare` works with no network (the web page defaults differ).
 COMPARE_DEFAULT = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
@@ -70,25 +70,46 @@ def _threshold(value: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _bundle(path: str, device) -> TrainedModel:
+def _progress(done: int, total: int, message: str) -> None:
+    """First use of a model in ONNX Runtime exports it (seconds): say so where a person watches."""
+    if sys.stderr.isatty():
+        _progress_to_stderr(done, total, message)
+
+
+def _load(name: str, args: argparse.Namespace) -> Model:
+    """A catalogue model in the runtime `--runtime` asks for (else ZOOSCOPE_RUNTIME, else auto)."""
+    return load_classifier(name, pick_device(), runtime_choice=args.runtime, progress=_progress)
+
+
+def _bundle(path: str, backbone: Callable[[str], Model]) -> TrainedModel:
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ZooScopeError(f"Could not read the bundle {path}: {error.strerror or error}.") from error
-    return import_bundle(data, loaded_for=lambda name: load_model(name, device))
+    return import_bundle(data, loaded_for=backbone)
 
 
 def _classifier(args: argparse.Namespace) -> tuple[Classifier, float | None]:
     """The catalogue model, or a fine-tuned bundle on top of its backbone with its "not sure" threshold
     (the bundle's own unless --threshold says otherwise)."""
-    device = pick_device()
     if args.bundle is None:
         if args.threshold is not None:
             raise ZooScopeError("--threshold applies to a fine-tuned model: give it with --bundle.")
-        return load_model(args.model, device), None
-    trained = _bundle(args.bundle, device)
+        return _load(args.model, args), None
+    backbones: dict[str, Model] = {}
+
+    def backbone(name: str) -> Model:
+        if name not in backbones:
+            backbones[name] = _load(name, args)
+        return backbones[name]
+
+    trained = _bundle(args.bundle, backbone)
     threshold = trained.threshold if args.threshold is None else args.threshold
-    return trained.classifier(load_model(trained.backbone, device)), threshold
+    return trained.classifier(backbone(trained.backbone)), threshold
+
+
+def _runtime_of(model: Classifier) -> str:
+    return getattr(model, "runtime", "torch")
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -100,8 +121,11 @@ def run_classify(args: argparse.Namespace) -> int:
     if threshold is not None:
         results = with_threshold(results, threshold)
 
+    engine = _runtime_of(model)
     if args.format == "json":
-        print(json.dumps([result.as_json() for result in results], indent=2))
+        rows = [result.as_json() if isinstance(result, Failure) else {**result.as_json(), "runtime": engine}
+                for result in results]  # fmt: skip
+        print(json.dumps(rows, indent=2))
     elif args.format == "csv":
         frame = predictions_frame(results) if threshold is None else predictions_with_threshold(results, threshold)
         print(frame.to_csv(index=False), end="")
@@ -110,7 +134,7 @@ def run_classify(args: argparse.Namespace) -> int:
             if isinstance(result, Failure):
                 print(f"{result.file}: error: {result.error}")
                 continue
-            print(f"{result.file} ({result.model}, {result.latency_ms:.1f} ms)")
+            print(f"{result.file} ({result.model}, {ENGINE_LABELS[engine]}, {result.latency_ms:.1f} ms)")
             if result.below_threshold:
                 print(f"  {NOT_SURE} (top-1 {result.top1.probability:.2%} is below the threshold {threshold:.2%})")
             for p in result.predictions:
@@ -122,8 +146,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     inputs = _read_inputs(args.images)
-    device = pick_device()
-    models = [load_model(name, device) for name in args.models]
+    models = [_load(name, args) for name in args.models]
     readable = [item for item in inputs if not isinstance(item, Failure)]
     comparison = compare_files(models, readable, k=args.top_k)
     report = comparison.as_json()
@@ -161,7 +184,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     dataset.validate()
     config = TrainConfig(mode=args.mode, epochs=args.epochs or (30 if args.mode == "fast" else 5))
-    backbone = load_model(args.backbone, pick_device())
+    backbone = _load(args.backbone, args)
     trained = train(backbone, dataset, config, progress=_progress_to_stderr if args.format == "table" else None)
     out = Path(args.out or f"zooscope-{args.backbone}-{len(trained.classes)}classes.zip")
     out.write_bytes(export_bundle(trained))
@@ -187,6 +210,17 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """`--runtime` for every command that runs a model (classify, compare, and the feature extraction
+    of finetune). Checked in main(), so an unknown value gets the one-line error every command gives."""
+    parser.add_argument(
+        "--runtime",
+        metavar="|".join(RUNTIMES),
+        help=f"auto (default, or {RUNTIME_ENV}): ONNX Runtime on the CPU where its export is verified, else "
+        "PyTorch; torch; onnx; int8 (ONNX Runtime, quantized: measured agreement and speed)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="ZooScope from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threshold,
         help="with --bundle: below this top-1 probability (0..1) the answer is 'not sure' (default: the bundle's)",
     )
+    add_runtime_option(classify)
     classify.set_defaults(run=run_classify)
 
     compare = commands.add_parser("compare", help="several models on the same images: agreement and latency")
@@ -216,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"1..{MAX_TOP_K}")
     compare.add_argument("--format", choices=("table", "json"), default="table")
+    add_runtime_option(compare)
     compare.set_defaults(run=run_compare)
 
     finetune = commands.add_parser("finetune", help="train a new head on a zip of class folders")
@@ -225,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--mode", choices=("fast", "finetune"), default="fast")
     finetune.add_argument("--out", metavar="BUNDLE.zip", help="where to write the bundle")
     finetune.add_argument("--format", choices=("table", "json"), default="table")
+    add_runtime_option(finetune)
     finetune.set_defaults(run=run_finetune)
     return parser
 
@@ -233,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
+        if getattr(args, "runtime", None) is not None:
+            try:
+                args.runtime = parse_runtime(args.runtime)
+            except ValueError as error:
+                raise ZooScopeError(str(error)) from None
         return run(args)
     except ZooScopeError as error:
         print(f"error: {error}", file=sys.stderr)

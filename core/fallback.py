@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import bundled, weights
+from core import bundled, runtime, weights
 from core.catalog import get_spec
 
 
@@ -61,12 +61,17 @@ def plan_models(
     return ModelPlan(chosen, tuple(run), tuple(replaced))
 
 
+def _spec(name: str):
+    """The catalogue entry behind a model or its runtime variant ("resnet50 · int8" needs resnet50's weights)."""
+    return get_spec(runtime.split_variant(name)[0])
+
+
 def plan_here(chosen: Sequence[str]) -> ModelPlan:
     """`plan_models` with this machine's state: the weights on disk, ZOOSCOPE_OFFLINE, the network."""
     return plan_models(
         chosen,
         can_download=weights.can_download(),
-        is_available=lambda name: weights.is_available(get_spec(name)),
+        is_available=lambda name: weights.is_available(_spec(name)),
     )
 
 
@@ -88,7 +93,7 @@ def fallback_note(plan: ModelPlan, *, offline_flag: bool, folder: Path) -> str:
         )
     if left_out := [name for name, stand_in in plan.replaced if stand_in is None]:
         parts.append(f"{_names(left_out)} {'is' if len(left_out) == 1 else 'are'} left out.")
-    files = _names([get_spec(name).file_name for name in missing])
+    files = _names(list(dict.fromkeys(_spec(name).file_name for name in missing)))
     parts.append(f"To use {'it' if len(missing) == 1 else 'them'} without network, put {files} in `{folder}`.")
     return " ".join(parts)
 

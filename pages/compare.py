@@ -2,14 +2,15 @@
 
 import streamlit as st
 
-from core import bundled
+from core import bundled, runtime
+from core.cache import model_pool
 from core.catalog import all_specs, curated_specs
 from core.charts import accuracy_vs_latency
 from core.compare import Comparison, ImageComparison, compare_files
+from core.engines import Model
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.explain import grad_cam, overlay
 from core.images import decode_image
-from core.loading import LoadedModel
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K
 from core.preprocessing import decode_side
 from ui import fallback
@@ -18,7 +19,7 @@ from ui.loading import load_many
 from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import reuse
-from ui.tables import data_table, top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
@@ -33,13 +34,20 @@ EACH_OWN_TOP1 = "each model's own top-1"
 
 
 def model_options() -> list[str]:
+    """The catalogue, curated and bundled models first; on the CPU, also their int8 variants
+    ("resnet50 · int8"), so that a model and its int8 version can be compared side by side."""
     curated = [spec.name for spec in curated_specs()]
     extra = [name for name in bundled.NAMES if name not in curated]
     rest = sorted(name for name in all_specs() if name not in curated and name not in extra)
-    return [*curated, *extra, *rest]
+    int8 = [runtime.variant_name(name, "int8") for name in [*curated, *extra]] if on_the_cpu() else []
+    return [*curated, *extra, *int8, *rest]
 
 
-def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k: int) -> Comparison:
+def on_the_cpu() -> bool:
+    return model_pool().device.type == "cpu"
+
+
+def run_comparison(models: list[Model], files: list[tuple[str, bytes]], k: int) -> Comparison:
     """Compare once per (models, files, k): widget reruns reuse this session's last answer."""
 
     def compute() -> Comparison:
@@ -49,14 +57,22 @@ def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k:
     return reuse("compare_last", (tuple(model.name for model in models), k, file_digest(tuple(files))), compute)
 
 
-def show_models(comparison: Comparison) -> None:
+def show_models(comparison: Comparison, models: list[Model]) -> None:
     st.subheader("The models")
     frame = comparison.models_frame()
     data_table(
         frame,
         hide_index=True,
         column_config={
+            "runtime": st.column_config.TextColumn(
+                "runtime", help="torch: PyTorch; onnx: ONNX Runtime fp32; int8: ONNX Runtime, quantized"
+            ),
             "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f", help="median, batch 1"),
+            "agreement": share_column(
+                "same top-1 as fp32",
+                help="Share of the check photos (the examples and 12 variations of each) on which its top-1 is "
+                "PyTorch fp32's: 100% for a verified ONNX export, measured for int8; blank in PyTorch itself",
+            ),
             "memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
             "acc1": st.column_config.NumberColumn("acc@1 (%)", format="%.1f"),
             "acc5": st.column_config.NumberColumn("acc@5 (%)", format="%.1f"),
@@ -69,8 +85,16 @@ def show_models(comparison: Comparison) -> None:
     st.altair_chart(accuracy_vs_latency(frame), width="stretch")
     st.caption(
         "Latency is measured here, on this machine (median of several batch-1 forwards after a warm-up); "
-        "accuracy, parameters and GFLOPS come from each model's published ImageNet-1K results."
+        "accuracy, parameters and GFLOPS come from each model's published ImageNet-1K results. Memory is what "
+        "each model holds: its PyTorch weights, or its ONNX Runtime session's; file is the file it runs from."
     )
+    for model in models:
+        if model.runtime == "int8":
+            fast, reason = model.int8_verdict()
+            if fast:
+                st.success(f"**{model.name}** is the fast choice: {reason}.", icon=":material/bolt:")
+            else:
+                st.warning(f"**{model.name}** is not the fast choice: {reason}.", icon=":material/warning:")
 
 
 def agreement_line(image: ImageComparison) -> str:
@@ -95,7 +119,7 @@ def show_image(image: ImageComparison, models: list[str]) -> None:
                 top_k_table(result, show_rank=False)
 
 
-def show_explanations(comparison: Comparison, models: list[LoadedModel], files: list[tuple[str, bytes]]) -> None:
+def show_explanations(comparison: Comparison, models: list[Model], files: list[tuple[str, bytes]]) -> None:
     st.subheader("Where each model looks")
     names = [image.file for image in comparison.images]
     left, right = st.columns(2)
@@ -110,7 +134,8 @@ def show_explanations(comparison: Comparison, models: list[LoadedModel], files: 
         with column, st.spinner(f"Grad-CAM for {model.name}…"):
             explanation = grad_cam(model, picture, class_index)
             st.image(overlay(explanation), width="stretch")
-            st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%})")
+            computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
+            st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}")
 
 
 def main() -> None:
@@ -160,7 +185,7 @@ def main() -> None:
     if not comparison.images:
         return
 
-    show_models(comparison)
+    show_models(comparison, models)
     st.subheader("Agreement")
     data_table(comparison.agreement_frame(), hide_index=True)
     st.download_button(

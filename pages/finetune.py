@@ -10,9 +10,10 @@ from core import bundled, weights
 from core.catalog import ModelSpec, all_specs, curated_specs
 from core.charts import training_curves
 from core.errors import ZooScopeError
-from core.finetune.bundle import export_bundle, export_onnx, preprocessing
+from core.finetune.bundle import export_bundle, preprocessing
 from core.finetune.config import MODES, TrainConfig
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
+from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.examples import EXAMPLE_DESCRIPTION, example_dataset
 from core.finetune.heads import HEAD_TYPES
 from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
@@ -21,6 +22,7 @@ from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
 from core.predict import Classification, Failure
 from core.progress import Progress
+from core.runtime import int8_verdict
 from ui.finetune_views import (
     LiveTraining,
     TrainingRun,
@@ -395,25 +397,7 @@ def export(trained: TrainedModel) -> None:
             f"Load it on the Classify page, or run `python -m core classify --bundle {stem}.zip photo.jpg`."
         )
     with onnx:
-        if st.button("Prepare the ONNX model", key="finetune_prepare_onnx", icon=":material/build:"):
-            try:
-                with st.spinner("Exporting the whole model (backbone and head) to ONNX…"):
-                    model = export_onnx(trained, load_with_progress(trained.backbone))
-            except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
-                st.error(f"The ONNX export failed: {error}", icon=":material/error:")
-            else:
-                st.session_state["finetune_onnx"] = (trained, model)
-        prepared = st.session_state.get("finetune_onnx")
-        if prepared is not None and prepared[0] is trained:
-            st.download_button(
-                "Download the ONNX model",
-                prepared[1],
-                file_name=f"{stem}.onnx",
-                mime="application/octet-stream",
-                key="finetune_download_onnx",
-                on_click="ignore",
-                icon=":material/download:",
-            )
+        onnx_downloads(trained, stem)
         steps = preprocessing(all_specs()[trained.backbone])
         st.caption(
             f"Input `image`: float32 (N, 3, {steps['crop']}, {steps['crop']}), an RGB photo resized to "
@@ -422,6 +406,43 @@ def export(trained: TrainedModel) -> None:
             f"Output `logits` (N, {len(trained.classes)}); "
             "the class names are in the model's metadata (`classes`)."
         )
+
+
+def onnx_downloads(trained: TrainedModel, stem: str) -> None:
+    """fp32 and int8 ONNX files on request, each with its measured agreement (core.finetune.deploy)."""
+    if st.button("Prepare the ONNX models (fp32 and int8)", key="finetune_prepare_onnx", icon=":material/build:"):
+        previous = st.session_state.get("finetune_dataset")
+        try:
+            with progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress:
+                loaded = load_with_progress(trained.backbone)
+                images = deploy_images(trained, previous[1] if previous else None)
+                exports = export_onnx_models(trained, loaded, images, progress=progress)
+        except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
+            st.error(f"The ONNX export failed: {error}", icon=":material/error:")
+        else:
+            st.session_state["finetune_onnx"] = (trained, exports)
+    prepared = st.session_state.get("finetune_onnx")
+    if prepared is None or prepared[0] is not trained:
+        return
+    for export in prepared[1]:
+        int8 = export.kind == "int8"
+        st.download_button(
+            f"Download the {export.kind} ONNX model",
+            export.data,
+            file_name=f"{stem}{'-int8' if int8 else ''}.onnx",
+            mime="application/octet-stream",
+            key=f"finetune_download_onnx{'_int8' if int8 else ''}",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+        st.caption(describe(export))
+        if int8:
+            fast, reason = int8_verdict(export.agreement, export.ms, export.reference_ms)
+            reason = reason.replace("the check images", "these images")
+            if fast:
+                st.success(f"int8 is the fast choice here: {reason}.", icon=":material/bolt:")
+            else:
+                st.warning(f"int8 is not the fast choice here: {reason}.", icon=":material/warning:")
 
 
 def results(trained: TrainedModel) -> None:

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import streamlit as st
 
 from core.cache import get_model, model_pool
+from core.engines import Model
 from core.errors import NetworkUnavailable, ZooScopeError
-from core.loading import LoadedModel
 from ui.progress import progress_bar
 
 
-def load_with_progress(name: str, *, label: str | None = None) -> LoadedModel:
+def load_with_progress(name: str, *, label: str | None = None) -> Model:
     """The shared model `name`; raises core.errors.ZooScopeError (e.g. WeightsUnavailable) for the page to show."""
     evicted: list[str] = []
     if name in model_pool().loaded():
@@ -30,7 +30,7 @@ def load_with_progress(name: str, *, label: str | None = None) -> LoadedModel:
     return model
 
 
-def load_many(names: Sequence[str]) -> list[LoadedModel]:
+def load_many(names: Sequence[str]) -> list[Model]:
     """Each model in `names` that loads; one that cannot is reported in the page and the others go on.
 
     NetworkUnavailable is raised instead: the page falls back to the models that run here (ui.fallback).

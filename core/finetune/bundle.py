@@ -20,12 +20,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import threading
-import warnings
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import safetensors.torch
 import torch
@@ -40,6 +40,7 @@ from core.finetune.heads import HEAD_TYPES, build_head
 from core.finetune.threshold import check_threshold
 from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
+from core.onnx_export import export_module
 from core.views import get_layer
 
 FORMAT_VERSION = 1
@@ -48,7 +49,6 @@ WEIGHTS = "weights.safetensors"
 MEMBERS = (MANIFEST, WEIGHTS)
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 600 << 20
-ONNX_OPSET = 17
 
 _REQUIRED_KEYS = (
     "format_version",
@@ -65,7 +65,6 @@ _REQUIRED_KEYS = (
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 _NEVER_LOADED = "pickles can run code and are never loaded"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same weights bytes
-_EXPORT_LOCK = threading.Lock()  # torch.onnx's exporter keeps global state
 
 
 class BundleError(ZooScopeError):
@@ -372,40 +371,31 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
 # --- ONNX -----------------------------------------------------------------------------------------
 
 
-def export_onnx(trained: TrainedModel, loaded: LoadedModel, *, opset: int = ONNX_OPSET) -> bytes:
-    """The complete model as ONNX: input "image" (N, 3, S, S), already preprocessed; output "logits" (N, C).
-
-    The batch axis is dynamic. The classes and preprocessing travel in the model's metadata.
-    """
+def onnx_file_bytes(path: Path, trained: TrainedModel, spec: ModelSpec) -> bytes:
+    """The ONNX model at `path` (weights in an external file or not) as one file's bytes, with the
+    classes and preprocessing in its metadata."""
     import onnx
 
-    module = trained.full_module(loaded)
-    size = loaded.spec.input_size
-    example = torch.zeros(2, 3, size, size, device=loaded.device)
-    buffer = io.BytesIO()
-    with _EXPORT_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = onnx.load(str(path))  # reads any external weights file back into the model
     onnx.helper.set_model_props(
         model,
         {
             "classes": json.dumps(list(trained.classes)),
-            "preprocessing": json.dumps(preprocessing(loaded.spec)),
+            "preprocessing": json.dumps(preprocessing(spec)),
             "backbone": trained.backbone,
             "weights_id": trained.weights_id,
             "producer": "ZooScope",
         },
     )
     return model.SerializeToString()
+
+
+def export_onnx(trained: TrainedModel, loaded: LoadedModel) -> bytes:
+    """The complete model as ONNX: input "image" (N, 3, S, S), already preprocessed; output "logits" (N, C).
+
+    The batch axis is dynamic. The classes and preprocessing travel in the model's metadata.
+    core.finetune.deploy adds the int8 version and each one's measured agreement.
+    """
+    with tempfile.TemporaryDirectory(prefix="zooscope-onnx-") as folder:
+        path = export_module(trained.full_module(loaded), loaded.spec.input_size, Path(folder) / "model.onnx")
+        return onnx_file_bytes(path, trained, loaded.spec)

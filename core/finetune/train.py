@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 
 from core.catalog import ModelSpec
 from core.errors import ZooScopeError
-from core.finetune.backbone import BackboneView, backbone_view
+from core.finetune.backbone import BackboneView, backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import Dataset, LabelledImage, stratified_split
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
@@ -119,7 +119,7 @@ def train(
         epoch_runner = _FinetuneEpochs(view, loaded, train_items, val_items, config)
     else:
         features = extract_features(
-            view.module,
+            frozen_features(loaded, view, progress=progress),
             loaded.preprocess,
             list(train_items) + list(val_items),
             backbone=spec.name,

@@ -2,14 +2,16 @@
 
 It holds no backbone tensors itself. To classify, `classifier(loaded)` puts it on the shared
 `LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained block in
-it, then the head, answering to core.classifier's protocol like any catalogue model.
+it, then the head, answering to core.classifier's protocol like any catalogue model. Where the
+backbone runs in ONNX Runtime and no block was trained, the features come from its verified export
+(core.finetune.backbone.frozen_features), as in training.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +20,7 @@ from PIL import Image
 
 from core import predict as core_predict
 from core.errors import ZooScopeError
-from core.finetune.backbone import backbone_view
+from core.finetune.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.metrics import Metrics
 from core.finetune.threshold import fallback_threshold, with_threshold
@@ -29,7 +31,7 @@ from core.preprocessing import Transform
 class HeadOnBackbone(nn.Module):
     """Backbone view (with any trained block in it) followed by the new head: images -> logits."""
 
-    def __init__(self, features: nn.Module, head: nn.Module):
+    def __init__(self, features: nn.Module | Callable[[torch.Tensor], torch.Tensor], head: nn.Module):
         super().__init__()
         self.features = features
         self.head = head
@@ -94,10 +96,11 @@ class TrainedModel:
         return first.in_features
 
     def _check_backbone(self, loaded: LoadedModel) -> None:
-        if loaded.name != self.backbone or loaded.spec.weights_id != self.weights_id:
+        # The spec's name: an int8-run backbone is listed as "name · int8" but has the same weights.
+        if loaded.spec.name != self.backbone or loaded.spec.weights_id != self.weights_id:
             raise ZooScopeError(
                 f"This model was trained on {self.backbone} ({self.weights_id}), not on "
-                f"{loaded.name} ({loaded.spec.weights_id})."
+                f"{loaded.spec.name} ({loaded.spec.weights_id})."
             )
 
     def full_module(self, loaded: LoadedModel) -> nn.Module:
@@ -107,12 +110,21 @@ class TrainedModel:
         return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
 
     def _inference_module(self, loaded: LoadedModel) -> nn.Module:
-        # One per shared module, dropped when that module is (the pool unloaded it).
+        # One per shared module and runtime, dropped when that module is (the pool unloaded it).
+        runtime = getattr(loaded, "runtime", "torch")
         with self._lock:
-            module = self._inference.get(loaded.module)
-            if module is None:
-                module = self._inference[loaded.module] = self.full_module(loaded)
-            return module
+            built = self._inference.setdefault(loaded.module, {})
+            if runtime not in built:
+                built[runtime] = self._for_inference(loaded)
+            return built[runtime]
+
+    def _for_inference(self, loaded: LoadedModel) -> nn.Module:
+        """full_module(loaded), with the frozen backbone's features from ONNX Runtime where it runs there."""
+        if self.block is not None or getattr(loaded, "runtime", "torch") == "torch":
+            return self.full_module(loaded)
+        self._check_backbone(loaded)
+        features = frozen_features(loaded, backbone_view(loaded))
+        return HeadOnBackbone(features, self.head).eval().requires_grad_(False)
 
     def classifier(self, loaded: LoadedModel) -> TrainedClassifier:
         """This model on its shared backbone, ready for core.predict."""

@@ -234,6 +234,14 @@ def test_zip_trains_shows_results_and_exports_a_working_bundle_and_onnx(page, fa
     expected = trained.predict(images, loaded).numpy()
     assert np.allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), expected, atol=1e-4)
 
+    # int8 beside it, calibrated on the training images; both say how they agree on the validation images.
+    int8 = onnx.load_from_string(downloads["zooscope-efficientnet_lite0-2classes-int8.onnx"])
+    assert json.loads({prop.key: prop.value for prop in int8.metadata_props}["classes"]) == ["face", "other"]
+    said = " ".join(c.value for c in page.caption)
+    assert "same top-1 as PyTorch on 12 of 12 (100.0%) of your 12 validation images" in said
+    assert "same top-1 as fp32 on" in said and "calibrated on 48 images" in said
+    assert any("fast choice" in m.value for m in [*page.success, *page.warning])
+
 
 def test_mistakes_gallery_shows_the_most_confident_mistakes_first(page, faces):
     # Labels drawn at random over faces and non-faces: there is nothing to learn, so there are mistakes.

@@ -62,8 +62,9 @@ def test_classify_json_good_and_bad(capsys, bad_file):
     code, out, err = run(capsys, "classify", COFFEE, bad_file, "--format", "json", "--top-k", "3")
     assert code == 0
     good, bad = json.loads(out)
-    assert set(good) == {"file", "model", "predictions", "latency_ms"}
+    assert set(good) == {"file", "model", "runtime", "predictions", "latency_ms"}
     assert good["file"] == COFFEE and good["model"] == "efficientnet_lite0"
+    assert good["runtime"] == "onnx"  # auto on the CPU: ONNX Runtime, its export verified
     assert len(good["predictions"]) == 3 and good["predictions"][0]["label"] == "espresso"
     assert set(good["predictions"][0]) == {"label", "probability"}
     assert bad["file"] == bad_file and bad["error"]
@@ -81,6 +82,35 @@ def test_classify_unknown_model_exits_2(capsys):
     code, out, err = run(capsys, "classify", COFFEE, "--model", "not_a_model")
     assert code == 2 and out == ""
     assert "There is no model called 'not_a_model'" in err
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "int8"])
+def test_classify_runs_in_the_runtime_asked_for(capsys, runtime):
+    code, out, _ = run(capsys, "classify", COFFEE, "--runtime", runtime, "--format", "json")
+    assert code == 0
+    (result,) = json.loads(out)
+    assert result["runtime"] == runtime and result["predictions"][0]["label"] == "espresso"
+    assert result["model"] == ("efficientnet_lite0 · int8" if runtime == "int8" else "efficientnet_lite0")
+
+
+def test_the_environment_chooses_the_runtime_when_the_option_does_not(capsys, monkeypatch):
+    monkeypatch.setenv("ZOOSCOPE_RUNTIME", "torch")
+    code, out, _ = run(capsys, "classify", COFFEE, "--format", "json")
+    assert code == 0 and json.loads(out)[0]["runtime"] == "torch"
+    code, out, _ = run(capsys, "classify", COFFEE, "--format", "json", "--runtime", "onnx")
+    assert code == 0 and json.loads(out)[0]["runtime"] == "onnx"  # the option wins
+
+
+@pytest.mark.parametrize("command", ["classify", "compare", "finetune"])
+def test_an_unknown_runtime_is_a_one_line_error_listing_the_choices(capsys, command):
+    code, out, err = run(capsys, command, COFFEE, "--runtime", "tensorrt")
+    assert code == 2 and out == ""
+    assert err == "error: unknown runtime 'tensorrt'; choose one of auto, torch, onnx, int8\n"
+
+
+def test_classify_table_names_the_runtime(capsys):
+    code, out, _ = run(capsys, "classify", COFFEE, "--runtime", "torch")
+    assert code == 0 and "(efficientnet_lite0, PyTorch, " in out
 
 
 def test_top_k_zero_is_an_argparse_error(capsys):
@@ -103,8 +133,9 @@ def test_compare_json(capsys, bad_file):
     assert set(report) == {"models", "images"}
     assert [m["name"] for m in report["models"]] == LITE  # the default: the three bundled models
     for model in report["models"]:
-        assert set(model) == {"name", "latency_ms", "acc1", "params", "gflops", "size_mb"}
+        assert set(model) == {"name", "runtime", "latency_ms", "agreement", "acc1", "params", "gflops", "size_mb"}
         assert model["latency_ms"] > 0 and isinstance(model["params"], int)
+        assert model["runtime"] == "onnx" and model["agreement"] == 1.0
     coffee, bad, chelsea = report["images"]
     assert set(coffee) == {"file", "results", "top1_agree", "consensus"}
     assert coffee["file"] == COFFEE and coffee["consensus"] == "espresso" and coffee["top1_agree"] is True
@@ -114,6 +145,21 @@ def test_compare_json(capsys, bad_file):
     assert bad["file"] == bad_file and set(bad) == {"file", "error"}
     assert chelsea["consensus"] in CATS
     assert f"error: {bad_file}" in err
+
+
+def test_compare_puts_int8_beside_fp32(capsys):
+    models = "efficientnet_lite0,efficientnet_lite0 · int8"
+    code, out, _ = run(capsys, "compare", COFFEE, "--models", models, "--format", "json")
+    assert code == 0
+    fp32, int8 = json.loads(out)["models"]
+    assert (fp32["name"], fp32["runtime"], fp32["agreement"]) == ("efficientnet_lite0", "onnx", 1.0)
+    assert (int8["name"], int8["runtime"]) == ("efficientnet_lite0 · int8", "int8")
+    assert 0 < int8["agreement"] <= 1 and int8["size_mb"] < fp32["size_mb"] / 3
+
+
+def test_compare_in_pytorch(capsys):
+    code, out, _ = run(capsys, "compare", COFFEE, "--models", "efficientnet_lite0", "--runtime", "torch")
+    assert code == 0 and " torch " in out.splitlines()[1]
 
 
 def test_compare_table_with_chosen_models(capsys, tmp_path):
