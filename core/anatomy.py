@@ -145,8 +145,8 @@ class Anatomy:
         """One row per stage (and the head): the table Inside and `python -m core inspect` show."""
         rows = [
             {
-                "stage": stage.index,
-                "name": stage.name,
+                "stage": "head" if stage is self.head else str(stage.index + 1),
+                "name": "" if stage is self.head else stage.name,
                 "kind": stage.kind,
                 "output_shape": " x ".join(map(str, stage.output_shape)),
                 "blocks": len(stage.blocks),
@@ -228,6 +228,28 @@ def stage_paths(model: nn.Module, patterns: tuple[str, ...], model_name: str = "
 # --- one traced forward pass on meta tensors ------------------------------------------------------
 
 
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's module tracker: every count goes to the "Global" total."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
+class _FlopCounter(FlopCounterMode):
+    """torch's FlopCounterMode (its counting is a dispatch mode: this thread's ops only) without its
+    module tracker, which hooks every module in the process while it counts: other sessions'
+    forwards (and fine-tuning backwards) would run through those hooks. Only the total is read."""
+
+    def __init__(self):
+        super().__init__(display=False)
+        self.mod_tracker = _GlobalOnly()
+
+
 @dataclass
 class _Call:
     first: int  # event index of its first pre-hook
@@ -248,7 +270,7 @@ def _record_calls(model: nn.Module, input_size: int) -> tuple[dict[str, _Call], 
     """Every module's first and last call, in event order, with FLOPs counted so far and shapes."""
     calls: dict[str, _Call] = {}
     events = 0
-    counter = FlopCounterMode(display=False)
+    counter = _FlopCounter()
 
     def before(path: str):
         def hook(module, args):
@@ -342,12 +364,12 @@ def anatomy(name: str) -> Anatomy:
         return next((index for index, end in enumerate(boundaries) if event <= end), len(ends))
 
     # Parameters: each module's own, in the stage that first runs it (shared modules count once).
+    # A module never called is used through its parent (Swin's attention passes its Linear
+    # layers' weights to a function): its parameters go where the nearest caller ran.
     params = [0] * (len(ends) + 1)
     for path, module in modules.items():
-        if path in calls:
-            params[stage_of(calls[path].first)] += _own_params(module)
-    never_run = sum(_own_params(m) for path, m in modules.items() if path not in calls)
-    params[-1] += never_run  # a head's pieces that do not run at inference (none in the catalogue)
+        caller = next((p for p in _ancestry(path) if p in calls), None)
+        params[stage_of(calls[caller].first) if caller is not None else len(ends)] += _own_params(module)
 
     # Skip connections: counted in the innermost block (or stage) around what they bypass.
     skip_stage = Counter()
@@ -402,6 +424,12 @@ def anatomy(name: str) -> Anatomy:
     )
 
 
+def _ancestry(path: str) -> list[str]:
+    """`path`, then each module around it, out to the model ("")."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:cut]) for cut in range(len(parts), -1, -1)]
+
+
 def _blocks_between(start: int, end: int, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> list[str]:
     """The outermost modules that run entirely in (start, end], in order, containers opened."""
 
@@ -409,9 +437,11 @@ def _blocks_between(start: int, end: int, calls: dict[str, _Call], modules: dict
         call = calls.get(path)
         return call is not None and start < call.first and call.last <= end
 
-    outermost = [
-        path for path in calls if path and inside(path) and not inside(path.rpartition(".")[0] if "." in path else "")
-    ]
+    def ancestors(path: str) -> list[str]:
+        parts = path.split(".")
+        return [".".join(parts[:cut]) for cut in range(len(parts))]  # "" (the model) first
+
+    outermost = [path for path in calls if path and inside(path) and not any(map(inside, ancestors(path)))]
     blocks: list[str] = []
     for path in sorted(outermost, key=lambda p: calls[p].first):
         blocks += _opened(path, calls, modules)
@@ -419,8 +449,15 @@ def _blocks_between(start: int, end: int, calls: dict[str, _Call], modules: dict
 
 
 def _run_children(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> list[str]:
-    children = [f"{path}.{key}" for key in modules[path]._modules if f"{path}.{key}" in calls]
-    return sorted(children, key=lambda child: calls[child].first)
+    """The children of `path` that ran, in order; a ModuleList (never called itself) stands for its items."""
+    found = []
+    for key in modules[path]._modules:
+        child = f"{path}.{key}" if path else key
+        if child in calls:
+            found.append(child)
+        elif child in modules and isinstance(modules[child], _CONTAINERS):
+            found += _run_children(child, calls, modules)
+    return sorted(found, key=lambda name: calls[name].first)
 
 
 def _repeats(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> bool:
@@ -439,9 +476,9 @@ def _opened(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -
     (MaxViT's MaxVitBlock around its ModuleList of layers)."""
     if _repeats(path, calls, modules):
         return _run_children(path, calls, modules)
-    children = _run_children(path, calls, modules)
-    if len(children) == 1 and _repeats(children[0], calls, modules):
-        return _run_children(children[0], calls, modules)
+    direct = [f"{path}.{key}" for key in modules[path]._modules]
+    if len(direct) == 1 and direct[0] in modules and _repeats(direct[0], calls, modules):
+        return _run_children(direct[0], calls, modules)
     return [path]
 
 
@@ -472,3 +509,58 @@ def _block(
         skip_kind=kinds.get(path),
         layers=layers,
     )
+
+
+# --- tables over several models ---------------------------------------------------------------------
+
+# EfficientNet's compound-scaled series (Tan & Le, 2019): b0 to b7, and the Lite models.
+COMPOUND_SCALED = re.compile(r"^efficientnet_(b|lite)\d$")
+
+
+def stages_long_frame(anatomies: list[Anatomy]) -> pd.DataFrame:
+    """One row per (model, stage), head included: for the parameters-per-stage chart."""
+    rows = []
+    for found in anatomies:
+        for stage in (*found.stages, found.head):
+            head = stage is found.head
+            rows.append(
+                {
+                    "model": found.model,
+                    "stage": "head" if head else str(stage.index + 1),
+                    "order": stage.index,
+                    "name": "head" if head else stage.name,
+                    "params_m": stage.params / 1e6,
+                    "gflops": stage.gflops,
+                    "output_shape": " x ".join(map(str, stage.output_shape)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summary_row(found: Anatomy) -> dict:
+    """Depth, width and resolution of one model, with its size and compute."""
+    return {
+        "model": found.model,
+        "family": found.family,
+        "depth": found.depth,
+        "blocks": found.blocks,
+        "width": max((stage.channels or 0) for stage in found.stages[:-1] or found.stages),
+        "resolution": found.input_size,
+        "params_m": found.params / 1e6,
+        "gflops": found.gflops,
+        "skip_connections": found.skip_connections,
+        "stages": len(found.stages),
+    }
+
+
+def compound_scaling_frame(names: list[str]) -> pd.DataFrame:
+    """EfficientNet b0-b7 and Lite0-2 from the catalogue: depth (weight layers on the longest
+    path), width (channels of the widest stage before the final 1x1 convolution), resolution (the
+    input size) and ImageNet top-1, each model's own."""
+    rows = []
+    for name in sorted(name for name in names if COMPOUND_SCALED.match(name)):
+        spec = get_spec(name)
+        row = summary_row(anatomy(name))
+        row.update(series="EfficientNet-Lite" if "lite" in name else "EfficientNet", acc1=spec.acc1)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -293,9 +293,15 @@ _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
 
 
 def _longest_weighted_path(module: torch.fx.GraphModule, nodes: list[torch.fx.Node], data: set) -> int:
+    """Weight layers on the longest path; a channel gate (squeeze-excitation: a 1x1 map multiplied
+    onto a larger one) is a side path, not depth."""
     longest: dict[torch.fx.Node, int] = {}
     for node in nodes:
-        before = max((longest.get(arg, 0) for arg in _inputs(node) if arg in data), default=0)
+        grid = _spatial(_shape(node))
+        operands = [arg for arg in _inputs(node) if arg in data]
+        if grid not in (None, (1, 1)):
+            operands = [arg for arg in operands if _spatial(_shape(arg)) != (1, 1)] or operands
+        before = max((longest.get(arg, 0) for arg in operands), default=0)
         weighted = node.op == "call_module" and isinstance(module.get_submodule(str(node.target)), _WEIGHT_LAYERS)
         longest[node] = before + int(weighted)
     return max(longest.values(), default=0)

@@ -227,6 +227,9 @@ def _layers(graph, anatomy: Anatomy, stage_index: int) -> None:
                 for op in members[id(item)]:
                     _op_node(inner, op)
 
+    # A skip edge: the block's input reaching its add or concat, or a shortcut's own layers
+    # (ResNet's downsample), i.e. an edge from outside a block to anything but its first op.
+    firsts = {members[id(item)][0].name for item in order if not isinstance(item, Fold)}
     edges: set[tuple[str, str]] = set()
     drawn = [op for op in anatomy.ops if op.name in home]
     by_name = {op.name: op for op in drawn}
@@ -237,8 +240,8 @@ def _layers(graph, anatomy: Anatomy, stage_index: int) -> None:
             if source == target or (source, target) in edges:
                 continue
             edges.add((source, target))
-            bypass = op.kind in ("add", "concat") and (source == "input" or owner(by_name[name]) is not owner(op))
-            if bypass:
+            outside = source == "input" or owner(by_name[name]) is not owner(op)
+            if outside and (op.kind in ("add", "concat") or op.name not in firsts):
                 graph.edge(source, target, style="dashed", color=SKIP_COLOUR)
             else:
                 graph.edge(source, target)

@@ -241,3 +241,14 @@ def overlay(view: Image.Image, values: np.ndarray, alpha: float = 0.55, colormap
     colour = colormaps[colormap](np.asarray(heat, dtype=np.float32) / 255.0)[..., :3] * 255.0
     blended = (1.0 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colour
     return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def channel_grid(stage: StageMap, columns: int = 4, cell: int = 72, gap: int = 3) -> Image.Image:
+    """The stage's most active channels side by side (each scaled to its own range), in rank order."""
+    count = len(stage.channels)
+    rows = max(1, math.ceil(count / columns))
+    grid = Image.new("RGB", (columns * cell + (columns - 1) * gap, rows * cell + (rows - 1) * gap), "white")
+    for position, values in enumerate(stage.channels):
+        row, column = divmod(position, columns)
+        grid.paste(heat_image(values, cell), (column * (cell + gap), row * (cell + gap)))
+    return grid

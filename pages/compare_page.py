@@ -14,6 +14,7 @@ from core.predict import DEFAULT_TOP_K, MAX_TOP_K
 from core.preprocessing import decode_side
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
+from ui.navigation import look_inside
 from ui.progress import progress_bar
 from ui.session import reuse
 from ui.tables import top_k_table
@@ -67,6 +68,9 @@ def show_models(comparison: Comparison) -> None:
             "input_size": st.column_config.NumberColumn("input (px)"),
         },
     )
+    for column, name in zip(st.columns(len(frame)), frame["model"], strict=True):
+        with column:
+            look_inside(name)
     st.altair_chart(accuracy_vs_latency(frame), width="stretch")
     st.caption(
         "Latency is measured here, on this machine (median of several batch-1 forwards after a warm-up); "

@@ -27,10 +27,16 @@ class PageEntry:
 CLASSIFY = PageEntry("pages/classify_page.py", "Classify", ":material/image_search:", "classify")
 COMPARE = PageEntry("pages/compare_page.py", "Compare", ":material/compare:", "compare")
 FINETUNE = PageEntry("pages/finetune_page.py", "Fine-tune", ":material/model_training:", "finetune")
+INSIDE = PageEntry("pages/inside_page.py", "Inside", ":material/account_tree:", "inside")
 MODELS = PageEntry("pages/models_page.py", "Models", ":material/menu_book:", "models")
 
-PAGES = (CLASSIFY, COMPARE, FINETUNE, MODELS)
+PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, MODELS)
 DEFAULT = CLASSIFY
+
+
+def look_inside(name: str) -> None:
+    """A link that opens Inside on model `name` (/inside?model=NAME)."""
+    st.page_link(INSIDE.file, label=f"Look inside {name}", icon=INSIDE.icon, query_params={"model": name})
 
 
 def navigation() -> st.navigation:
