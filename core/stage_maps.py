@@ -225,11 +225,15 @@ def unit_range(values: np.ndarray) -> np.ndarray:
 
 
 def heat_image(values: np.ndarray, size: int, colormap: str = "viridis") -> Image.Image:
-    """A 2-D map as a `size` x `size` colour picture (nearest neighbour: each cell stays visible)."""
+    """A 2-D map as a `size` x `size` colour picture: enlarged by nearest neighbour (each cell stays
+    visible), reduced by averaging (no aliasing)."""
     from matplotlib import colormaps
 
     rgb = (colormaps[colormap](unit_range(values))[..., :3] * 255).astype(np.uint8)
-    return Image.fromarray(rgb, mode="RGB").resize((size, size), Image.Resampling.NEAREST)
+    enlarging = size >= max(values.shape)
+    return Image.fromarray(rgb, mode="RGB").resize(
+        (size, size), Image.Resampling.NEAREST if enlarging else Image.Resampling.BOX
+    )
 
 
 def overlay(view: Image.Image, values: np.ndarray, alpha: float = 0.55, colormap: str = "jet") -> Image.Image:

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from tests.e2e.conftest import SCREENSHOTS
 from tests.e2e.test_compare_browser import loaded_images
 from tests.e2e.test_navigation_browser import capture, drawn
 
@@ -16,13 +17,43 @@ def graph_nodes(page) -> int:
     return page.locator("[data-testid='stGraphVizChart'] svg g.node").count()
 
 
+def metric(page, value: str):
+    return page.locator("[data-testid='stMetricValue']").filter(has_text=value)
+
+
 def choose(page, label: str, option: str) -> None:
     page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
     page.keyboard.type(option)
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_inside_by_address_then_stage_maps(browser, server_url, screenshot):
+def shooter(page):
+    """Screenshots of this test's own page (the `screenshot` fixture shoots the default one)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(name: str):
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+def serve_once(browser, server_url: str) -> None:
+    """One visit to the app first: a deep link that is a fresh server's very first request also
+    gets Streamlit's "Page not found" notice (the page itself is served; that first-request case
+    is test_deep_links_browser.py's subject), which would cover this page."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url)
+        page.get_by_text("This server").wait_for()
+    finally:
+        context.close()
+
+
+def test_inside_by_address_then_stage_maps(browser, server_url):
+    serve_once(browser, server_url)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = context.new_page()
@@ -32,7 +63,7 @@ def test_inside_by_address_then_stage_maps(browser, server_url, screenshot):
         page.get_by_role("heading", name="Stages").wait_for()
         drawn(page)
         assert page.locator("[data-testid='stDataFrame']").first.is_visible()
-        page.get_by_text("25.56 M").wait_for()  # resnet50's parameters, no weights needed
+        metric(page, "25.56 M").wait_for()  # resnet50's parameters, no weights needed
         page.wait_for_function(
             "() => document.querySelectorAll(\"[data-testid='stGraphVizChart'] svg g.node\").length > 10"
         )
@@ -41,14 +72,15 @@ def test_inside_by_address_then_stage_maps(browser, server_url, screenshot):
         assert svg.get_by_text("0: Bottleneck").first.is_visible()
         assert page.locator("[data-testid='stGraphVizChart'] svg g.edge path[stroke-dasharray]").count() > 0  # skips
         assert page.locator("[data-testid='stException']").count() == 0
-        capture(page, screenshot, "inside-resnet50")
+        assert page.get_by_text("Page not found").count() == 0
+        capture(page, shooter(page), "inside-resnet50")
 
         choose(page, "Model", "efficientnet_lite0")
         page.wait_for_url(re.compile(r"model=efficientnet_lite0"))
-        page.get_by_text("4.65 M").wait_for()
+        metric(page, "4.65 M").wait_for()
         page.get_by_role("button", name="Try an example").click()
         page.get_by_text(re.compile(r"efficientnet_lite0 sees .+ \(\d+\.\d%\)")).wait_for()
-        page.get_by_text(re.compile(r"^9\. bn2")).wait_for()  # the last of its nine stages
+        page.locator("[data-testid='stMarkdown']").get_by_text("9. bn2", exact=True).wait_for()  # the last of 9
         drawn(page)
         page.wait_for_function(
             "n => [...document.querySelectorAll(\"[data-testid='stMain'] [data-testid='stImage'] img\")]"
@@ -58,6 +90,6 @@ def test_inside_by_address_then_stage_maps(browser, server_url, screenshot):
         assert loaded_images(page) == 18  # nine stages: a mean map and a channel grid each
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.get_by_text("Traceback").count() == 0
-        capture(page, screenshot, "inside-stage-maps")
+        capture(page, shooter(page), "inside-stage-maps")
     finally:
         context.close()
