@@ -22,7 +22,9 @@ does), on the repo's chelsea.jpg:
       `model.forward`, as Classify runs it.
 
 Goal: d / e <= 1.5 (medians of --repeats after a warm-up; the view is built once, on the first
-call, and timed apart as "first call").
+call, and timed apart as "first call"). With one torch thread the ratio is of this thread's CPU
+time (the work, not the waits for a core other jobs hold, as bench_classify.py does); the
+wall-clock ratio of the same runs is shown beside it.
 
 A report, not a test: it always exits 0.
 """
@@ -81,6 +83,7 @@ def bench_anatomy(names: list[str]) -> list[dict]:
 
 
 def bench_maps(model, repeats: int) -> dict:
+    import torch
     from PIL import Image
 
     from core import preprocessing
@@ -96,17 +99,24 @@ def bench_maps(model, repeats: int) -> dict:
 
     first_s = _seconds(maps)  # builds the private view (and the anatomy, if not yet)
     plain()
-    runs = {"maps": [], "plain": []}
+    runs: dict[str, list[float]] = {"maps": [], "plain": [], "maps_cpu": [], "plain_cpu": []}
     for index in range(repeats):
         order = (("maps", maps), ("plain", plain)) if index % 2 == 0 else (("plain", plain), ("maps", maps))
         for key, function in order:
-            runs[key].append(_seconds(function) * 1000)
+            wall, cpu = time.perf_counter(), time.thread_time()
+            function()
+            runs[f"{key}_cpu"].append((time.thread_time() - cpu) * 1000)
+            runs[key].append((time.perf_counter() - wall) * 1000)
     median = {key: statistics.median(values) for key, values in runs.items()}
+    cpu = torch.get_num_threads() == 1  # thread CPU time counts all the work only with one torch thread
+    ratio_wall = median["maps"] / median["plain"]
     return {
         "model": model.name,
-        "maps_ms": median["maps"],
-        "plain_ms": median["plain"],
-        "ratio": median["maps"] / median["plain"],
+        "clock": "thread CPU" if cpu else "wall",
+        "maps_ms": median["maps_cpu" if cpu else "maps"],
+        "plain_ms": median["plain_cpu" if cpu else "plain"],
+        "ratio": median["maps_cpu"] / median["plain_cpu"] if cpu else ratio_wall,
+        "ratio_wall": ratio_wall,
         "first_call_ms": first_s * 1000,
         "maps_runs": runs["maps"],
         "plain_runs": runs["plain"],
@@ -125,22 +135,33 @@ def report(anatomies: list[dict], maps: list[dict], args: argparse.Namespace, lo
         f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}.",
         "",
         table(
-            ["anatomy", "(a) cold s", "(b) meta build + FLOP count s", "a/b", "(c) warm, slowest ms"],
-            [[f"{len(anatomies)} models", f"{cold:.1f}", f"{floor:.1f}", f"{cold / floor:.2f}", f"{warm:.3f}"]],
+            ["anatomy", "(a) cold s", "(b) meta build + FLOP count s", "a/b", "(c) warm, slowest µs"],
+            [[f"{len(anatomies)} models", f"{cold:.1f}", f"{floor:.1f}", f"{cold / floor:.2f}", f"{warm * 1000:.1f}"]],
             args.markdown,
         ),
         "",
         "Slowest cold: " + ", ".join(f"{row['model']} {row['cold_s']:.2f} s" for row in slowest) + ".",
         "",
         table(
-            ["stage maps", "(d) maps ms", "(e) plain forward ms", "d/e", f"goal <= {GOAL_MAPS}", "first call ms"],
+            [
+                "stage maps",
+                "clock",
+                "(d) maps ms",
+                "(e) plain forward ms",
+                "d/e",
+                f"goal <= {GOAL_MAPS}",
+                "d/e wall",
+                "first call ms (wall)",
+            ],
             [
                 [
                     row["model"],
+                    row["clock"],
                     f"{row['maps_ms']:.1f}",
                     f"{row['plain_ms']:.1f}",
                     f"{row['ratio']:.3f}",
                     "met" if row["ratio"] <= GOAL_MAPS else "NOT met",
+                    f"{row['ratio_wall']:.3f}",
                     f"{row['first_call_ms']:.0f}",
                 ]
                 for row in maps
