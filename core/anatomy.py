@@ -225,7 +225,7 @@ def stage_paths(model: nn.Module, patterns: tuple[str, ...], model_name: str = "
     return paths
 
 
-# --- one traced forward pass on meta tensors ------------------------------------------------------
+# --- one traced pass on meta tensors --------------------------------------------------------------
 
 
 class _GlobalOnly:
@@ -252,57 +252,51 @@ class _FlopCounter(FlopCounterMode):
 
 @dataclass
 class _Call:
-    first: int  # event index of its first pre-hook
-    last: int  # event index of its last post-hook
+    """Where a module ran in the traced graph: its first and last node, FLOPs counted before and
+    after, its input's and output's shapes (no batch)."""
+
+    first: int
+    last: int
     flops_before: int = 0
     flops_after: int = 0
     input_shape: tuple[int, ...] = ()
     output_shape: tuple[int, ...] = ()
 
 
-def _shape(value: object) -> tuple[int, ...]:
-    while isinstance(value, (tuple, list)) and value:
-        value = value[0]
-    return tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else ()
+def _node_shape(node: torch.fx.Node) -> tuple[int, ...]:
+    meta = node.meta.get("tensor_meta")  # a TensorMetadata (a named tuple), or a tuple of them
+    while isinstance(meta, (tuple, list)) and meta and not hasattr(meta, "shape"):
+        meta = meta[0]
+    return tuple(meta.shape[1:]) if hasattr(meta, "shape") else ()
 
 
-def _record_calls(model: nn.Module, input_size: int) -> tuple[dict[str, _Call], int]:
-    """Every module's first and last call, in event order, with FLOPs counted so far and shapes."""
+def _trace(model: nn.Module, input_size: int) -> tuple[dict[str, _Call], int, dataflow.Dataflow]:
+    """One pass on meta tensors: the fx graph run with torch's FLOP counter, and for every module
+    the nodes it ran (nn_module_stack), so stages, blocks, FLOPs and shapes come from the same pass
+    as the skips and receptive fields."""
     calls: dict[str, _Call] = {}
-    events = 0
     counter = _FlopCounter()
+    position, flops_so_far = 0, 0
 
-    def before(path: str):
-        def hook(module, args):
-            nonlocal events
-            events += 1
-            if path not in calls:
-                calls[path] = _Call(first=events, last=events, flops_before=counter.get_total_flops())
-                calls[path].input_shape = _shape(args)
+    def after(node: torch.fx.Node) -> None:
+        nonlocal position, flops_so_far
+        position += 1
+        before, flops_so_far = flops_so_far, counter.get_total_flops()
+        if node.op in ("placeholder", "output"):
+            return
+        shape = _node_shape(node)
+        for path in ("", *dataflow.scope(node)):
+            call = calls.get(path)
+            if call is None:
+                inputs = [_node_shape(arg) for arg in node.all_input_nodes]
+                call = calls[path] = _Call(position, position, before, input_shape=next(filter(None, inputs), ()))
+            call.last, call.flops_after = position, flops_so_far
+            if shape:
+                call.output_shape = shape
 
-        return hook
-
-    def after(path: str):
-        def hook(module, args, output):
-            nonlocal events
-            events += 1
-            call = calls[path]
-            call.last, call.flops_after, call.output_shape = events, counter.get_total_flops(), _shape(output)
-
-        return hook
-
-    handles = []
-    for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(before(path)))
-        handles.append(module.register_forward_hook(after(path)))
-    device = next(model.parameters()).device
-    try:
-        with counter, torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls, counter.get_total_flops()
+    with counter:
+        flow = dataflow.analyse(model, input_size, after)
+    return calls, counter.get_total_flops(), flow
 
 
 # --- putting it together ----------------------------------------------------------------------------
@@ -351,8 +345,7 @@ def anatomy(name: str) -> Anatomy:
     if not traits.stages:
         raise ZooScopeError(f"The family table has no stages for {name} ({spec.family} models).")
     ends = stage_paths(model, traits.stages, name)
-    calls, total_flops = _record_calls(model, spec.input_size)
-    flow = dataflow.analyse(model, spec.input_size)
+    calls, total_flops, flow = _trace(model, spec.input_size)
     modules = dict(model.named_modules())
 
     boundaries = [calls[path].last for path in ends]
@@ -476,8 +469,10 @@ def _opened(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -
     (MaxViT's MaxVitBlock around its ModuleList of layers)."""
     if _repeats(path, calls, modules):
         return _run_children(path, calls, modules)
+    # Only a list the wrapper iterates itself (never called): a called Sequential inside a block
+    # (MobileNetV3's InvertedResidual.block) is that block's layers, not blocks.
     direct = [f"{path}.{key}" for key in modules[path]._modules]
-    if len(direct) == 1 and direct[0] in modules and _repeats(direct[0], calls, modules):
+    if len(direct) == 1 and direct[0] not in calls and _repeats(direct[0], calls, modules):
         return _run_children(direct[0], calls, modules)
     return [path]
 

@@ -24,7 +24,7 @@ import _operator
 import builtins
 import math
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -101,19 +101,37 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(module, self._leaves) or super().is_leaf_module(module, qualified_name)
 
 
-def trace(model: nn.Module, input_size: int) -> torch.fx.GraphModule:
-    """`model` as an fx graph, every node's output shape filled in (run on the model's device)."""
+class _Propagation(ShapeProp):
+    """torch.fx's ShapeProp (each node's output shape into node.meta), telling `after` each node it ran."""
+
+    def __init__(self, module: torch.fx.GraphModule, after: Callable[[torch.fx.Node], None] | None):
+        super().__init__(module)
+        self.after = after
+
+    def run_node(self, node: torch.fx.Node):
+        result = super().run_node(node)
+        if self.after is not None:
+            self.after(node)
+        return result
+
+
+def trace(
+    model: nn.Module, input_size: int, after: Callable[[torch.fx.Node], None] | None = None
+) -> torch.fx.GraphModule:
+    """`model` as an fx graph, run once on an image-sized zero tensor (on the model's device) to
+    fill in every node's output shape; `after(node)` is called as each node has run."""
     tracer = _Tracer()
     graph = tracer.trace(model)
     module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
     device = next(model.parameters()).device
     with torch.no_grad():
-        ShapeProp(module).propagate(torch.zeros(1, 3, input_size, input_size, device=device))
+        _Propagation(module, after).propagate(torch.zeros(1, 3, input_size, input_size, device=device))
     return module
 
 
-def analyse(model: nn.Module, input_size: int) -> Dataflow:
-    module = trace(model, input_size)
+def analyse(model: nn.Module, input_size: int, after: Callable[[torch.fx.Node], None] | None = None) -> Dataflow:
+    """The skips, receptive fields, depth and drawn ops of `model`; `after` as in `trace`."""
+    module = trace(model, input_size, after)
     nodes = list(module.graph.nodes)
     data = _carries_data(nodes)
     ancestors = _data_ancestors(nodes, data)
@@ -185,7 +203,8 @@ def _tensor_operands(node: torch.fx.Node) -> list[torch.fx.Node]:
     return [arg for arg in node.args if isinstance(arg, torch.fx.Node)]
 
 
-def _scope(node: torch.fx.Node) -> tuple[str, ...]:
+def scope(node: torch.fx.Node) -> tuple[str, ...]:
+    """The module paths around `node`, outermost first (a module call's own path last)."""
     stack = node.meta.get("nn_module_stack") or {}
     paths = [path for path, _ in stack.values()]
     if node.op == "call_module" and (not paths or paths[-1] != node.target):
@@ -200,7 +219,7 @@ def _skips(nodes: list[torch.fx.Node], data: set, ancestors: dict) -> Iterator[S
             continue
         operands = [arg for arg in _tensor_operands(node) if arg in data]
         if node.target in _ADDS and len(operands) >= 2:
-            yield Skip(node=node.name, kind="add", scope=_scope(node))
+            yield Skip(node=node.name, kind="add", scope=scope(node))
         elif node.target in _CATS and len(operands) >= 2:
             # The block's input (or an untouched part of it) concatenated with what the block made
             # of it; the skip belongs to the block that made the newest operand.
@@ -208,7 +227,7 @@ def _skips(nodes: list[torch.fx.Node], data: set, ancestors: dict) -> Iterator[S
             made = [b for b in operands if any(s in ancestors[b] for s in sources)]
             if made:
                 newest = max(made, key=position.__getitem__)
-                yield Skip(node=node.name, kind="concat", scope=_scope(newest))
+                yield Skip(node=node.name, kind="concat", scope=scope(newest))
 
 
 # --- the graph as drawn ------------------------------------------------------------------------
@@ -286,7 +305,7 @@ def _ops(module: torch.fx.GraphModule, nodes: list[torch.fx.Node], data: set) ->
             label, kind = "×", "op"
         else:
             label, kind = str(getattr(node.target, "__name__", node.target)), "op"
-        yield Op(name=node.name, label=label, inputs=reads, scope=_scope(node), kind=kind)
+        yield Op(name=node.name, label=label, inputs=reads, scope=scope(node), kind=kind)
 
 
 _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
@@ -400,6 +419,6 @@ def _receptive_fields(
         if node not in data:
             continue
         field = fields[node]
-        for path in _scope(node):
+        for path in scope(node):
             by_path[path] = None if field is None else max(field[0], field[1])
     return {path: value for path, value in by_path.items() if value is not None}

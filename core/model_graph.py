@@ -78,7 +78,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _amounts(params: int, gflops: float) -> str:
-    return f"{params / 1e6:.2f} M params · {gflops:.2f} GFLOPS"
+    count = f"{params / 1e6:.2f} M" if params >= 100_000 else f"{params / 1e3:.1f} k" if params >= 1000 else str(params)
+    return f"{count} params · {gflops:.2f} GFLOPS" if gflops >= 0.1 else f"{count} params · {gflops:.3f} GFLOPS"
 
 
 def _skip_text(count: int, kind: str | None) -> str:
