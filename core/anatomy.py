@@ -7,10 +7,12 @@ catalogue model offline.
 - Blocks are the modules a stage runs one after another (a container such as ResNet's `layer1`
   is opened: its Bottlenecks are the blocks).
 - Parameters come from the modules themselves (exact, and every parameter counted once, in the
-  stage that first runs it); FLOPs from torch's own `FlopCounterMode` during one forward pass on
-  meta tensors. It counts a multiply-add as 2 FLOPs; torchvision's `_ops` metadata ("GFLOPS")
-  counts multiply-adds, so `gflops` here is FLOPs / 2e9, in torchvision's convention.
-- Skip connections, receptive fields and depth come from the data flow graph (core/dataflow.py).
+  stage that first runs it); FLOPs from torch's own `FlopCounterMode`, counted while the model's
+  torch.fx graph runs once on meta tensors. It counts a multiply-add as 2 FLOPs; torchvision's
+  `_ops` metadata ("GFLOPS") counts multiply-adds, so `gflops` here is FLOPs / 2e9, in
+  torchvision's convention.
+- Skip connections, receptive fields and depth come from that same graph (core/dataflow.py);
+  where each module ran, from its nodes' module stack.
 """
 
 from __future__ import annotations
@@ -38,16 +40,6 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 @dataclass(frozen=True)
-class Layer:
-    """A leaf module as it ran: its path, class, output shape (no batch) and parameters."""
-
-    path: str
-    kind: str
-    output_shape: tuple[int, ...]
-    params: int
-
-
-@dataclass(frozen=True)
 class Block:
     path: str
     kind: str
@@ -57,7 +49,6 @@ class Block:
     flops: int
     skips: int = 0  # skip connections around this block's layers
     skip_kind: str | None = None  # "add" or "concat"
-    layers: tuple[Layer, ...] = ()
 
     @property
     def gflops(self) -> float:
@@ -305,7 +296,7 @@ def _trace(model: nn.Module, input_size: int) -> tuple[dict[str, _Call], int, da
 def _on_meta(spec: ModelSpec) -> nn.Module:
     model = build_on_meta(spec)
     if not all(p.is_meta for p in model.parameters()):
-        model = model.to("meta")  # a few builders compute while constructing (regnet): built for real first
+        model = model.to("meta")  # builders that compute while constructing keep small tensors real (regnet)
     return model.eval()
 
 
@@ -481,18 +472,6 @@ def _block(
     path: str, modules: dict[str, nn.Module], calls: dict[str, _Call], skips_in: Counter, kinds: dict[str, str]
 ) -> Block:
     module, call = modules[path], calls[path]
-    leaves = [
-        name for name, sub in module.named_modules(prefix=path) if name in calls and next(sub.children(), None) is None
-    ]
-    layers = tuple(
-        Layer(
-            path=name,
-            kind=type(modules[name]).__name__,
-            output_shape=calls[name].output_shape,
-            params=sum(p.numel() for p in modules[name].parameters()),
-        )
-        for name in sorted(leaves, key=lambda n: calls[n].first)
-    )
     return Block(
         path=path,
         kind=type(module).__name__,
@@ -502,7 +481,6 @@ def _block(
         flops=call.flops_after - call.flops_before,
         skips=skips_in[path],
         skip_kind=kinds.get(path),
-        layers=layers,
     )
 
 

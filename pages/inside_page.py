@@ -56,7 +56,8 @@ def chosen_model(options: list[str]) -> str:
     if st.session_state.get(INSIDE_MODEL) not in options:
         st.session_state[INSIDE_MODEL] = DEFAULT_MODEL
     name = st.selectbox("Model", options, key=INSIDE_MODEL, help="Every catalogue model: no weights are needed here")
-    st.query_params["model"] = st.session_state[INSIDE_FOLLOWED] = name
+    if name != DEFAULT_MODEL or "model" in st.query_params:  # the address says which model, to share it
+        st.query_params["model"] = st.session_state[INSIDE_FOLLOWED] = name
     return name
 
 
@@ -213,7 +214,8 @@ def main() -> None:
     options = model_options()
     name = chosen_model(options)
     try:
-        found = anatomy(name)
+        with st.spinner(f"Reading {name}'s architecture…"):  # built and traced once, then cached
+            found = anatomy(name)
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
