@@ -54,6 +54,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
         "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
+        "bench_startup.py": ["--repeats", "5"],
     }
 
 
@@ -263,6 +264,19 @@ def _inside_rows(data: dict) -> list[Row]:
     return rows
 
 
+def _startup_rows(data: dict) -> list[Row]:
+    return [
+        (
+            "start-up: `python -m core models` (fresh process)",
+            f"{data['median']['ours']:.2f} s",
+            f"{data['median']['baseline']:.2f} s (`import torch, torchvision`)",
+            f"{data['ratio']:.2f}x",
+            f"≤ {data['goal']}x",
+            _mark(data["ratio"] <= data["goal"]),
+        )
+    ]
+
+
 SUMMARIES: dict[str, Callable] = {
     "bench_load.py": _load_rows,
     "bench_classify.py": _classify_rows,
@@ -271,6 +285,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
     "bench_inside.py": _inside_rows,
+    "bench_startup.py": _startup_rows,
 }
 ORDER = [
     "bench_load.py",
@@ -280,6 +295,7 @@ ORDER = [
     "bench_memory.py",
     "bench_allocator.py",
     "bench_inside.py",
+    "bench_startup.py",
 ]
 
 

@@ -18,8 +18,10 @@ from core.compare import compare_files
 from core.errors import ImageError, ZooScopeError
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_zip
+from core.finetune.data import dataset_from_folder, dataset_from_zip
+from core.finetune.threshold import NOT_SURE, check_threshold, predictions_with_threshold, with_threshold
 from core.finetune.train import train
+from core.finetune.trained import TrainedModel
 from core.images import decode_image
 from core.loading import load_model
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
@@ -65,36 +67,56 @@ def _read_inputs(paths: Sequence[str]) -> list[tuple[str, bytes] | Failure]:
     return inputs
 
 
-def _classifier(args: argparse.Namespace) -> Classifier:
-    """The catalogue model, or a fine-tuned bundle on top of its backbone."""
+def _threshold(value: str) -> float:
+    try:
+        return check_threshold(float(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _bundle(path: str, device) -> TrainedModel:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ZooScopeError(f"Could not read the bundle {path}: {error.strerror or error}.") from error
+    return import_bundle(data, loaded_for=lambda name: load_model(name, device))
+
+
+def _classifier(args: argparse.Namespace) -> tuple[Classifier, float | None]:
+    """The catalogue model, or a fine-tuned bundle on top of its backbone with its "not sure" threshold
+    (the bundle's own unless --threshold says otherwise)."""
     device = pick_device()
     if args.bundle is None:
-        return load_model(args.model, device)
-    try:
-        data = Path(args.bundle).read_bytes()
-    except OSError as error:
-        raise ZooScopeError(f"Could not read the bundle {args.bundle}: {error.strerror or error}.") from error
-    trained = import_bundle(data, loaded_for=lambda name: load_model(name, device))
-    return trained.classifier(load_model(trained.backbone, device))
+        if args.threshold is not None:
+            raise ZooScopeError("--threshold applies to a fine-tuned model: give it with --bundle.")
+        return load_model(args.model, device), None
+    trained = _bundle(args.bundle, device)
+    threshold = trained.threshold if args.threshold is None else args.threshold
+    return trained.classifier(load_model(trained.backbone, device)), threshold
 
 
 def run_classify(args: argparse.Namespace) -> int:
     inputs = _read_inputs(args.images)
-    model = _classifier(args)
+    model, threshold = _classifier(args)
     readable = [item for item in inputs if not isinstance(item, Failure)]
     classified = iter(classify_files(model, readable, k=args.top_k))
     results = [item if isinstance(item, Failure) else next(classified) for item in inputs]
+    if threshold is not None:
+        results = with_threshold(results, threshold)
 
     if args.format == "json":
         print(json.dumps([result.as_json() for result in results], indent=2))
     elif args.format == "csv":
-        print(predictions_frame(results).to_csv(index=False), end="")
+        frame = predictions_frame(results) if threshold is None else predictions_with_threshold(results, threshold)
+        print(frame.to_csv(index=False), end="")
     else:
         for result in results:
             if isinstance(result, Failure):
                 print(f"{result.file}: error: {result.error}")
                 continue
             print(f"{result.file} ({result.model}, {result.latency_ms:.1f} ms)")
+            if result.below_threshold:
+                print(f"  {NOT_SURE} (top-1 {result.top1.probability:.2%} is below the threshold {threshold:.2%})")
             for p in result.predictions:
                 print(f"  {p.rank:>2}. {p.probability:7.2%}  {p.label}")
     for failure in (r for r in results if isinstance(r, Failure)):
@@ -129,11 +151,14 @@ def _progress_to_stderr(done: int, total: int, message: str) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    try:
-        data = Path(args.data).read_bytes()
-    except OSError as error:
-        raise ZooScopeError(f"Could not read {args.data}: {error.strerror or error}.") from error
-    dataset = dataset_from_zip(data)
+    if Path(args.data).is_dir():
+        dataset = dataset_from_folder(args.data)
+    else:
+        try:
+            data = Path(args.data).read_bytes()
+        except OSError as error:
+            raise ZooScopeError(f"Could not read {args.data}: {error.strerror or error}.") from error
+        dataset = dataset_from_zip(data)
     for skipped in dataset.skipped:
         print(f"skipped: {skipped.name}: {skipped.reason}", file=sys.stderr)
     for warning in dataset.warnings:
@@ -151,6 +176,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         "val_size": val_size,
         "val_accuracy": trained.val_accuracy,
         "epochs_run": trained.epochs_run,
+        "threshold": trained.threshold,
         "bundle": str(out),
     }
     if args.format == "json":
@@ -160,6 +186,7 @@ def run_finetune(args: argparse.Namespace) -> int:
             f"{len(trained.classes)} classes, {report['train_size']} training / {report['val_size']} validation images"
         )
         print(f"validation accuracy {trained.val_accuracy:.1%} after {trained.epochs_run} epochs")
+        print(f"answers below {trained.threshold:.0%} top-1 probability read '{NOT_SURE}'")
         print(f"bundle written to {out}")
     return 0
 
@@ -212,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"1..{MAX_TOP_K}")
     classify.add_argument("--format", choices=("table", "csv", "json"), default="table")
     classify.add_argument("--bundle", metavar="BUNDLE.zip", help="classify with a fine-tuned bundle instead")
+    classify.add_argument(
+        "--threshold",
+        type=_threshold,
+        help="with --bundle: below this top-1 probability (0..1) the answer is 'not sure' (default: the bundle's)",
+    )
     classify.set_defaults(run=run_classify)
 
     compare = commands.add_parser("compare", help="several models on the same images: agreement and latency")
@@ -224,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=run_compare)
 
     finetune = commands.add_parser("finetune", help="train a new head on a zip of class folders")
-    finetune.add_argument("data", metavar="DATA.zip")
+    finetune.add_argument("data", metavar="DATA", help="a zip of class folders, or a folder of class folders")
     finetune.add_argument("--backbone", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
     finetune.add_argument("--epochs", type=int, help="default: 30 (fast), 5 (finetune)")
     finetune.add_argument("--mode", choices=("fast", "finetune"), default="fast")

@@ -113,10 +113,15 @@ def training_curves(frame: pd.DataFrame) -> alt.HConcatChart:
     return alt.hconcat(*charts)
 
 
-def confusion_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
+CELL_SELECTION = "cell"  # the confusion heat map's point selection: {"true": ..., "predicted": ...} when clicked
+
+
+def confusion_heatmap(frame: pd.DataFrame, *, selectable: bool = False) -> alt.LayerChart:
     """Confusion matrix as a heat map with the count in each cell: true class down, predicted across.
 
     Columns: true, predicted, count (long form, every pair; classes keep the frame's order).
+    `selectable` adds a click-to-select point selection named CELL_SELECTION over (true, predicted);
+    the other cells fade while one is selected.
     """
     data = frame.reindex(columns=["true", "predicted", "count"])
     classes = list(dict.fromkeys([*data["true"], *data["predicted"]]))
@@ -129,6 +134,13 @@ def confusion_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
         color=alt.Color("count:Q", title="images", scale=alt.Scale(scheme="blues")),
         tooltip=[alt.Tooltip("true:N"), alt.Tooltip("predicted:N"), alt.Tooltip("count:Q", title="images")],
     )
+    if selectable:
+        cell = alt.selection_point(name=CELL_SELECTION, fields=["true", "predicted"], on="click", clear="dblclick")
+        cells = (
+            cells.mark_rect(cursor="pointer")
+            .add_params(cell)
+            .encode(opacity=alt.condition(cell, alt.value(1.0), alt.value(0.35)))
+        )
     counts = (
         base.transform_joinaggregate(max_count="max(count)")
         .mark_text(baseline="middle")

@@ -17,7 +17,8 @@ _ENV_VARS = ("ZOOSCOPE_WEIGHTS_DIR", "ZOOSCOPE_OFFLINE")
 
 @pytest.fixture(autouse=True)
 def _isolated_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No test sees (or writes to) the real ~/.cache/torch, a weights folder or the offline switch."""
+    """No test sees (or writes to) the real ~/.cache/torch, a weights folder, the offline switch, or
+    what an earlier test taught the process about the network."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     for name in _ENV_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -30,12 +31,14 @@ def _isolated_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     weights = sys.modules.get("core.weights")
     if weights is not None:
         weights._verified.clear()  # "already hashed" must not leak between tests
+        weights.forget_network_failure()  # nor "the network is down"
     yield
     if hub is not None:
         hub._hub_dir = previous_dir
     weights = sys.modules.get("core.weights")
     if weights is not None:
         weights._verified.clear()
+        weights.forget_network_failure()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """A trained head as a file a person can download and bring back: a zip of JSON and safetensors.
 
     manifest.json         what the model is: backbone, weights, classes, preprocessing, head shape,
-                          the trained block's path (or null), training settings, a metrics summary
+                          the trained block's path (or null), training settings, a metrics summary,
+                          and the "not sure" threshold (optional: older bundles lack it)
     weights.safetensors   the tensors: "head.*" and, after finetune mode, "block.*"
 
 No pickle anywhere, in either direction. A bundle comes from the internet, so importing reads
@@ -36,6 +37,7 @@ from core.errors import ZooScopeError
 from core.finetune.backbone import backbone_view, block_path, strip_head
 from core.finetune.config import TrainConfig
 from core.finetune.heads import HEAD_TYPES, build_head
+from core.finetune.threshold import check_threshold
 from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
 from core.views import get_layer
@@ -110,6 +112,7 @@ def manifest_for(trained: TrainedModel) -> dict:
             "val_accuracy": None if math.isnan(trained.val_accuracy) else float(trained.val_accuracy),
             "epochs_run": int(trained.epochs_run),
         },
+        "threshold": float(trained.threshold),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -271,6 +274,11 @@ def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig]:
     metrics = manifest["metrics"]
     if not isinstance(metrics, dict):
         raise BundleError("The bundle's metrics are not a JSON object.")
+    if "threshold" in manifest:
+        try:
+            check_threshold(manifest["threshold"])
+        except ValueError as error:
+            raise BundleError(f"The bundle's {error}.") from None
     return spec, config
 
 
@@ -357,6 +365,7 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
         val_accuracy=float(accuracy)
         if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)
         else math.nan,
+        threshold=float(manifest["threshold"]) if "threshold" in manifest else None,  # None: the fallback
     )
 
 

@@ -36,6 +36,7 @@ from core.finetune.data import Dataset, LabelledImage, stratified_split
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.heads import build_head
 from core.finetune.metrics import evaluate
+from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
 from core.progress import Progress
@@ -158,6 +159,7 @@ def train(
             stopped_by_user=stopped_by_user,
             best_epoch=best_epoch,
             val_accuracy=metrics.accuracy,
+            threshold=default_threshold(metrics.outcomes, len(classes)),
         )
 
     for epoch in range(1, config.epochs + 1):

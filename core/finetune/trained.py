@@ -21,6 +21,7 @@ from core.errors import ZooScopeError
 from core.finetune.backbone import backbone_view
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.metrics import Metrics
+from core.finetune.threshold import fallback_threshold, with_threshold
 from core.loading import LoadedModel
 from core.preprocessing import Transform
 
@@ -71,10 +72,17 @@ class TrainedModel:
     stopped_by_user: bool = False  # should_stop() ended it
     best_epoch: int = 0
     val_accuracy: float = float("nan")
+    # Below this top-1 probability the answer is "not sure: none of the classes" (core.finetune.threshold).
+    # Training sets it from the validation results; None means there are none to set it from.
+    threshold: float | None = None
     _inference: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.threshold is None:
+            self.threshold = fallback_threshold(len(self.classes))
 
     @property
     def name(self) -> str:
@@ -136,5 +144,7 @@ class TrainedModel:
         k: int = core_predict.DEFAULT_TOP_K,
         **kwargs,
     ) -> list[core_predict.Classification | core_predict.Failure]:
-        """core.predict.classify_files with this model: top-k over its classes, Failures in place."""
-        return core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
+        """core.predict.classify_files with this model: top-k over its classes, judged against its threshold,
+        Failures in place."""
+        results = core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
+        return with_threshold(results, self.threshold)

@@ -96,9 +96,12 @@ def test_sidebar_shows_device_loaded_model_and_unloads(app):
     assert "none yet" in " ".join(m.value for m in sidebar.sidebar.markdown)
 
 
-def test_unavailable_weights_show_clear_message(app, monkeypatch):
+def test_unavailable_weights_say_which_file_and_the_bundled_model_answers(app, monkeypatch):
     monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
     app.selectbox(key="classify_model").set_value("resnet18").run()
     upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
-    assert not app.exception
-    assert "resnet18-f37072fd.pth" in app.error[0].value
+    assert not app.exception and not app.error
+    [note] = [info.value for info in app.info if "cannot be downloaded" in info.value]
+    assert "resnet18-f37072fd.pth" in note and "efficientnet_lite0" in note
+    assert app.selectbox(key="classify_model").value == "efficientnet_lite0"
+    assert frames(app)[0]["label"].iloc[0] == "espresso"

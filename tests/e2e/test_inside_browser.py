@@ -39,21 +39,7 @@ def shooter(page):
     return take
 
 
-def serve_once(browser, server_url: str) -> None:
-    """One visit to the app first: a deep link that is a fresh server's very first request also
-    gets Streamlit's "Page not found" notice (the page itself is served; that first-request case
-    is test_deep_links_browser.py's subject), which would cover this page."""
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(server_url)
-        page.get_by_text("This server").wait_for()
-    finally:
-        context.close()
-
-
 def test_inside_by_address_then_stage_maps(browser, server_url):
-    serve_once(browser, server_url)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = context.new_page()

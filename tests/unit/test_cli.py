@@ -212,6 +212,47 @@ def test_classify_with_tampered_bundle_exits_2(capsys, tmp_path, bad_file):
     assert code == 2 and "error:" in err
 
 
+def test_finetune_the_example_folder_then_classify_honours_the_threshold(capsys, tmp_path):
+    from core.finetune.examples import EXAMPLE_FOLDER
+    from core.finetune.threshold import NOT_SURE
+
+    bundle = tmp_path / "textures.zip"
+    code, out, _ = run(capsys, "finetune", str(EXAMPLE_FOLDER), "--out", str(bundle), "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["classes"] == ["brick", "grass", "gravel"] and report["val_size"] == 15
+    assert report["val_accuracy"] >= 0.9
+    threshold = report["threshold"]
+    assert 1 / 3 <= threshold <= 0.9
+
+    grass = str(EXAMPLE_FOLDER / "grass" / "grass_00.png")
+    code, out, _ = run(capsys, "classify", grass, CHELSEA, "--bundle", str(bundle), "--format", "json")
+    assert code == 0
+    by_file = {result["file"]: result for result in json.loads(out)}
+    for result in by_file.values():
+        assert result["threshold"] == threshold
+        assert result["below_threshold"] == (result["predictions"][0]["probability"] < threshold)
+    assert by_file[grass]["predictions"][0]["label"] == "grass" and not by_file[grass]["below_threshold"]
+
+    # --threshold overrides the bundle's: at 1.0 nothing is sure, and the table says so.
+    code, out, _ = run(capsys, "classify", grass, "--bundle", str(bundle), "--threshold", "1")
+    assert code == 0 and f"{NOT_SURE} (top-1" in out and "below the threshold 100.00%" in out
+    code, out, _ = run(capsys, "classify", grass, "--bundle", str(bundle), "--threshold", "0", "--format", "csv")
+    assert out.splitlines()[0].endswith("threshold,below_threshold") and ",0.0,False" in out
+
+
+def test_threshold_without_a_bundle_exits_2(capsys):
+    code, _, err = run(capsys, "classify", COFFEE, "--threshold", "0.5")
+    assert code == 2 and err.strip() == "error: --threshold applies to a fine-tuned model: give it with --bundle."
+
+
+def test_threshold_out_of_range_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["classify", COFFEE, "--bundle", "b.zip", "--threshold", "1.5"])
+    assert info.value.code == 2
+    assert "threshold must be from 0 to 1" in capsys.readouterr().err
+
+
 # --- inspect --------------------------------------------------------------------------------------
 
 

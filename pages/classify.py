@@ -7,8 +7,9 @@ from core.cache import model_pool
 from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.charts import top_k_bars
 from core.classifier import Classifier
-from core.errors import ZooScopeError
+from core.errors import NetworkUnavailable, ZooScopeError
 from core.finetune.bundle import import_bundle
+from core.finetune.threshold import answers, predictions_with_threshold, with_threshold
 from core.predict import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -19,12 +20,17 @@ from core.predict import (
     summary_frame,
     top_k_frame,
 )
+from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
+from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import share_column, top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
+from ui.threshold import answer_line, threshold_slider
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 DETAILED_LIMIT = 24  # per-image cards beyond this would bury the page; the table and CSV hold all
 
@@ -87,8 +93,7 @@ def show_result(result: Classification, device: str) -> None:
         picture, numbers = st.columns([1, 2], gap="medium")
         picture.image(result.thumbnail, caption=result.file, width="stretch")
         with numbers:
-            top = result.top1
-            st.markdown(f"**{top.label}** · {top.probability:.1%}")
+            st.markdown(answer_line(result))
             st.altair_chart(top_k_bars(top_k_frame(result)), width="stretch")
             top_k_table(result)
             st.caption(f"{result.latency_ms:.1f} ms on {device} (decode excluded: preprocess, forward, top-k)")
@@ -106,6 +111,7 @@ def main() -> None:
     trained = st.session_state.get(MY_MODEL)
     options = [*([MY_MODEL_OPTION] if trained else []), *specs]
     settings_model, settings_k = settings.columns([3, 1])
+    fallback.prepare(CLASSIFY_MODEL)
     model_name = settings_model.selectbox(
         "Model",
         options,
@@ -114,6 +120,14 @@ def main() -> None:
         key=CLASSIFY_MODEL,
     )
     k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")
+    catalogue_model = model_name != MY_MODEL_OPTION  # a fine-tuned model needs its own backbone: no stand-in
+    with settings:
+        fallback.show_note(CLASSIFY_MODEL)
+    if catalogue_model:
+        fallback.fall_back(CLASSIFY_MODEL, [model_name], single=True)  # no network known: no waiting
+    mine = None if catalogue_model else trained
+    if mine is not None:
+        threshold_slider(mine, "classify_threshold", container=settings)
     files = image_inputs("classify")
 
     if not files:
@@ -122,10 +136,17 @@ def main() -> None:
 
     try:
         results = classify(model_name, files, k)
+    except NetworkUnavailable as error:
+        if catalogue_model:
+            fallback.fall_back(CLASSIFY_MODEL, [model_name], single=True)  # learned just now: rerun with a stand-in
+        st.error(str(error), icon=":material/cloud_off:")
+        return
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
 
+    if mine is not None:  # judged at the slider's value, without classifying again
+        results = with_threshold(results, mine.threshold)
     device = model_pool().device.type.upper()
     for failure in (r for r in results if isinstance(r, Failure)):
         st.error(f"**{verbatim(failure.file)}**: {failure.error}", icon=":material/broken_image:")
@@ -134,17 +155,21 @@ def main() -> None:
     if classified:
         if len(results) > 1:
             st.subheader(f"{len(classified)} of {len(results)} images classified")
-            st.dataframe(
-                summary_frame(results),
+            summary = summary_frame(results)
+            if mine is not None:
+                summary.insert(1, "answer", answers(results))
+            data_table(
+                summary,
                 hide_index=True,
                 column_config={
                     "confidence": share_column(),
                     "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f"),
                 },
             )
+        rows = predictions_frame(results) if mine is None else predictions_with_threshold(results, mine.threshold)
         st.download_button(
             "Download all top-k rows (CSV)",
-            predictions_frame(results).to_csv(index=False),
+            rows.to_csv(index=False),
             file_name=f"zooscope-{model_name}-top{k}.csv",
             mime="text/csv",
             key="classify_csv",

@@ -1,5 +1,6 @@
 """Fine-tune: teach a model your own classes, watch it learn, see its mistakes, then use and export it."""
 
+import math
 from collections.abc import Callable
 
 import streamlit as st
@@ -12,7 +13,9 @@ from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle, export_onnx, preprocessing
 from core.finetune.config import MODES, TrainConfig
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
+from core.finetune.examples import EXAMPLE_DESCRIPTION, example_dataset
 from core.finetune.heads import HEAD_TYPES
+from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
@@ -25,18 +28,22 @@ from ui.finetune_views import (
     feature_cache,
     history_frame,
     show_dataset,
+    show_gallery,
     show_metrics,
-    show_mistakes,
     show_summary,
 )
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
-from ui.navigation import CLASSIFY
+from ui.navigation import CLASSIFY, ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import top_k_table
+from ui.tables import data_table, top_k_table
 from ui.text import verbatim
+from ui.threshold import answer_line, threshold_slider
 
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
+
+EXAMPLE_KEY = "finetune_example"  # True once "Try an example dataset" was clicked (until the person brings data)
 RUN_KEY = "finetune_run"  # a ui.finetune_views.TrainingRun: the training in progress, or one a click interrupted
 DEFAULT_EPOCHS = {"fast": 30, "finetune": 5}
 MODE_LABELS = {
@@ -93,8 +100,15 @@ def read_dataset(key: tuple, parse: Callable[[Progress], Dataset], slot) -> tupl
     return dataset, previews
 
 
+def use_example(chosen: bool) -> None:
+    st.session_state[EXAMPLE_KEY] = chosen
+
+
 def data_section() -> Dataset | None:
-    """The images, checked and summarised; None (with the reason on screen) until they can train a model."""
+    """The images, checked and summarised; None (with the reason on screen) until they can train a model.
+
+    The person's own images come first; the example dataset stands in until they bring some.
+    """
     zip_tab, classes_tab = st.tabs(["Zip of class folders", "Classes one by one"])
     with zip_tab:
         archive = st.file_uploader(
@@ -115,9 +129,28 @@ def data_section() -> Dataset | None:
     elif classes:
         key = ("classes", tuple((name, tuple(upload.file_id for upload in files)) for name, files in classes.items()))
         dataset, previews = read_dataset(key, lambda p: dataset_from_uploads(read_uploads(classes), progress=p), slot)
+    elif st.session_state.get(EXAMPLE_KEY):
+        example, remove = st.columns([4, 1], vertical_alignment="center")
+        example.info(f"The example dataset: {EXAMPLE_DESCRIPTION}.", icon=":material/dataset:")
+        remove.button("Remove the example", key="finetune_remove_example", on_click=use_example, args=(False,))
+        dataset, previews = read_dataset(("example",), lambda p: example_dataset(progress=p), slot)
     else:
-        st.info("Add your images above: a zip of class folders, or a few images for each class.")
+        st.info(
+            "Add your images above: a zip of class folders, or a few images for each class. "
+            "Or try the example dataset first."
+        )
+        st.button(
+            "Try an example dataset",
+            key="finetune_try_example",
+            on_click=use_example,
+            args=(True,),
+            icon=":material/dataset:",
+            type="primary",
+            help=f"{EXAMPLE_DESCRIPTION}; train on it in seconds.",
+        )
         return None
+    if archive is not None or classes:
+        st.session_state[EXAMPLE_KEY] = False  # the person's own images replace the example for good
 
     if dataset is None:
         st.error(verbatim(previews["error"]), icon=":material/error:")
@@ -286,11 +319,22 @@ def collect_training_run() -> None:
 # --- the trained model ----------------------------------------------------------------------------
 
 
+def not_sure_setting(trained: TrainedModel) -> None:
+    """The threshold slider, and what it means on the validation images."""
+    slider, meaning = st.columns([1, 2], vertical_alignment="center")
+    threshold = threshold_slider(trained, "finetune_threshold", container=slider)
+    passing = ""
+    if trained.metrics is not None and not math.isnan(share := passing_share(trained.metrics.outcomes, threshold)):
+        passing = f"{share:.0%} of the correctly classified validation images reach it; "
+    meaning.caption(f"{passing}an answer below {threshold:.0%} reads “{NOT_SURE}”.")
+
+
 def try_it(trained: TrainedModel) -> None:
     st.subheader("Try it")
     if st.button("Use it on the Classify page", key="finetune_use_on_classify", icon=":material/image_search:"):
         st.session_state[CLASSIFY_MODEL] = MY_MODEL_OPTION
         st.switch_page(CLASSIFY.file)
+    not_sure_setting(trained)
     files = st.file_uploader(
         "Photos to classify with your model",
         type=list(SUPPORTED_TYPES),
@@ -311,7 +355,7 @@ def try_it(trained: TrainedModel) -> None:
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
-    for result in results:
+    for result in with_threshold(results, trained.threshold):  # the slider's value, without classifying again
         if isinstance(result, Failure):
             st.error(f"**{verbatim(result.file)}**: {verbatim(result.error)}", icon=":material/broken_image:")
             continue
@@ -322,7 +366,7 @@ def show_try_result(result: Classification) -> None:
     with st.container(border=True):
         picture, numbers = st.columns([1, 3], gap="medium")
         picture.image(result.thumbnail, caption=verbatim(result.file), width="stretch")
-        numbers.markdown(f"**{verbatim(result.top1.label)}** · {result.top1.probability:.1%}")
+        numbers.markdown(answer_line(result))
         top_k_table(result, show_rank=False, container=numbers)
 
 
@@ -332,7 +376,7 @@ def export(trained: TrainedModel) -> None:
     bundle, onnx = st.columns(2, gap="large")
     with bundle:
         try:
-            data = reuse("finetune_bundle", trained, lambda: export_bundle(trained))
+            data = reuse("finetune_bundle", (trained, trained.threshold), lambda: export_bundle(trained))
         except ZooScopeError as error:
             st.error(str(error), icon=":material/error:")
         else:
@@ -390,7 +434,7 @@ def results(trained: TrainedModel) -> None:
         st.info("This model came from a bundle: its validation details stay with the session that trained it.")
     else:
         show_metrics(trained.metrics)
-        show_mistakes(trained)
+        show_gallery(trained)
     try_it(trained)
     export(trained)
 
@@ -399,7 +443,7 @@ def training_section(dataset: Dataset) -> None:
     st.markdown("**Held back for validation** (the same split for the same images, every time)")
     defaults = TrainConfig()
     train_items, val_items = stratified_split(dataset.items, val_fraction=defaults.val_fraction, seed=defaults.seed)
-    st.dataframe(split_frame(train_items, val_items), hide_index=True)
+    data_table(split_frame(train_items, val_items), hide_index=True)
     chosen = settings()
     if chosen is None:
         return

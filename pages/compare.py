@@ -2,36 +2,34 @@
 
 import streamlit as st
 
-from core import bundled, weights
+from core import bundled
 from core.catalog import all_specs, curated_specs
 from core.charts import accuracy_vs_latency
 from core.compare import Comparison, ImageComparison, compare_files
-from core.errors import ZooScopeError
+from core.errors import NetworkUnavailable, ZooScopeError
 from core.explain import grad_cam, overlay
 from core.images import decode_image
 from core.loading import LoadedModel
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K
 from core.preprocessing import decode_side
+from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
-from ui.navigation import look_inside
+from ui.navigation import ensure_app, look_inside
 from ui.progress import progress_bar
 from ui.session import reuse
-from ui.tables import top_k_table
+from ui.tables import data_table, top_k_table
 from ui.text import verbatim
 
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
+
+# The classic ResNet / VGG / EfficientNet trio; where there is no network, the models that run here
+# take the place of those whose weights are not on this machine (ui.fallback).
 WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
+MODELS_KEY = "compare_models"
 MAX_MODELS = 6
 DETAILED_LIMIT = 12
 EACH_OWN_TOP1 = "each model's own top-1"
-
-
-def default_models() -> list[str]:
-    """The classic ResNet / VGG / EfficientNet trio, or the bundled trio where there is no network."""
-    specs = all_specs()
-    if weights.offline() and not all(weights.is_available(specs[name]) for name in WEB_DEFAULT):
-        return list(bundled.NAMES)
-    return WEB_DEFAULT
 
 
 def model_options() -> list[str]:
@@ -54,7 +52,7 @@ def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k:
 def show_models(comparison: Comparison) -> None:
     st.subheader("The models")
     frame = comparison.models_frame()
-    st.dataframe(
+    data_table(
         frame,
         hide_index=True,
         column_config={
@@ -123,14 +121,17 @@ def main() -> None:
     st.caption("Several models on the same photos: which is right, how sure, how fast, how heavy, and why.")
 
     options = model_options()
+    fallback.prepare(MODELS_KEY)
     chosen = st.multiselect(
         "Models",
         options,
-        default=default_models(),
+        default=fallback.default_choice(MODELS_KEY, WEB_DEFAULT),
         max_selections=MAX_MODELS,
-        key="compare_models",
+        key=MODELS_KEY,
         help=f"Up to {MAX_MODELS}. Big models (VGG16 is 528 MB) take a while to load on a small server.",
     )
+    fallback.show_note(MODELS_KEY)
+    fallback.fall_back(MODELS_KEY, chosen)  # the network is already known to be out: no waiting
     k = st.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="compare_top_k")
     files = image_inputs("compare")
     explain = st.toggle("Explain: show where each model looks (Grad-CAM)", key="compare_explain")
@@ -142,7 +143,12 @@ def main() -> None:
         st.info("Add one or more photos above to compare the models on them.")
         return
 
-    models = load_many(chosen)
+    try:
+        models = load_many(chosen)
+    except NetworkUnavailable as error:
+        fallback.fall_back(MODELS_KEY, chosen)  # learned just now: rerun with the models that run here
+        st.error(str(error), icon=":material/cloud_off:")
+        return
     if not models:
         st.error("None of the chosen models could be loaded.", icon=":material/error:")
         return
@@ -159,7 +165,7 @@ def main() -> None:
 
     show_models(comparison)
     st.subheader("Agreement")
-    st.dataframe(comparison.agreement_frame(), hide_index=True)
+    data_table(comparison.agreement_frame(), hide_index=True)
     st.download_button(
         "Download all top-k rows (CSV)",
         comparison.predictions_frame().to_csv(index=False),

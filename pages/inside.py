@@ -14,8 +14,12 @@ from core.preprocessing import decode_side
 from core.stage_maps import StageMaps, channel_grid, overlay, stage_maps
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
+from ui.navigation import ensure_app
 from ui.session import INSIDE_FOLLOWED, INSIDE_MODEL, reuse
+from ui.tables import data_table
 from ui.text import verbatim
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 DEFAULT_MODEL = "resnet50"
 CLASSIC = ("resnet50", "vgg16", "efficientnet_b0")  # the side-by-side default: skips, none, compound scaling
@@ -84,7 +88,7 @@ def show_summary(found: Anatomy) -> None:
 
 def show_stages(found: Anatomy) -> None:
     st.subheader("Stages")
-    st.dataframe(
+    data_table(
         found.stages_frame().drop(columns=["params"]),
         hide_index=True,
         column_config=STAGE_COLUMNS,
@@ -174,7 +178,7 @@ def show_side_by_side(name: str, options: list[str]) -> None:
     for column, model in zip(st.columns(len(found)), found, strict=True):
         row = summary_row(model)
         column.markdown(f"**{model.model}**")
-        column.dataframe(
+        data_table(
             {
                 "": ["depth", "blocks", "widest stage", "resolution", "parameters", "GFLOPS", "skip connections"],
                 model.model: [
@@ -183,6 +187,7 @@ def show_side_by_side(name: str, options: list[str]) -> None:
                     str(row["skip_connections"]),
                 ],
             },
+            container=column,
             hide_index=True,
         )  # fmt: skip
     st.altair_chart(params_per_stage(stages_long_frame(found)), width="stretch")
