@@ -48,7 +48,10 @@ _inside_app: contextvars.ContextVar[bool] = contextvars.ContextVar("zooscope_ins
 
 
 def look_inside(name: str) -> None:
-    """A link that opens Inside on model `name` (/inside?model=NAME)."""
+    """A link that opens Inside on model `name` (/inside?model=NAME); none where a page runs on its
+    own (a test of the page file), with no navigation to link through."""
+    if not _inside_app.get():
+        return
     st.page_link(INSIDE.file, label=f"Look inside {name}", icon=INSIDE.icon, query_params={"model": name})
 
 

@@ -1,6 +1,7 @@
 """The Models page through Streamlit's AppTest: the whole catalogue, its filters and its chart."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,9 +9,10 @@ from streamlit.testing.v1 import AppTest
 
 from core.catalog import all_specs, get_spec
 from core.weights import WEIGHTS_DIR_ENV
-from tests.app.conftest import APP, TIMEOUT
+from tests.app.conftest import TIMEOUT
 from ui.navigation import MODELS
 
+PAGE = str(Path(__file__).resolve().parents[2] / MODELS.file)
 COLUMNS = {
     "name",
     "family",
@@ -26,17 +28,12 @@ COLUMNS = {
 }
 
 
-def models_page() -> AppTest:
-    """The Models page inside the app (its "Look inside" link needs the app's navigation)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page(MODELS.file).run()
-    assert not at.exception, at.exception
-    return at
-
-
 @pytest.fixture
 def models() -> AppTest:
-    return models_page()
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
 
 
 def table(app: AppTest) -> pd.DataFrame:
@@ -105,7 +102,7 @@ def test_offline_only_shows_the_bundled_models_on_a_clean_machine(models):
 def test_a_weights_file_in_the_weights_folder_counts_as_offline(tmp_path, monkeypatch):
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
     (tmp_path / get_spec("resnet18").file_name).write_bytes(b"")  # is_available only looks, never hashes
-    at = models_page()
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     at.checkbox(key="models_available").check().run()
     assert not at.exception, at.exception
     assert set(table(at)["name"]) == bundled_names() | {"resnet18"}
