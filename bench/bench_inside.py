@@ -6,8 +6,9 @@ against one plain forward pass of it.
 
 Anatomy, for every catalogue model (or --models), in this one process:
 
-  (a) cold: the first `core.anatomy.anatomy(name)`: build on the meta device, one forward with
-      hooks and torch's FlopCounterMode, the torch.fx trace with shapes (skips, receptive fields);
+  (a) cold: the first `core.anatomy.anatomy(name)`: build on the meta device, trace it with
+      torch.fx and run the graph once under torch's FlopCounterMode (shapes, FLOPs, skips,
+      receptive fields, where each module ran);
   (b) the floor it cannot avoid: building the same model on the meta device and one FlopCounterMode
       forward (what counting the FLOPs alone takes);
   (c) warm: the second call (functools.cache; goal: well under a second, here < 1 ms).
@@ -169,8 +170,8 @@ def report(anatomies: list[dict], maps: list[dict], args: argparse.Namespace, lo
             args.markdown,
         ),
         "",
-        "(a) the first anatomy(name) per model: meta build, a hooked forward under FlopCounterMode, the fx trace "
-        "with shapes; (b) only the meta build and one FlopCounterMode forward; (c) the cached second call.",
+        "(a) the first anatomy(name) per model: meta build, fx trace, the graph run once under FlopCounterMode; "
+        "(b) only the meta build and one FlopCounterMode forward of the module; (c) the cached second call.",
         "(d) stage_maps(model, photo): preprocessing + a forward through a private view with stage hooks + maps; "
         "(e) the same preprocessing + model.forward. First call: (d) building its private view once.",
     ]
