@@ -53,6 +53,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", *t],
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
+        "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
         "bench_startup.py": ["--repeats", "5"],
     }
 
@@ -315,6 +316,43 @@ def _allocator_rows(data: dict) -> list[Row]:
     return rows
 
 
+def _inside_rows(data: dict) -> list[Row]:
+    anatomy = data["anatomy"]
+    cold = sum(r["cold_s"] for r in anatomy)
+    floor = sum(r["floor_s"] for r in anatomy)
+    warm = max(r["warm_ms"] for r in anatomy)
+    rows: list[Row] = [
+        (
+            f"Inside: anatomy of {len(anatomy)} models, cold (meta build, FLOP count, fx trace)",
+            f"{cold:.1f} s",
+            f"{floor:.1f} s (meta build + FLOP count alone)",
+            f"{cold / floor:.2f}x",
+            "",
+            "",
+        ),
+        (
+            "Inside: anatomy warm (cached), slowest model",
+            f"{warm * 1000:.1f} µs",
+            "",
+            "",
+            f"< {data['goal_warm_ms'] * 1000:.0f} µs",
+            _mark(warm < data["goal_warm_ms"]),
+        ),
+    ]
+    rows += [
+        (
+            f"Inside: stage maps of one photo, {r['model']}",
+            f"{r['maps_ms']:.1f} ms",
+            f"{r['plain_ms']:.1f} ms (plain forward, same preprocessing)",
+            f"{r['ratio']:.3f}x",
+            f"≤ {data['goal_maps']}x",
+            _mark(r["ratio"] <= data["goal_maps"]),
+        )
+        for r in data["maps"]
+    ]
+    return rows
+
+
 def _startup_rows(data: dict) -> list[Row]:
     return [
         (
@@ -335,6 +373,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_finetune.py": _finetune_rows,
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
+    "bench_inside.py": _inside_rows,
     "bench_startup.py": _startup_rows,
 }
 ORDER = [
@@ -344,6 +383,7 @@ ORDER = [
     "bench_finetune.py",
     "bench_memory.py",
     "bench_allocator.py",
+    "bench_inside.py",
     "bench_startup.py",
 ]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from core import weights
-from core.catalog import OFFLINE_DEFAULT, all_specs, curated_specs
+from core.anatomy import anatomy
+from core.catalog import OFFLINE_DEFAULT, all_specs, curated_specs, get_spec
 from core.classifier import Classifier
 from core.compare import compare_files
 from core.embedding import Embedder, embed_encoded, embedder_for
@@ -32,9 +33,13 @@ from core.finetune.data import dataset_from_folder, dataset_from_zip
 from core.finetune.threshold import NOT_SURE, check_threshold, predictions_with_threshold, with_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
+from core.images import decode_image
+from core.loading import load_model
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
+from core.preprocessing import decode_side
 from core.runtime import ENGINE_LABELS, RUNTIME_ENV, RUNTIMES, parse_runtime, pick_device
 from core.sources import SourceSet, from_paths
+from core.stage_maps import stage_maps
 
 # The bundled offline models: `compare` works with no network (the web page defaults differ).
 COMPARE_DEFAULT = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
@@ -327,6 +332,39 @@ def add_runtime_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ZooScopeError(f"Could not read the {what} {path}: {error.strerror or error}.") from error
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    if (args.image is None) != (args.save_maps is None):
+        raise ZooScopeError("--image and --save-maps go together: the photo to look at and the .npz file to write.")
+    found = anatomy(get_spec(args.model).name)
+    if args.image is not None:
+        data = _read_file(args.image, "image")
+        try:
+            picture = decode_image(data, min_side=decode_side([get_spec(args.model).transforms()]))
+        except ImageError as error:
+            raise ImageError(f"{args.image}: {error}") from None
+        maps = stage_maps(load_model(args.model, pick_device()), picture)
+        maps.save(args.save_maps)
+        note = f"stage maps of {args.image} written to {args.save_maps} (input + {len(maps.stages)} stages)"
+        print(note, file=sys.stderr if args.format == "json" else sys.stdout)
+    if args.format == "json":
+        print(json.dumps(found.as_json(), indent=2))
+        return 0
+    print(
+        f"{found.model} ({found.family}): {found.params:,} parameters, {found.gflops:.2f} GFLOPS at "
+        f"{found.input_size} x {found.input_size}, {found.skip_connections} skip connections, depth {found.depth}"
+    )
+    frame = found.stages_frame().drop(columns=["params_m"])
+    print(frame.round({"gflops": 3}).to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="ZooScope from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -400,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates.add_argument("--format", choices=("table", "json"), default="table")
     add_runtime_option(duplicates)
     duplicates.set_defaults(run=run_duplicates)
+
+    inspect = commands.add_parser("inspect", help="a model's stages, shapes, parameters, GFLOPS and skip connections")
+    inspect.add_argument("model", metavar="MODEL", help="catalogue name (no weights needed)")
+    inspect.add_argument("--format", choices=("table", "json"), default="table")
+    inspect.add_argument("--image", metavar="PATH", help="a photo to run through the model (needs its weights)")
+    inspect.add_argument("--save-maps", metavar="FILE.npz", help="with --image: each stage's mean activation map")
+    inspect.set_defaults(run=run_inspect)
     return parser
 
 

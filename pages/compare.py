@@ -16,7 +16,7 @@ from core.preprocessing import decode_side
 from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
-from ui.navigation import ensure_app
+from ui.navigation import ensure_app, look_inside
 from ui.progress import progress_bar
 from ui.session import reuse
 from ui.tables import data_table, share_column, top_k_table
@@ -82,6 +82,9 @@ def show_models(comparison: Comparison, models: list[Model]) -> None:
             "input_size": st.column_config.NumberColumn("input (px)"),
         },
     )
+    for column, name in zip(st.columns(len(frame)), frame["model"], strict=True):
+        with column:
+            look_inside(name)
     st.altair_chart(accuracy_vs_latency(frame), width="stretch")
     st.caption(
         "Latency is measured here, on this machine (median of several batch-1 forwards after a warm-up); "

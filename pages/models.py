@@ -6,7 +6,7 @@ import streamlit as st
 from core import weights
 from core.catalog import all_specs
 from core.charts import accuracy_vs_gflops
-from ui.navigation import ensure_app
+from ui.navigation import ensure_app, look_inside
 from ui.tables import data_table
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
@@ -79,6 +79,11 @@ def main() -> None:
 
     st.caption(f"Showing {len(shown)} of {len(catalogue)} models")
     data_table(shown, hide_index=True, width="stretch", column_order=COLUMNS, column_config=COLUMN_CONFIG)
+    pick, link = st.columns([2, 3], vertical_alignment="bottom")
+    with pick:
+        inside = st.selectbox("Look inside", shown["name"], key="models_inside", help="Its stages, graph and skips")
+    with link:
+        look_inside(inside)
 
     st.subheader("Accuracy against compute")
     st.caption("Drag to pan, scroll to zoom; point size is the parameter count.")

@@ -37,13 +37,22 @@ class PageEntry:
 CLASSIFY = PageEntry("pages/classify.py", "Classify", ":material/image_search:", "classify")
 COMPARE = PageEntry("pages/compare.py", "Compare", ":material/compare:", "compare")
 FINETUNE = PageEntry("pages/finetune.py", "Fine-tune", ":material/model_training:", "finetune")
+INSIDE = PageEntry("pages/inside.py", "Inside", ":material/account_tree:", "inside")
 MODELS = PageEntry("pages/models.py", "Models", ":material/menu_book:", "models")
 
-PAGES = (CLASSIFY, COMPARE, FINETUNE, MODELS)
+PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, MODELS)
 DEFAULT = CLASSIFY
 
 # Set while app.py's navigation runs a page (each script run has its own thread, so its own context).
 _inside_app: contextvars.ContextVar[bool] = contextvars.ContextVar("zooscope_inside_app", default=False)
+
+
+def look_inside(name: str) -> None:
+    """A link that opens Inside on model `name` (/inside?model=NAME); none where a page runs on its
+    own (a test of the page file), with no navigation to link through."""
+    if not _inside_app.get():
+        return
+    st.page_link(INSIDE.file, label=f"Look inside {name}", icon=INSIDE.icon, query_params={"model": name})
 
 
 def navigation() -> st.navigation:

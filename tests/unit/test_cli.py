@@ -297,3 +297,90 @@ def test_threshold_out_of_range_is_an_argparse_error(capsys):
         main(["classify", COFFEE, "--bundle", "b.zip", "--threshold", "1.5"])
     assert info.value.code == 2
     assert "threshold must be from 0 to 1" in capsys.readouterr().err
+
+
+# --- inspect --------------------------------------------------------------------------------------
+
+
+def test_inspect_json_needs_no_weights(capsys):
+    from core.catalog import get_spec
+
+    code, out, err = run(capsys, "inspect", "resnet50", "--format", "json")
+    assert code == 0 and err == ""
+    report = json.loads(out)
+    assert {"model", "family", "input_size", "params", "gflops", "skip_connections", "stages"} <= set(report)
+    assert report["model"] == "resnet50" and report["params"] == get_spec("resnet50").num_params
+    assert report["skip_connections"] == 16 and report["input_size"] == 224
+    assert [stage["name"] for stage in report["stages"]] == ["maxpool", "layer1", "layer2", "layer3", "layer4"]
+    layer4 = report["stages"][-1]
+    assert {"name", "kind", "output_shape", "params", "gflops"} <= set(layer4)
+    assert layer4["output_shape"] == [2048, 7, 7] and layer4["receptive_field"] == 427
+    total = sum(stage["params"] for stage in report["stages"]) + report["head"]["params"]
+    assert total == report["params"]
+
+
+def test_inspect_table(capsys):
+    code, out, _ = run(capsys, "inspect", "vgg16")
+    assert code == 0
+    first, *table = out.splitlines()
+    assert first.startswith("vgg16 (vgg): 138,357,544 parameters, 15.47 GFLOPS at 224 x 224, 0 skip connections")
+    assert "receptive_field" in table[0] and "212 px" in out
+
+
+def test_inspect_unknown_model_names_the_closest(capsys):
+    code, out, err = run(capsys, "inspect", "resnet5")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "Closest: resnet50" in err
+
+
+def test_inspect_save_maps(capsys, tmp_path):
+    import numpy as np
+
+    from core.anatomy import anatomy
+
+    path = tmp_path / "maps.npz"
+    code, out, err = run(capsys, "inspect", "efficientnet_lite0", "--image", CHELSEA, "--save-maps", str(path))
+    assert code == 0 and f"written to {path}" in out
+    stages = anatomy("efficientnet_lite0").stages
+    with np.load(path) as maps:
+        assert maps.files == ["input", *[stage.name for stage in stages]]  # network order
+        assert maps["input"].shape == (224, 224, 3) and maps["input"].dtype == np.uint8
+        for stage in stages:
+            assert maps[stage.name].shape == stage.grid and maps[stage.name].dtype == np.float32
+
+
+def test_inspect_save_maps_of_a_token_model_on_the_patch_grid(capsys, tmp_path, monkeypatch):
+    import numpy as np
+
+    from tests.unit.test_explain import random_loaded
+
+    # ViT-B/16's architecture with random weights in place of the download.
+    monkeypatch.setattr("core.__main__.load_model", lambda name, device: random_loaded(name))
+    path = tmp_path / "vit.npz"
+    code, _, _ = run(capsys, "inspect", "vit_b_16", "--image", COFFEE, "--save-maps", str(path), "--format", "json")
+    assert code == 0
+    with np.load(path) as maps:
+        assert [maps[key].shape for key in maps.files[1:]] == [(14, 14)] * 5  # class token dropped
+
+
+def test_inspect_image_without_weights_names_the_file_and_folder(capsys, tmp_path, monkeypatch):
+    from core.catalog import get_spec
+
+    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+    code, out, err = run(capsys, "inspect", "resnet50", "--image", CHELSEA, "--save-maps", str(tmp_path / "m.npz"))
+    assert code == 2 and out == ""
+    assert get_spec("resnet50").file_name in err and "checkpoints" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_inspect_bad_image_and_bad_options(capsys, bad_file, tmp_path):
+    code, _, err = run(
+        capsys, "inspect", "efficientnet_lite0", "--image", bad_file, "--save-maps", str(tmp_path / "m.npz")
+    )
+    assert code == 2 and bad_file in err and "not an image" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "inspect", "efficientnet_lite0", "--image", str(tmp_path / "missing.jpg"),
+                       "--save-maps", str(tmp_path / "m.npz"))  # fmt: skip
+    assert code == 2 and "missing.jpg" in err
+    code, _, err = run(capsys, "inspect", "efficientnet_lite0", "--image", CHELSEA)
+    assert code == 2 and "--save-maps" in err
