@@ -37,8 +37,9 @@ DEFAULT_BATCH_SIZE = 32
 # a 90% crop, a mirror image) with efficientnet_lite0.
 DEFAULT_DUPLICATE_THRESHOLD = 0.61
 MIN_MAP_IMAGES = 3  # a 2-D map of one or two images shows nothing a sentence cannot say
-# t-SNE's time grows faster than linearly; measured (bench/bench_features.py) on one core of this
-# 2-core machine: about 20 s at 3,000 images. PCA has no limit.
+# t-SNE's time grows faster than the number of images; measured (bench/bench_features.py, wall clock, both
+# cores of this 2-core machine): 4.7 s at 1,000 images, 11.5 s at 3,000; about twice that on one core, as
+# on a small Community Cloud server. A page that waits longer looks broken. PCA has no limit.
 TSNE_MAX_IMAGES = 3000
 KNN_K = 5
 PROJECTIONS = ("pca", "tsne")
@@ -305,7 +306,7 @@ def projection_refusal(method: str, count: int) -> str | None:
     if method == "tsne" and count > TSNE_MAX_IMAGES:
         return (
             f"t-SNE maps at most {TSNE_MAX_IMAGES:,} images here: its time grows faster than the number of "
-            f"images (about 20 s at {TSNE_MAX_IMAGES:,} on one core, measured), and this set has {count:,}. "
+            f"images (about 12 s at {TSNE_MAX_IMAGES:,} on two cores, measured), and this set has {count:,}. "
             "PCA maps any number at once."
         )
     return None
