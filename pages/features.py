@@ -349,7 +349,8 @@ def main() -> None:
         fallback.fall_back(MODELS_KEY, chosen)
         st.error(str(error), icon=":material/cloud_off:")
         return
-    key = file_digest((*files, *([("zip:" + archive.name, archive.getvalue())] if archive is not None else [])))
+    # The photos by their bytes; the zip by its upload (hashing a big zip on every rerun would cost more).
+    key = f"{file_digest(tuple(files))}:{archive.file_id if archive is not None else ''}"
     all_embeddings = []
     for model in models:
         try:

@@ -144,11 +144,17 @@ def test_an_empty_set_and_a_set_of_nothing_readable(page):
     assert not page.get("vega_lite_chart")
 
 
-def test_two_images_get_no_map_but_a_sentence_why(page):
+def test_two_images_get_no_map_but_a_sentence_why_and_are_embedded_once(page, monkeypatch):
+    calls = []
+    real_embed = features.embed
+    monkeypatch.setattr(features, "embed", lambda *args, **kwargs: calls.append(1) or real_embed(*args, **kwargs))
     upload(page, ("rocket.jpg", (EXAMPLES / "rocket.jpg").read_bytes()), ("rocket-mirror.jpg", mirrored("rocket")))
     assert not page.get("vega_lite_chart")
     assert any(text.startswith("With 2 images there is no map") for text in texts(page.info))
     assert any(text.startswith("Group 1: 2 images") for text in texts(page.markdown))  # the rest still works
+    page.slider(key="features_threshold").set_value(0.999).run()
+    assert any(text.startswith("No near-duplicates among 2 images") for text in texts(ok(page).success))
+    assert len(calls) == 1  # kept in the session per (images, backbone): the slider never embeds again
 
 
 def test_tsne_above_its_measured_size_is_refused_with_the_reason_and_pca_draws(page, monkeypatch):
