@@ -55,6 +55,7 @@ MAP_THUMBNAILS = 1500  # above this, tooltips carry no picture: the chart would 
 SLIDER_FLOOR = 0.3  # the near-duplicate slider's lowest value: pairs are found once at it
 MAX_GROUPS_SHOWN = 20
 PER_ROW = 8
+GROUP_IMAGES_SHOWN = 2 * PER_ROW
 NO_CLASS = "(no class)"
 
 
@@ -230,7 +231,10 @@ def show_duplicates(embeddings: Embeddings, key: str) -> None:
     for number, group in enumerate(groups[:MAX_GROUPS_SHOWN], start=1):
         loosest = group_similarity(embeddings, group)
         st.markdown(f"Group {number}: {len(group)} images, loosest pair {loosest:.3f}")
-        image_row(embeddings, group, [embeddings.files[row] for row in group])
+        shown = group[:GROUP_IMAGES_SHOWN]
+        image_row(embeddings, shown, [embeddings.files[row] for row in shown])
+        if len(group) > len(shown):
+            st.caption(f"… and {len(group) - len(shown)} more in this group.")
     if len(groups) > MAX_GROUPS_SHOWN:
         st.caption(f"Showing the first {MAX_GROUPS_SHOWN} of {len(groups)} groups (biggest first).")
 
