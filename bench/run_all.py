@@ -54,6 +54,8 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
         "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
+        "bench_features.py": ["--images", "96", "--repeats", "5", "--memory-images", "2000", *t],
+        "bench_duplicates.py": t,
         "bench_startup.py": ["--repeats", "5"],
     }
 
@@ -353,6 +355,48 @@ def _inside_rows(data: dict) -> list[Row]:
     return rows
 
 
+def _features_rows(data: dict) -> list[Row]:
+    t = data["throughput"]
+    rows: list[Row] = [
+        (
+            f"Features: embeddings per second, {data['model']} ({data['images']} photos, batches of 32), vs Classify",
+            f"{t['embed']['ips']:.1f} img/s",
+            f"{t['classify']['ips']:.1f} img/s (classify_files, same model and run)",
+            f"{t['ratio']:.3f}",
+            f"≥ {data['goal']}",
+            _mark(t["ratio"] >= data["goal"]),
+        )
+    ]
+    if "memory" in data:
+        small, big = (data["memory"][str(count)] for count in data["memory_counts"])
+        rows.append(
+            (
+                f"Features: peak RSS of a fresh process embedding {big['images']:,} images",
+                f"{big['peak'] / MB:.0f} MB",
+                f"{small['peak'] / MB:.0f} MB (the same, one batch of {small['images']})",
+                f"{data['memory']['ratio']:.2f}x",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def _duplicates_rows(data: dict) -> list[Row]:
+    weakest, closest = data["weakest_copy"], data["closest_distinct"]
+    return [
+        (
+            f"near-duplicates at the default threshold {data['default']} ({data['model']}): planted copies grouped "
+            f"with their original, false merges",
+            f"{data['copies_found']} of {data['copies_total']}, {len(data['false_merges'])} false merges",
+            f"gap: distinct photos up to {closest['similarity']:.3f}, copies from {weakest['similarity']:.3f}",
+            "",
+            "all found, none merged",
+            _mark(data["groups_as_planted"]),
+        )
+    ]
+
+
 def _startup_rows(data: dict) -> list[Row]:
     return [
         (
@@ -374,6 +418,8 @@ SUMMARIES: dict[str, Callable] = {
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
     "bench_inside.py": _inside_rows,
+    "bench_features.py": _features_rows,
+    "bench_duplicates.py": _duplicates_rows,
     "bench_startup.py": _startup_rows,
 }
 ORDER = [
@@ -384,6 +430,8 @@ ORDER = [
     "bench_memory.py",
     "bench_allocator.py",
     "bench_inside.py",
+    "bench_features.py",
+    "bench_duplicates.py",
     "bench_startup.py",
 ]
 

@@ -212,3 +212,45 @@ def compound_scaling(frame: pd.DataFrame) -> alt.FacetChart:
         .facet(column=alt.Column("dimension:N", title=None, sort=list(SCALING_DIMENSIONS)))
         .resolve_scale(x="independent")
     )
+
+
+POINT_SELECTION = "point"  # the embedding map's click selection: [{"index": row}] when a point is clicked
+
+
+def image_data_url(jpeg: bytes) -> str:
+    """A small JPEG as a `data:` address, which a Vega tooltip draws as a picture (field "image")."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def embedding_map(frame: pd.DataFrame, *, colour: str, selectable: bool = False) -> alt.Chart:
+    """Images as points on a 2-D map of their embeddings, coloured by the column `colour` (a class, a cluster).
+
+    Columns: index, x, y, file, `colour`, and optionally image (a data: address, drawn in the tooltip: Vega's
+    tooltip shows a field named "image" as a picture). The axes carry no unit, so none is drawn.
+    `selectable` adds a click selection named POINT_SELECTION over `index`; the clicked point grows.
+    """
+    columns = ["index", "x", "y", "file", colour, *(["image"] if "image" in frame.columns else [])]
+    data = frame.reindex(columns=columns)
+    tooltip = [alt.Tooltip("file:N"), alt.Tooltip(f"{colour}:N")]
+    if "image" in data.columns:
+        tooltip.append(alt.Tooltip("image:N"))
+    chart = (
+        alt.Chart(data)
+        .mark_circle(opacity=0.85, size=90)
+        .encode(
+            x=alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)),
+            y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)),
+            color=alt.Color(f"{colour}:N", title=colour, scale=alt.Scale(scheme="tableau20")),
+            tooltip=tooltip,
+        )
+    )
+    if selectable:
+        point = alt.selection_point(name=POINT_SELECTION, fields=["index"], on="click", clear="dblclick")
+        chart = (
+            chart.mark_circle(opacity=0.85, cursor="pointer")
+            .add_params(point)
+            .encode(size=alt.condition(point, alt.value(320), alt.value(90)))
+        )
+    return chart.properties(height=460)

@@ -38,9 +38,10 @@ CLASSIFY = PageEntry("pages/classify.py", "Classify", ":material/image_search:",
 COMPARE = PageEntry("pages/compare.py", "Compare", ":material/compare:", "compare")
 FINETUNE = PageEntry("pages/finetune.py", "Fine-tune", ":material/model_training:", "finetune")
 INSIDE = PageEntry("pages/inside.py", "Inside", ":material/account_tree:", "inside")
+FEATURES = PageEntry("pages/features.py", "Features", ":material/scatter_plot:", "features")
 MODELS = PageEntry("pages/models.py", "Models", ":material/menu_book:", "models")
 
-PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, MODELS)
+PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, FEATURES, MODELS)
 DEFAULT = CLASSIFY
 
 # Set while app.py's navigation runs a page (each script run has its own thread, so its own context).

@@ -8,9 +8,12 @@ import pytest
 
 from core.charts import (
     CELL_SELECTION,
+    POINT_SELECTION,
     accuracy_vs_gflops,
     accuracy_vs_latency,
     confusion_heatmap,
+    embedding_map,
+    image_data_url,
     top_k_bars,
     training_curves,
 )
@@ -169,3 +172,28 @@ def test_a_selectable_heatmap_selects_one_cell_by_its_true_and_predicted_class()
     cells = spec["layer"][0]
     assert param["views"] == [cells["name"]]  # the rects carry it, not the count labels
     assert cells["encoding"]["opacity"]["condition"]["param"] == CELL_SELECTION  # the others fade
+
+
+MAP_ROWS = [
+    {"index": i, "x": float(i), "y": float(-i), "file": f"{i}.jpg", "label": "ab"[i % 2], "image": image_data_url(b"x")}
+    for i in range(4)
+]
+
+
+def test_embedding_map_points_with_thumbnails_in_the_tooltip():
+    spec = embedding_map(pd.DataFrame(MAP_ROWS), colour="label").to_dict()
+    assert spec["mark"]["type"] == "circle" and "params" not in spec
+    encoding = spec["encoding"]
+    assert encoding["color"]["field"] == "label" and encoding["x"]["axis"] is None
+    assert [t["field"] for t in encoding["tooltip"]] == ["file", "label", "image"]  # Vega draws "image" as a picture
+    assert MAP_ROWS[0]["image"] == "data:image/jpeg;base64,eA=="
+    without = embedding_map(pd.DataFrame(MAP_ROWS).drop(columns="image"), colour="label").to_dict()
+    assert [t["field"] for t in without["encoding"]["tooltip"]] == ["file", "label"]
+
+
+def test_a_selectable_map_selects_one_point_by_its_index():
+    spec = embedding_map(pd.DataFrame(MAP_ROWS), colour="label", selectable=True).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == POINT_SELECTION
+    assert param["select"] == {"type": "point", "fields": ["index"], "on": "click", "clear": "dblclick"}
+    assert spec["encoding"]["size"]["condition"]["param"] == POINT_SELECTION  # the clicked point grows

@@ -1,0 +1,101 @@
+"""The Features page in a real browser: the example photos, a copy and a zip of class folders uploaded; the map
+drawn with thumbnails in its tooltips, a point clicked for its neighbours, the near-duplicates found, the
+k-NN score; and /features opened by its address."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from tests.e2e.conftest import settle
+from tests.faces import zip_of
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "assets" / "examples"
+TEXTURES = ROOT / "assets" / "datasets" / "textures"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def features_in_onnx_runtime():
+    """EfficientNet-Lite0's feature export made in the run's ONNX cache before the page asks for it (the app
+    server reads the same cache), so the browser never waits on a first export."""
+    from core.embedding import embedder_for
+    from core.engines import load_classifier
+
+    assert embedder_for(load_classifier("efficientnet_lite0", runtime_choice="onnx")).runtime == "onnx"
+
+
+def keyed(page, key: str):
+    return page.locator(f".st-key-{key}")
+
+
+def open_features(page) -> None:
+    page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Features").click()
+    page.get_by_role("heading", name="Features").first.wait_for()
+    settle(page)
+
+
+def test_photos_and_a_zip_map_neighbours_and_duplicates(page, screenshot, tmp_path):
+    open_features(page)
+    copy = tmp_path / "chelsea-mirror.jpg"
+    with Image.open(EXAMPLES / "chelsea.jpg") as opened:
+        ImageOps.mirror(opened.convert("RGB")).save(copy, "JPEG", quality=90)
+    archive = tmp_path / "textures.zip"
+    tiles = {
+        name: [path.read_bytes() for path in sorted((TEXTURES / name).glob("*.png"))[:4]] for name in ("brick", "grass")
+    }
+    archive.write_bytes(zip_of(tiles, root="textures"))
+
+    keyed(page, "features_examples_on").locator("button").click()
+    settle(page)
+    keyed(page, "features_files").locator("input[type='file']").set_input_files(str(copy))
+    settle(page)
+    page.get_by_role("tab", name="Zip of class folders").click()
+    keyed(page, "features_zip").locator("input[type='file']").set_input_files(str(archive))
+    page.get_by_text("12 images · 1,280 numbers each from efficientnet_lite0").wait_for(timeout=120_000)
+    settle(page)
+
+    # The map: one point per image; hovering one shows its thumbnail.
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    points = chart.locator("path[aria-label*='file: ']")
+    points.first.wait_for()
+    assert points.count() == 12
+    rocket = chart.locator("path[aria-label*='file: rocket.jpg']")
+    rocket.hover()
+    page.locator("#vg-tooltip-element img").wait_for()
+
+    # A click on rocket's point: its neighbours, most similar first.
+    rocket.click()
+    page.get_by_text("rocket.jpg (chosen)").wait_for()
+    settle(page)
+    captions = page.locator("[data-testid='stImageCaption']").all_inner_texts()
+    chosen = captions.index("rocket.jpg (chosen)")
+    similarities = [float(caption.split(" · ")[0]) for caption in captions[chosen + 1 : chosen + 6]]
+    assert similarities == sorted(similarities, reverse=True)
+
+    # The near-duplicates: the mirrored copy with its original, as a row of images.
+    page.get_by_text(re.compile(r"Group \d+: 2 images, loosest pair")).wait_for()
+    pair = captions.index("chelsea-mirror.jpg")
+    assert captions[pair + 1] == "chelsea.jpg"
+    page.get_by_text(re.compile(r"efficientnet_lite0 separates your classes best: \d")).wait_for()
+    assert page.locator("[data-testid='stException']").count() == 0
+    screenshot("features")
+
+
+def test_features_opens_by_its_address(browser, server_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{server_url}/features")
+        page.get_by_role("heading", name="Features").first.wait_for()
+        page.get_by_text("Add photos above, or a zip of images: the set is empty.").wait_for()
+        assert page.locator("[data-testid='stException']").count() == 0
+    finally:
+        context.close()
