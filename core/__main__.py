@@ -15,8 +15,18 @@ from core.anatomy import anatomy
 from core.catalog import OFFLINE_DEFAULT, all_specs, curated_specs, get_spec
 from core.classifier import Classifier
 from core.compare import compare_files
+from core.embedding import Embedder, embed_encoded, embedder_for
 from core.engines import Model, load_classifier
 from core.errors import ImageError, ZooScopeError
+from core.feature_files import read_parquet, to_parquet
+from core.features import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    Embeddings,
+    embed,
+    find_duplicates,
+    group_similarity,
+    most_similar,
+)
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_folder, dataset_from_zip
@@ -36,6 +46,7 @@ from core.predict import (
 )
 from core.preprocessing import decode_side
 from core.runtime import ENGINE_LABELS, RUNTIME_ENV, RUNTIMES, parse_runtime, pick_device
+from core.sources import SourceSet, from_paths
 from core.stage_maps import stage_maps
 
 # The bundled offline models: `compare` works with no network (the web page defaults differ).
@@ -223,6 +234,101 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embedder(name: str, args: argparse.Namespace) -> Embedder:
+    return embedder_for(_load(name, args), progress=_progress)
+
+
+def _embed_sources(paths: Sequence[str], args: argparse.Namespace) -> Embeddings:
+    """Every image in `paths` embedded by --model; skipped and unreadable files reported on stderr."""
+    found: SourceSet = from_paths(paths)
+    for skipped in found.skipped:
+        print(f"skipped: {skipped.name}: {skipped.reason}", file=sys.stderr)
+    if not found.images:
+        raise ZooScopeError(f"No images to embed: {', '.join(paths)} holds no image files.")
+    embeddings = embed(_embedder(args.model, args), found, progress=_progress)
+    for failure in embeddings.failures:
+        print(f"error: {failure.file}: {failure.error}", file=sys.stderr)
+    if not len(embeddings):
+        raise ZooScopeError(f"None of the {len(found.images):,} files could be read as an image.")
+    return embeddings
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    embeddings = _embed_sources(args.sources, args)
+    out = Path(args.out)
+    try:
+        out.write_bytes(to_parquet(embeddings))
+    except OSError as error:
+        raise ZooScopeError(f"Could not write {out}: {error.strerror or error}.") from error
+    failed = f"; {len(embeddings.failures):,} could not be read" if embeddings.failures else ""
+    print(
+        f"{len(embeddings):,} images embedded by {embeddings.model} ({embeddings.dimensions} numbers each, "
+        f"{ENGINE_LABELS[embeddings.runtime]}){failed}; written to {out}"
+    )
+    return 0
+
+
+def run_similar(args: argparse.Namespace) -> int:
+    embeddings = read_parquet(args.file)
+    model = args.model or embeddings.model
+    if not model:
+        raise ZooScopeError(f"{args.file} does not say which model made it; give it with --model.")
+    if not len(embeddings):
+        raise ZooScopeError(f"{args.file} holds no embeddings to search.")
+    try:
+        data = Path(args.query).read_bytes()
+    except OSError as error:
+        raise ZooScopeError(f"Could not read {args.query}: {error.strerror or error}.") from error
+    (query,) = embed_encoded(_embedder(model, args), [data])
+    if isinstance(query, ImageError):
+        raise ZooScopeError(f"{args.query}: {query}")
+    if query.vector.shape[0] != embeddings.dimensions:
+        raise ZooScopeError(
+            f"{model} gives {query.vector.shape[0]} numbers per image, but {args.file} holds "
+            f"{embeddings.dimensions}: it was made by another model."
+        )
+    found = most_similar(embeddings, query.vector, args.k)
+    if args.format == "json":
+        print(json.dumps([neighbour.as_json() for neighbour in found], indent=2))
+    else:
+        print(f"most similar to {args.query} among {len(embeddings):,} images ({model}, cosine similarity):")
+        for rank, neighbour in enumerate(found, start=1):
+            print(f"  {rank:>2}. {neighbour.similarity:6.3f}  {neighbour.file}")
+    return 0
+
+
+def run_duplicates(args: argparse.Namespace) -> int:
+    embeddings = _embed_sources(args.sources, args)
+    groups = find_duplicates(embeddings, args.threshold)
+    named = [[embeddings.files[index] for index in group] for group in groups]
+    if args.format == "json":
+        print(json.dumps({"threshold": args.threshold, "groups": named}, indent=2))
+        return 0
+    if not groups:
+        print(f"no near-duplicates among {len(embeddings):,} images at similarity {args.threshold:g} or more")
+    for number, (group, files) in enumerate(zip(groups, named, strict=True), start=1):
+        closest = group_similarity(embeddings, group)
+        print(f"group {number}: {len(files)} images, linked at similarity {args.threshold:g} or more "
+              f"(its least similar pair: {closest:.3f})")  # fmt: skip
+        for file in files:
+            print(f"  {file}")
+    return 0
+
+
+def _similarity(value: str) -> float:
+    threshold = float(value)
+    if not 0.0 < threshold <= 1.0:
+        raise argparse.ArgumentTypeError("the threshold is a cosine similarity above 0 and at most 1")
+    return threshold
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("give a whole number of at least 1")
+    return number
+
+
 def add_runtime_option(parser: argparse.ArgumentParser) -> None:
     """`--runtime` for every command that runs a model (classify, compare, and the feature extraction
     of finetune). Checked in main(), so an unknown value gets the one-line error every command gives."""
@@ -390,6 +496,36 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--format", choices=("table", "json"), default="table", help="the summary's format")
     add_runtime_option(batch)
     batch.set_defaults(run=run_batch)
+    sources_help = "image files, folders (class folders give labels) or zips of class folders"
+    embed_parser = commands.add_parser("embed", help="embeddings (the penultimate layer) of images, as Parquet")
+    embed_parser.add_argument("sources", nargs="+", metavar="SOURCE", help=sources_help)
+    embed_parser.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
+    embed_parser.add_argument("--out", required=True, metavar="FILE.parquet", help="where to write the embeddings")
+    add_runtime_option(embed_parser)
+    embed_parser.set_defaults(run=run_embed)
+
+    similar = commands.add_parser("similar", help="the images of an embeddings file most similar to a photo")
+    similar.add_argument("file", metavar="FILE.parquet", help="written by embed")
+    similar.add_argument("--query", required=True, metavar="IMAGE", help="the photo to search for")
+    similar.add_argument("--k", type=_positive, default=5, help="how many to list (default 5)")
+    similar.add_argument("--model", help="the model that made FILE (default: the one FILE names)")
+    similar.add_argument("--format", choices=("table", "json"), default="table")
+    add_runtime_option(similar)
+    similar.set_defaults(run=run_similar)
+
+    duplicates = commands.add_parser("duplicates", help="groups of near-duplicate images")
+    duplicates.add_argument("sources", nargs="+", metavar="SOURCE", help=sources_help)
+    duplicates.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
+    duplicates.add_argument(
+        "--threshold",
+        type=_similarity,
+        default=DEFAULT_DUPLICATE_THRESHOLD,
+        help=f"cosine similarity at which two images are near-duplicates (default {DEFAULT_DUPLICATE_THRESHOLD}, "
+        "measured: see the README)",
+    )
+    duplicates.add_argument("--format", choices=("table", "json"), default="table")
+    add_runtime_option(duplicates)
+    duplicates.set_defaults(run=run_duplicates)
     return parser
 
 

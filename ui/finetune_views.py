@@ -15,7 +15,7 @@ from PIL import Image
 from core.charts import CELL_SELECTION, confusion_heatmap, training_curves
 from core.errors import ImageError
 from core.finetune.config import EpochLog, TrainConfig
-from core.finetune.data import Dataset, Skipped
+from core.finetune.data import FOLDER_ENTRY, Dataset, Skipped
 from core.finetune.extraction import FeatureCache
 from core.finetune.metrics import Metrics, Outcome
 from core.finetune.trained import TrainedModel
@@ -36,7 +36,6 @@ CELL_KEY = "finetune_cell"
 ALL_MISTAKES = "all mistakes"  # not None: a selectbox whose value is None shows no choice at all
 CELL_OWNER_KEY = "finetune_cell_metrics"  # the Metrics (so the model) the filter was chosen for
 CHART_NONCE_KEY = "finetune_confusion_nonce"
-_FOLDER_ENTRY = "This is a folder entry, not a file."
 
 
 @st.cache_resource(show_spinner=False)
@@ -78,7 +77,7 @@ def history_frame(logs: Sequence[EpochLog]) -> pd.DataFrame:
 
 def skipped_frame(skipped: Sequence[Skipped]) -> tuple[pd.DataFrame, int]:
     """(file, reason) of every skipped file, and how many folder entries were left out of the list."""
-    files = [entry for entry in skipped if entry.reason != _FOLDER_ENTRY]
+    files = [entry for entry in skipped if entry.reason != FOLDER_ENTRY]
     frame = pd.DataFrame([{"file": e.name, "reason": e.reason} for e in files], columns=["file", "reason"])
     return frame, len(skipped) - len(files)
 

@@ -45,6 +45,7 @@ MAX_DUPLICATE_WARNINGS = 10
 # Below this uncompressed size a high compression ratio is harmless (a solid-colour BMP compresses well).
 _RATIO_MIN_BYTES = 1 << 20
 _NOT_A_ZIP = "The upload is not a valid zip file."
+FOLDER_ENTRY = "This is a folder entry, not a file."  # listed among the skipped entries; pages may leave it out
 _NOT_IN_FOLDER = "The file is not inside a class folder; put each image in a folder named after its class."
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _WINDOWS_JUNK = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
@@ -124,16 +125,57 @@ class ZipLimits:
     max_ratio: float = 200.0  # uncompressed / compressed size of one entry (zip bomb)
 
 
-def dataset_from_zip(data: bytes, *, limits: ZipLimits = ZipLimits(), progress: Progress | None = None) -> Dataset:
-    """Read an ImageFolder-style zip of class folders from memory; nothing is written to disk.
+@dataclass(frozen=True)
+class ZipEntry:
+    """A file in a zip worth opening: its path as the person wrote it, and its class folder."""
 
-    Raises DatasetError when the zip is refused as a whole (corrupt, encrypted, too many files, too large);
-    everything else that cannot be used is skipped and listed in `Dataset.skipped`.
+    name: str
+    label: str | None  # the folder under any wrapping folder ('' when blank), None for a file outside every folder
+    info: zipfile.ZipInfo = field(repr=False, compare=False)
+
+
+@dataclass
+class ZipContents:
+    """A zip checked as a whole (not corrupt, not encrypted, not too many files, not too large), its files
+    labelled by class folder but not read yet, and what was skipped unread (with reasons).
+
+    `read(entry)` reads one file, within the limits; nothing is ever extracted to disk. Close `archive`
+    (or use this as a context manager) when done.
+    """
+
+    archive: zipfile.ZipFile
+    entries: list[ZipEntry]
+    skipped: list[Skipped]
+    folders: set[str]  # every class folder seen, empty ones included
+    limits: ZipLimits
+    _read_bytes: int = 0
+
+    def read(self, entry: ZipEntry) -> tuple[bytes | None, str]:
+        """(bytes, '') or (None, reason); DatasetError if the zip turns out larger than its limit."""
+        content, reason = _read_entry(self.archive, entry.info, self.limits)
+        if content is not None:
+            self._read_bytes += len(content)
+            if self._read_bytes > self.limits.max_total_bytes:  # only if the declared sizes lied
+                raise DatasetError(f"The zip unpacks to more than {_size(self.limits.max_total_bytes)}, the limit.")
+        return content, reason
+
+    def __enter__(self) -> ZipContents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.archive.close()
+
+
+def open_zip(data: bytes, *, limits: ZipLimits = ZipLimits()) -> ZipContents:
+    """An ImageFolder-style zip, read from memory: each file with its class folder, none read yet.
+
+    Raises DatasetError when the zip is refused as a whole (empty, corrupt, encrypted, too many files,
+    too large); entries that cannot be used (unsafe paths, links, metadata, folders) are in `skipped`.
     """
     if not data:
         raise DatasetError("The upload is empty; choose a zip file of class folders.")
     archive = _open_zip(data)
-    with archive:
+    try:
         infos = archive.infolist()
         if any(info.flag_bits & 0x1 for info in infos):
             raise DatasetError("The zip is password-protected; zip the folders again without a password.")
@@ -148,7 +190,7 @@ def dataset_from_zip(data: bytes, *, limits: ZipLimits = ZipLimits(), progress: 
                 skipped.append(Skipped(name, reason))
             elif info.is_dir():
                 folders.append(parts)
-                skipped.append(Skipped(name, "This is a folder entry, not a file."))
+                skipped.append(Skipped(name, FOLDER_ENTRY))
             else:
                 files.append((info, parts))
 
@@ -157,43 +199,57 @@ def dataset_from_zip(data: bytes, *, limits: ZipLimits = ZipLimits(), progress: 
         declared = sum(info.file_size for info, _ in files)
         if declared > limits.max_total_bytes:
             raise DatasetError(f"The zip unpacks to {_size(declared)}; the limit is {_size(limits.max_total_bytes)}.")
+    except BaseException:
+        archive.close()
+        raise
 
-        # Folder entries count too: an empty 'dog/' beside 'cat/sub/1.jpg' means there is no wrapping folder.
-        root = _wrapping_root([parts for _, parts in files] + [[*parts, ""] for parts in folders])
-        seen_folders = {_class_name(parts[len(root)]) for parts in folders if _under(parts, root, len(root) + 1)}
-        labelled: list[tuple[str, str, bytes]] = []
-        total_read = 0
-        for done, (info, parts) in enumerate(files, start=1):
-            name = _entry_name(info)
-            if progress is not None:
-                progress(done - 1, len(files), f"Checking {name}")
-            inner = parts[len(root) :] if _under(parts, root, len(root)) else parts
-            if len(inner) < 2:
-                skipped.append(Skipped(name, _NOT_IN_FOLDER))
-                continue
-            label = _class_name(inner[0])
+    # Folder entries count too: an empty 'dog/' beside 'cat/sub/1.jpg' means there is no wrapping folder.
+    root = _wrapping_root([parts for _, parts in files] + [[*parts, ""] for parts in folders])
+    seen_folders = {_class_name(parts[len(root)]) for parts in folders if _under(parts, root, len(root) + 1)}
+    entries = []
+    for info, parts in files:
+        inner = parts[len(root) :] if _under(parts, root, len(root)) else parts
+        label = _class_name(inner[0]) if len(inner) >= 2 else None
+        if label is not None:
             seen_folders.add(label)
-            if not label:
-                skipped.append(Skipped(name, "The class folder's name is blank; name it after its class."))
+        entries.append(ZipEntry(_entry_name(info), label, info))
+    return ZipContents(archive, entries, skipped, seen_folders, limits)
+
+
+def dataset_from_zip(data: bytes, *, limits: ZipLimits = ZipLimits(), progress: Progress | None = None) -> Dataset:
+    """Read an ImageFolder-style zip of class folders from memory; nothing is written to disk.
+
+    Raises DatasetError when the zip is refused as a whole (corrupt, encrypted, too many files, too large);
+    everything else that cannot be used is skipped and listed in `Dataset.skipped`.
+    """
+    with open_zip(data, limits=limits) as contents:
+        skipped = list(contents.skipped)
+        labelled: list[tuple[str, str, bytes]] = []
+        total = len(contents.entries)
+        for done, entry in enumerate(contents.entries, start=1):
+            if progress is not None:
+                progress(done - 1, total, f"Checking {entry.name}")
+            if entry.label is None:
+                skipped.append(Skipped(entry.name, _NOT_IN_FOLDER))
                 continue
-            content, reason = _read_entry(archive, info, limits)
+            if not entry.label:
+                skipped.append(Skipped(entry.name, "The class folder's name is blank; name it after its class."))
+                continue
+            content, reason = contents.read(entry)
             if content is None:
-                skipped.append(Skipped(name, reason))
+                skipped.append(Skipped(entry.name, reason))
                 continue
-            total_read += len(content)
-            if total_read > limits.max_total_bytes:  # only if the declared sizes lied; zipfile should prevent it
-                raise DatasetError(f"The zip unpacks to more than {_size(limits.max_total_bytes)}, the limit.")
             reason = _image_problem(content)
             if reason:
-                skipped.append(Skipped(name, reason))
+                skipped.append(Skipped(entry.name, reason))
                 continue
-            labelled.append((label, name, content))
-        if progress is not None and files:
-            progress(len(files), len(files), "Checked every file")
+            labelled.append((entry.label, entry.name, content))
+        if progress is not None and total:
+            progress(total, total, "Checked every file")
 
     skipped.sort(key=lambda entry: entry.name)  # folders' entries together, whatever the zip's order
     dataset = _assemble(labelled, skipped)
-    ignored = sorted(folder for folder in seen_folders if folder and folder not in dataset.classes)
+    ignored = sorted(folder for folder in contents.folders if folder and folder not in dataset.classes)
     dataset.warnings[:0] = [f"Folder '{folder}' has no usable images and was ignored." for folder in ignored]
     return dataset
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from core.embedding import Embedder
 from core.errors import ImageError
 from core.finetune.data import LabelledImage
 from core.images import decode_image
-from core.preprocessing import decode_side, model_batch
 from core.progress import Progress
 
 DEFAULT_CACHE_ENTRIES = 10_000  # 50 MB of 1280-d float32 features
@@ -76,12 +76,6 @@ def decode_item(item: LabelledImage, min_side: int | None = None) -> Image.Image
         raise ImageError(f"{item.name}: {error}") from None
 
 
-def _backbone_forward(module: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
-    """One frozen forward (the only place fast mode runs the backbone; tests count calls here)."""
-    with torch.inference_mode():
-        return module(batch).float()
-
-
 def extract_features(
     backbone_view: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     preprocess: Callable[[Image.Image], torch.Tensor],
@@ -112,13 +106,12 @@ def extract_features(
     done = len(found)
     if progress:
         progress(done, total, f"Extracting features: {done} of {total} images")
-    side = decode_side([preprocess])
+    # The one extraction (core.embedding): the same decoding and preprocessing as Classify, so the
+    # head is trained on exactly the features it will see in use.
+    embedder = Embedder(backbone or "backbone", backbone_view, preprocess, torch.device(device))
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
-        # The same preprocessing as Classify and Compare (core.preprocessing), so the head is
-        # trained on exactly the features it will see in use.
-        batch = model_batch([decode_item(items[index], side) for index in chunk], preprocess).to(device)
-        features = _backbone_forward(backbone_view, batch).cpu()
+        features = embedder.embed_images([decode_item(items[index], embedder.decode_side) for index in chunk])
         for index, row in zip(chunk, features, strict=True):
             found[index] = row
             if cache is not None:

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data as skdata
 
+from core import embedding as embedding_module
 from core import predict
 from core.building import build_on_meta
 from core.catalog import all_specs, get_spec
 from core.errors import ZooScopeError
 from core.families import FAMILIES
-from core.finetune import extraction as extraction_module
 from core.finetune.backbone import backbone_view, block_path, strip_head
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import Dataset, LabelledImage, dataset_from_uploads, stratified_split
@@ -157,8 +157,8 @@ def test_mlp_head_is_deterministic(lite0, faces, cache, faces_model):
 
 def test_second_training_runs_no_backbone_forward(monkeypatch, lite0, faces, cache, faces_model):
     forwards = []
-    real = extraction_module._backbone_forward
-    monkeypatch.setattr(extraction_module, "_backbone_forward", lambda m, b: forwards.append(len(b)) or real(m, b))
+    real = embedding_module.forward_features  # every backbone forward of an extraction goes through it
+    monkeypatch.setattr(embedding_module, "forward_features", lambda m, b: forwards.append(len(b)) or real(m, b))
     hits, misses = cache.hits, cache.misses
     again = train(lite0, faces, TrainConfig(mode="fast", epochs=30), cache=cache)
     assert forwards == []
