@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -54,30 +55,49 @@ def runtime_env() -> dict:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(
+    address: str | None = None, *, num_cpus: int | None = None, temp_dir: str | None = None
+) -> Iterator[None]:
     """Ray for the length of a run: join the cluster at `address`, or start a local Ray on the CPUs
     this process may use (core.runtime.available_cpus), no dashboard, no usage statistics, quiet, its
-    files under the system's temporary folder. A Ray already started in this process (a notebook, a
-    test) is used as it is and left running."""
+    session files under `temp_dir` (default: the system's temporary folder). A Ray already started in
+    this process (a notebook, a test) is used as it is and left running."""
     if ray.is_initialized():
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read by ray.init, before anything is sent
     common = {"runtime_env": runtime_env(), "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **common)
-    else:
-        ray.init(
-            num_cpus=num_cpus or runtime.available_cpus(),
-            include_dashboard=False,
-            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-            _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
-            **common,
-        )
+    with contextlib.ExitStack() as stack:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            stack.enter_context(_local_token())
+            ray.init(
+                num_cpus=num_cpus or runtime.available_cpus(),
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                _temp_dir=temp_dir or os.path.join(tempfile.gettempdir(), "ray"),
+                **common,
+            )
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _local_token() -> Iterator[None]:
+    """A local Ray's authentication token, for this run only, in the environment its processes
+    inherit: Ray would otherwise write one into ~/.ray/auth_token. A token or an authentication mode
+    the person set is left as it is."""
+    if any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")):
+        yield
+        return
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     try:
         yield
     finally:
-        ray.shutdown()
+        os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
 def run_ray(job: BatchJob, listing: Listing, output: Output) -> None:

@@ -3,9 +3,10 @@
 SOURCE is read through pyarrow's filesystems, so a local path and `s3://bucket/photos/` (or `gs://`,
 `hdfs://`, with the person's own credentials, as pyarrow finds them) are listed the same way:
 
-- a folder: every file under it, at any depth, whose extension is an image format the app reads
-  (core.images.SUPPORTED_TYPES, any case); hidden files and folders (a name starting with ".":
-  `.DS_Store`, `._IMG_1.jpg` from macOS, `.git/`) are skipped;
+- a folder: every file under it, at any depth, whose name says it is an image the app reads
+  (core.sources.looks_like_image, as `python -m core embed` and the Features page decide); hidden
+  files and folders (a name starting with ".": `.DS_Store`, `._IMG_1.jpg` from macOS, `.git/`) are
+  skipped;
 - a glob (`photos/*.jpg`, `s3://bucket/**/*.png`): every file it matches, whatever its extension,
   hidden ones skipped; `*`, `?` and `[...]` match within one name, `**` any number of folders;
 - a file: that file.
@@ -13,6 +14,9 @@ SOURCE is read through pyarrow's filesystems, so a local path and `s3://bucket/p
 Ray Data can list a folder too, but it skips every name that starts with "_" as well as "." (so a
 Sony camera's `_DSC0001.JPG` would be lost) and fails on a path it cannot resolve: listing here
 keeps every file a person means, and the engines read exactly this list.
+
+core.sources lists uploads, local files and zips for the pages and `embed`; this lists what pyarrow
+can reach (a bucket too), one file's bytes at a time, for runs of any size.
 
 Entries that are not regular files (a named pipe, a socket) are kept as rows with an error, never
 opened: reading a pipe would block.
@@ -26,21 +30,16 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.errors import ZooScopeError
 from core.images import SUPPORTED_TYPES
+from core.sources import SourceError, looks_like_image
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs
 
-IMAGE_EXTENSIONS = frozenset(f".{kind}" for kind in SUPPORTED_TYPES)
 NOT_A_FILE = "This is not a regular file (a pipe, a socket or a device), so it was not read."
 _GLOB = re.compile(r"[*?\[]")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
-
-
-class SourceError(ZooScopeError):
-    """SOURCE does not exist, cannot be listed, or holds no files."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def list_source(source: str) -> Listing:
     )
     if not len(listing):
         what = f"no file matches {source}" if pattern else f"there are no image files in {source}"
-        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        extensions = ", ".join(f".{kind}" for kind in sorted(SUPPORTED_TYPES))
         raise SourceError(f"Nothing to read: {what} (a folder is searched for {extensions}).")
     return listing
 
@@ -166,7 +165,7 @@ def _select(entries: list, root: str, pattern: str | None) -> tuple[list, int]:
         if pattern is not None:
             if _matches(parts, pattern.split("/")):
                 chosen.append(info)
-        elif os.path.splitext(parts[-1])[1].lower() in IMAGE_EXTENSIONS:
+        elif looks_like_image(parts[-1]):
             chosen.append(info)
         else:
             skipped += 1

@@ -2,9 +2,10 @@
 
 `BatchWorker` is what Ray Data's actor pool runs (a callable class: the model loads once per actor,
 in its constructor) and what the local engine runs in its loop. It loads the model through
-core.engines (the runtime core.runtime chooses: ONNX Runtime on the CPU where verified), decodes with
-core.images at the size core.preprocessing allows, and classifies with core.predict, the functions
-Classify uses: no second copy of the ML code.
+core.engines (the runtime core.runtime chooses: ONNX Runtime on the CPU where verified), then
+classifies with core.predict.classify_files, as `python -m core classify` does, or embeds with
+core.embedding.embed_encoded, as core.features does: decoding (core.images), preprocessing
+(core.preprocessing) and the forward are theirs. No second copy of the ML code.
 
 Output columns:
 - classify: `file`, `top1`, `probability` (of top1), `top_k` (a list of {label, probability}, best
@@ -19,18 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
-from core.engines import Model, load_classifier
-from core.errors import ImageError
-from core.images import decode_image
+from core.embedding import Embedded, embed_encoded, embedder_for
+from core.engines import load_classifier
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, classify_files
-from core.preprocessing import decode_side, model_batch
 from core.runtime import pick_device
 
 if TYPE_CHECKING:
@@ -76,42 +73,6 @@ class BatchJob:
         return pa.schema([("file", pa.string()), *fields, ("error", pa.string())], metadata=metadata)
 
 
-# --- embeddings -----------------------------------------------------------------------------------
-# ADAPTER until core.features (issue 14) lands: it becomes a call to its embedding function, so there
-# is one embedding implementation. Today: fine-tuning's frozen features (the penultimate layer, run by
-# ONNX Runtime where the model is, its export verified within 1e-4 of PyTorch's).
-
-FeatureForward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def feature_extractor(model: Model) -> FeatureForward:
-    """What maps a preprocessed batch of `model`'s inputs to its penultimate-layer features."""
-    from core.finetune.backbone import backbone_view, frozen_features
-
-    loaded = getattr(model, "torch_model", model)  # an OnnxModel carries its PyTorch model
-    return frozen_features(model, backbone_view(loaded))
-
-
-def embed_files(
-    model: Model, features: FeatureForward, files: Sequence[tuple[str, bytes]]
-) -> list[np.ndarray | Failure]:
-    """Each (name, bytes) pair's embedding (float32, 1-D), or a Failure for a file that will not decode."""
-    side = decode_side([model.preprocess])
-    results: list[np.ndarray | Failure | None] = []
-    images = []
-    for name, data in files:
-        try:
-            images.append(decode_image(data, min_side=side))
-            results.append(None)
-        except ImageError as error:
-            results.append(Failure(file=name, error=str(error)))
-    if images:
-        with torch.inference_mode():
-            rows = iter(features(model_batch(images, model.preprocess)).float().numpy())
-        results = [next(rows) if result is None else result for result in results]
-    return results
-
-
 # --- the worker -----------------------------------------------------------------------------------
 
 
@@ -122,12 +83,13 @@ class BatchWorker:
     def __init__(self, job: BatchJob):
         self.job = job
         self.model = load_classifier(job.model, pick_device(), runtime_choice=job.runtime)
-        self.features = feature_extractor(self.model) if job.kind == "embed" else None
+        self.embedder = embedder_for(self.model) if job.kind == "embed" else None
         self.schema = job.schema()
 
     @property
     def runtime(self) -> str:
-        return getattr(self.model, "runtime", "torch")
+        """What runs the forward: torch, onnx or int8 (an embedding's own ONNX export may fall back to torch)."""
+        return self.embedder.runtime if self.embedder else getattr(self.model, "runtime", "torch")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -158,8 +120,12 @@ class BatchWorker:
     def _compute(self, files: list[tuple[str, bytes]]) -> list:
         if not files:
             return []
-        if self.features is not None:
-            return embed_files(self.model, self.features, files)
+        if self.embedder is not None:
+            results = embed_encoded(self.embedder, [data for _, data in files])
+            return [
+                result.vector if isinstance(result, Embedded) else Failure(file=name, error=str(result))
+                for (name, _), result in zip(files, results, strict=True)
+            ]
         return classify_files(self.model, files, k=self.job.top_k, batch_size=self.job.batch_size)
 
     @staticmethod

@@ -66,15 +66,23 @@ def classified(case: Hostile | str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray with 2 CPUs, started the way the command starts one, for every Ray test here."""
+def ray_cluster(tmp_path_factory):
+    """A local Ray with 2 CPUs, started the way the command starts one, for every Ray test here; its
+    session files (logs, sockets, spilled objects) in a temporary folder, nothing in the home folder."""
     import ray
 
     from core.batch.ray_engine import ray_session
 
-    with ray_session(num_cpus=2):
+    home_ray = Path.home() / ".ray"
+    before = sorted(home_ray.rglob("*")) if home_ray.exists() else None
+    temp_dir = tmp_path_factory.mktemp("ray")
+    with ray_session(num_cpus=2, temp_dir=str(temp_dir)):
         assert ray.cluster_resources()["CPU"] == 2
+        assert "RAY_AUTH_TOKEN" in os.environ  # this run's own token: none written to ~/.ray
         yield
+    assert not ray.is_initialized() and "RAY_AUTH_TOKEN" not in os.environ
+    assert any(temp_dir.glob("session_*"))
+    assert (sorted(home_ray.rglob("*")) if home_ray.exists() else None) == before
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +170,13 @@ def test_the_local_engine_gives_identical_rows(ray_classified, local_classified)
     assert local_classified[0].errors == ray_classified[1].errors
 
 
-def test_embeddings_match_the_feature_extractor_on_both_engines(ray_cluster, tmp_path):
+def test_embeddings_match_core_features_on_both_engines(ray_cluster, tmp_path):
     """A file gone between listing and reading is a row in both engines (Ray's read task does not fail)."""
     from core.batch.ray_engine import run_ray
-    from core.batch.work import feature_extractor
-    from core.images import decode_image
-    from core.preprocessing import decode_side, model_batch
+    from core.embedding import embedder_for
+    from core.engines import load_classifier
+    from core.features import embed
+    from core.sources import from_paths
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -196,18 +205,20 @@ def test_embeddings_match_the_feature_extractor_on_both_engines(ray_cluster, tmp
     assert local_rows[str(folder / "vanished.jpg")]["error"] == gone["error"]
     assert "empty" in ray_rows[str(folder / "empty.jpg")]["error"]
 
-    features = feature_extractor(worker.model)
-    side = decode_side([worker.model.preprocess])
+    # What `python -m core embed FOLDER` computes (core.features over core.embedding), to 1e-5.
+    reference = embed(embedder_for(load_classifier(LITE0)), from_paths([folder]))
+    assert len(reference) == 4 and {failure.file for failure in reference.failures} == {
+        str(folder / name) for name in ("empty.jpg", "document.jpg")
+    }
+    for failure in reference.failures:
+        assert ray_rows[failure.file]["error"] == local_rows[failure.file]["error"] == failure.error
+        assert ray_rows[failure.file]["embedding"] is None
     embedded = {}
-    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "exif-rotated.jpg"):
-        file = str(folder / name)
-        reference = features(
-            model_batch([decode_image((folder / name).read_bytes(), min_side=side)], worker.model.preprocess)
-        )
+    for file, vector in zip(reference.files, reference.vectors, strict=True):
         for rows in (ray_rows, local_rows):
             assert rows[file]["error"] is None
-            assert np.asarray(rows[file]["embedding"]) == pytest.approx(reference[0].numpy(), abs=1e-5)
-        embedded[name] = np.asarray(ray_rows[file]["embedding"])
+            assert np.asarray(rows[file]["embedding"]) == pytest.approx(vector, abs=1e-5)
+        embedded[Path(file).name] = np.asarray(ray_rows[file]["embedding"])
     assert embedded["chelsea.jpg"].shape == (1280,)  # EfficientNet-Lite0's penultimate layer
 
     def cosine(a: str, b: str) -> float:
