@@ -472,30 +472,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_option(finetune)
     finetune.set_defaults(run=run_finetune)
 
-    inspect = commands.add_parser("inspect", help="a model's stages, shapes, parameters, GFLOPS and skip connections")
-    inspect.add_argument("model", metavar="MODEL", help="catalogue name (no weights needed)")
-    inspect.add_argument("--format", choices=("table", "json"), default="table")
-    inspect.add_argument("--image", metavar="PATH", help="a photo to run through the model (needs its weights)")
-    inspect.add_argument("--save-maps", metavar="FILE.npz", help="with --image: each stage's mean activation map")
-    inspect.set_defaults(run=run_inspect)
-
-    batch = commands.add_parser(
-        "batch", help="classify or embed every image of a folder, a glob or a bucket into Parquet (local or Ray)"
-    )
-    batch.add_argument("kind", choices=("classify", "embed"))
-    batch.add_argument("source", metavar="SOURCE", help="a folder, a glob, a file, or a URI (s3://bucket/photos/)")
-    batch.add_argument("--out", required=True, metavar="OUT.parquet", help="a folder of Parquet files, made if missing")
-    batch.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
-    batch.add_argument("--engine", choices=("local", "ray"), default="local")
-    batch.add_argument(
-        "--address", help="with --engine ray: join the Ray cluster there (auto, or HOST:6379); default: start Ray here"
-    )
-    batch.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
-    batch.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"classify: 1..{MAX_TOP_K}")
-    batch.add_argument("--resume", action="store_true", help="skip the files already in OUT, add the rest")
-    batch.add_argument("--format", choices=("table", "json"), default="table", help="the summary's format")
-    add_runtime_option(batch)
-    batch.set_defaults(run=run_batch)
     sources_help = "image files, folders (class folders give labels) or zips of class folders"
     embed_parser = commands.add_parser("embed", help="embeddings (the penultimate layer) of images, as Parquet")
     embed_parser.add_argument("sources", nargs="+", metavar="SOURCE", help=sources_help)
@@ -526,6 +502,31 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates.add_argument("--format", choices=("table", "json"), default="table")
     add_runtime_option(duplicates)
     duplicates.set_defaults(run=run_duplicates)
+
+    inspect = commands.add_parser("inspect", help="a model's stages, shapes, parameters, GFLOPS and skip connections")
+    inspect.add_argument("model", metavar="MODEL", help="catalogue name (no weights needed)")
+    inspect.add_argument("--format", choices=("table", "json"), default="table")
+    inspect.add_argument("--image", metavar="PATH", help="a photo to run through the model (needs its weights)")
+    inspect.add_argument("--save-maps", metavar="FILE.npz", help="with --image: each stage's mean activation map")
+    inspect.set_defaults(run=run_inspect)
+
+    batch = commands.add_parser(
+        "batch", help="classify or embed every image of a folder, a glob or a bucket into Parquet (local or Ray)"
+    )
+    batch.add_argument("kind", choices=("classify", "embed"))
+    batch.add_argument("source", metavar="SOURCE", help="a folder, a glob, a file, or a URI (s3://bucket/photos/)")
+    batch.add_argument("--out", required=True, metavar="OUT.parquet", help="a folder of Parquet files, made if missing")
+    batch.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
+    batch.add_argument("--engine", choices=("local", "ray"), default="local")
+    batch.add_argument(
+        "--address", help="with --engine ray: join the Ray cluster there (auto, or HOST:6379); default: start Ray here"
+    )
+    batch.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
+    batch.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"classify: 1..{MAX_TOP_K}")
+    batch.add_argument("--resume", action="store_true", help="skip the files already in OUT, add the rest")
+    batch.add_argument("--format", choices=("table", "json"), default="table", help="the summary's format")
+    add_runtime_option(batch)
+    batch.set_defaults(run=run_batch)
     return parser
 
 

@@ -32,9 +32,10 @@ def _rows(embeddings: Embeddings) -> list[tuple[int, str, str | None, np.ndarray
             embeddings.positions, embeddings.files, embeddings.labels, embeddings.vectors, strict=True
         )
     ]
+    labels = embeddings.failure_labels or [None] * len(embeddings.failures)
     rows += [
-        (position, failure.file, None, None, failure.error)
-        for position, failure in zip(embeddings.failure_positions, embeddings.failures, strict=True)
+        (position, failure.file, label, None, failure.error)
+        for position, failure, label in zip(embeddings.failure_positions, embeddings.failures, labels, strict=True)
     ]
     return sorted(rows, key=lambda row: row[0])
 
@@ -116,5 +117,6 @@ def read_parquet(source: str | Path | bytes) -> Embeddings:
         failures=[Failure(str(files[i]), errors[i] or "No embedding.") for i in failed],
         positions=usable,
         failure_positions=failed,
+        failure_labels=[labels[i] for i in failed],
         runtime=str(about.get("runtime", "")),
     )

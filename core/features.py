@@ -66,6 +66,7 @@ class Embeddings:
     failures: list[Failure] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # input position of each row
     failure_positions: list[int] = field(default_factory=list)
+    failure_labels: list[str | None] = field(default_factory=list)  # the class folder of each failure, if any
     thumbnails: list[bytes] | None = None  # small JPEGs, when asked for
     runtime: str = "torch"
 
@@ -102,7 +103,7 @@ def embed(
     chunks: list[np.ndarray] = []
     thumbnails: list[bytes] | None = [] if thumbnail_side else None
     positions: list[int] = []
-    failures: list[tuple[int, Failure]] = []
+    failures: list[tuple[int, Failure, str | None]] = []
     if progress:
         progress(0, total, f"Embedding {total:,} images with {embedder.name}")
     for start in range(0, total, batch_size):
@@ -111,12 +112,13 @@ def embed(
             try:
                 readable.append((position, source, source.read()))
             except OSError as error:
-                failures.append((position, Failure(source.name, f"Could not read the file: {_reason(error)}.")))
+                reason = f"Could not read the file: {_reason(error)}."
+                failures.append((position, Failure(source.name, reason), source.label))
         results = embed_encoded(embedder, [data for _, _, data in readable], thumbnail_side=thumbnail_side)
         vectors = []
         for (position, source, _), result in zip(readable, results, strict=True):
             if not isinstance(result, Embedded):
-                failures.append((position, Failure(source.name, str(result))))
+                failures.append((position, Failure(source.name, str(result)), source.label))
                 continue
             files.append(source.name)
             labels.append(source.label)
@@ -136,9 +138,10 @@ def embed(
         files=files,
         labels=labels,
         vectors=np.concatenate(chunks) if chunks else np.empty((0, dimensions), np.float32),
-        failures=[failure for _, failure in failures],
+        failures=[failure for _, failure, _ in failures],
         positions=positions,
-        failure_positions=[position for position, _ in failures],
+        failure_positions=[position for position, _, _ in failures],
+        failure_labels=[label for _, _, label in failures],
         thumbnails=thumbnails,
         runtime=embedder.runtime,
     )
