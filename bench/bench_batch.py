@@ -334,11 +334,12 @@ def scaling(f: dict, markdown: bool) -> str:
             "- **The driver** lists SOURCE once (a bucket lists 1,000 names per request: 100,000 files in about a "
             "hundred requests, seconds) and holds the list; at tens of millions of files, list per prefix and run "
             "in parts (`--resume` makes parts safe).",
-            "- **On GPUs** the bottleneck moves to decoding: a GPU forward is about 0.5 ms per image at batch 64 "
-            "while decoding a 1024x768 JPEG costs about 15 ms of CPU (DESIGN.md), so one GPU needs about 30 cores "
-            'decoding, or decoding on the GPU (`torchvision.io.decode_jpeg(device="cuda")`). This engine decodes '
+            "- **On GPUs** the bottleneck moves to decoding: measured on an H100 (DESIGN.md), a forward takes "
+            "about 3-5 ms at batch 1 and less per image in batches, while decoding a 1024x768 JPEG and its "
+            "transforms take about 15 ms of CPU, five times the forward: one GPU needs five or more cores decoding "
+            'for it, or decoding on the GPU (`torchvision.io.decode_jpeg(device="cuda")`). This engine decodes '
             "inside the actor, which suits CPUs; a GPU cluster would split decoding into its own CPU stage of "
-            "`map_batches` before GPU actors.",
+            "`map_batches` ahead of GPU actors (`num_gpus=1`).",
         ]
     )
 
