@@ -94,6 +94,8 @@ def _local_token() -> Iterator[None]:
         yield
         return
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray would warn that it enabled token authentication (and how to opt out): it is this run's own token.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         yield
     finally:
@@ -106,6 +108,7 @@ def run_ray(job: BatchJob, listing: Listing, output: Output) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = sys.stderr.isatty()
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": not a tty
     actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // CPUS_PER_ACTOR)
     data = None
     if listing.files:
