@@ -42,6 +42,10 @@ FORWARDED_ENV = (
     "ZOOSCOPE_MAX_PIXELS",
     "ZOOSCOPE_PRECISION",
     "ZOOSCOPE_RUNTIME",
+    # malloc.env's glibc settings, when the command runs under them: read by each worker at its start.
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
 )
 
 

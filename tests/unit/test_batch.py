@@ -424,3 +424,20 @@ def test_globs_match_within_names_and_across_folders(photos, monkeypatch):
         list_source(f"{photos}/*.heic")
     with pytest.raises(SourceError, match="no file matches"):
         list_source(f"{photos}/*.JPG")  # as in a shell, a pattern's case counts
+
+
+def test_the_actors_get_core_and_the_drivers_settings(monkeypatch):
+    """Ray ships `core` to every worker, on this machine or a cluster's, with the driver's ZooScope and
+    malloc settings; each actor runs its model on one thread."""
+    from core.batch.ray_engine import runtime_env
+
+    monkeypatch.setenv("ZOOSCOPE_WEIGHTS_DIR", "/data/weights")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    monkeypatch.setenv("ZOOSCOPE_TORCH_THREADS", "8")
+    monkeypatch.delenv("ZOOSCOPE_RUNTIME", raising=False)
+    env = runtime_env()
+    assert [Path(module).name for module in env["py_modules"]] == ["core"]
+    assert (Path(env["py_modules"][0]) / "batch" / "work.py").is_file()
+    variables = env["env_vars"]
+    assert variables["ZOOSCOPE_WEIGHTS_DIR"] == "/data/weights" and variables["MALLOC_ARENA_MAX"] == "1"
+    assert variables["ZOOSCOPE_TORCH_THREADS"] == "1" and "ZOOSCOPE_RUNTIME" not in variables
