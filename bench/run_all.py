@@ -57,6 +57,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_features.py": ["--images", "96", "--repeats", "5", "--memory-images", "2000", *t],
         "bench_duplicates.py": t,
         "bench_startup.py": ["--repeats", "5"],
+        "bench_batch.py": ["--images", "1000"],  # Ray's actors take the CPUs: no --threads
     }
 
 
@@ -410,6 +411,33 @@ def _startup_rows(data: dict) -> list[Row]:
     ]
 
 
+def _batch_rows(data: dict) -> list[Row]:
+    local, ray = data["local"], data["ray"]
+    what = f"`batch classify` of {data['images']} generated JPEGs, {data['model']}"
+    rows: list[Row] = [
+        (
+            f"{what}: Ray Data, {ray['actors']} actors, actors' start included, vs the local engine",
+            f"{ray['ips']:.1f} img/s",
+            f"{local['ips']:.1f} img/s (local engine, {local['threads']} threads)",
+            f"{ray['ips'] / local['ips']:.2f}x",
+            "",
+            "",
+        )
+    ]
+    if ray.get("steady_ips"):
+        rows.append(
+            (
+                f"{what}: Ray Data's steady rate (a run less a small run) vs the local engine",
+                f"{ray['steady_ips']:.1f} img/s",
+                f"{local['ips']:.1f} img/s (local engine)",
+                f"{ray['steady_ips'] / local['ips']:.2f}x",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
 SUMMARIES: dict[str, Callable] = {
     "bench_load.py": _load_rows,
     "bench_classify.py": _classify_rows,
@@ -421,6 +449,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_features.py": _features_rows,
     "bench_duplicates.py": _duplicates_rows,
     "bench_startup.py": _startup_rows,
+    "bench_batch.py": _batch_rows,
 }
 ORDER = [
     "bench_load.py",
@@ -433,6 +462,7 @@ ORDER = [
     "bench_features.py",
     "bench_duplicates.py",
     "bench_startup.py",
+    "bench_batch.py",
 ]
 
 

@@ -35,7 +35,15 @@ from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.images import decode_image
 from core.loading import load_model
-from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
+from core.predict import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    Classification,
+    Failure,
+    classify_files,
+    predictions_frame,
+)
 from core.preprocessing import decode_side
 from core.runtime import ENGINE_LABELS, RUNTIME_ENV, RUNTIMES, parse_runtime, pick_device
 from core.sources import SourceSet, from_paths
@@ -365,6 +373,62 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_size(value: str) -> int:
+    size = int(value)
+    if size < 1:
+        raise argparse.ArgumentTypeError("the batch size must be at least 1")
+    return size
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr for long work's progress(done, total, message), where a person watches."""
+
+    def __init__(self, description: str, unit: str):
+        self.description = description
+        self.unit = unit
+        self.bar = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from core.batch.run import run_batch as batch
+    from core.batch.work import BatchJob
+
+    job = BatchJob(args.kind, args.model, runtime=args.runtime, top_k=args.top_k, batch_size=args.batch_size)
+    bar = _ProgressBar(f"{args.kind} ({args.model})", "file")
+    try:
+        report = batch(job, args.source, args.out, engine=args.engine, address=args.address, resume=args.resume,
+                       progress=bar)  # fmt: skip
+    finally:
+        bar.close()
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({**report.as_json(), "out": args.out}, indent=2))
+    else:
+        verb = "classified" if args.kind == "classify" else "embedded"
+        engine = ENGINE_LABELS.get(report.runtime, report.runtime)
+        print(
+            f"{report.done} files read ({report.done - report.errors} {verb}, {report.errors} errors as rows), "
+            f"{report.skipped} already in {args.out}; it holds {report.rows} rows."
+        )
+        if report.done:
+            print(f"{report.seconds:.1f} s, {report.per_second:.1f} files/s ({args.engine} engine, {engine}).")
+    return 1 if report.done and report.errors == report.done else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="ZooScope from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -445,6 +509,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--image", metavar="PATH", help="a photo to run through the model (needs its weights)")
     inspect.add_argument("--save-maps", metavar="FILE.npz", help="with --image: each stage's mean activation map")
     inspect.set_defaults(run=run_inspect)
+
+    batch = commands.add_parser(
+        "batch", help="classify or embed every image of a folder, a glob or a bucket into Parquet (local or Ray)"
+    )
+    batch.add_argument("kind", choices=("classify", "embed"))
+    batch.add_argument("source", metavar="SOURCE", help="a folder, a glob, a file, or a URI (s3://bucket/photos/)")
+    batch.add_argument("--out", required=True, metavar="OUT.parquet", help="a folder of Parquet files, made if missing")
+    batch.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
+    batch.add_argument("--engine", choices=("local", "ray"), default="local")
+    batch.add_argument(
+        "--address", help="with --engine ray: join the Ray cluster there (auto, or HOST:6379); default: start Ray here"
+    )
+    batch.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
+    batch.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K, help=f"classify: 1..{MAX_TOP_K}")
+    batch.add_argument("--resume", action="store_true", help="skip the files already in OUT, add the rest")
+    batch.add_argument("--format", choices=("table", "json"), default="table", help="the summary's format")
+    add_runtime_option(batch)
+    batch.set_defaults(run=run_batch)
     return parser
 
 
