@@ -356,7 +356,7 @@ def test_inspect_save_maps_of_a_token_model_on_the_patch_grid(capsys, tmp_path, 
     from tests.unit.test_explain import random_loaded
 
     # ViT-B/16's architecture with random weights in place of the download.
-    monkeypatch.setattr("core.__main__.load_model", lambda name, device: random_loaded(name))
+    monkeypatch.setattr("core.cli.catalogue.load_model", lambda name, device: random_loaded(name))
     path = tmp_path / "vit.npz"
     code, _, _ = run(capsys, "inspect", "vit_b_16", "--image", COFFEE, "--save-maps", str(path), "--format", "json")
     assert code == 0

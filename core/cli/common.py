@@ -1,0 +1,72 @@
+"""What the commands share: argument types, the --runtime option, loading a model, reading files,
+and progress on stderr where a person watches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.engines import Model, load_classifier
+from core.errors import ZooScopeError
+from core.predict import MAX_TOP_K, Failure
+from core.runtime import RUNTIME_ENV, RUNTIMES, pick_device
+
+
+def top_k(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"top-k must be between 1 and {MAX_TOP_K}")
+    return k
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("give a whole number of at least 1")
+    return number
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """`--runtime` for every command that runs a model. Checked in main(), so an unknown value gets the
+    one-line error every command gives."""
+    parser.add_argument(
+        "--runtime",
+        metavar="|".join(RUNTIMES),
+        help=f"auto (default, or {RUNTIME_ENV}): ONNX Runtime on the CPU where its export is verified, else "
+        "PyTorch; torch; onnx; int8 (ONNX Runtime, quantized: measured agreement and speed)",
+    )
+
+
+def progress_to_stderr(done: int, total: int, message: str) -> None:
+    print(f"\r{message} ({done}/{total})", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def progress_if_watched(done: int, total: int, message: str) -> None:
+    """First use of a model in ONNX Runtime exports it (seconds): say so where a person watches."""
+    if sys.stderr.isatty():
+        progress_to_stderr(done, total, message)
+
+
+def load(name: str, args: argparse.Namespace) -> Model:
+    """A catalogue model in the runtime `--runtime` asks for (else ZOOSCOPE_RUNTIME, else auto)."""
+    return load_classifier(name, pick_device(), runtime_choice=args.runtime, progress=progress_if_watched)
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ZooScopeError(f"Could not read the {what} {path}: {error.strerror or error}.") from error
+
+
+def read_inputs(paths: Sequence[str]) -> list[tuple[str, bytes] | Failure]:
+    """Each path's bytes, or a Failure row for a file that cannot be read (the rest still go through)."""
+    inputs: list[tuple[str, bytes] | Failure] = []
+    for path in paths:
+        try:
+            inputs.append((path, Path(path).read_bytes()))
+        except OSError as error:
+            inputs.append(Failure(file=path, error=f"Could not read the file: {error.strerror or error}."))
+    return inputs
