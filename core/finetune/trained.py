@@ -1,8 +1,8 @@
-"""A person's trained model: a head (and perhaps a trained copy of the last block) on a shared backbone.
+"""A person's trained model: a head (and perhaps trained copies of the network's tail) on a shared backbone.
 
-It holds no backbone tensors itself. To classify, `classifier(loaded)` puts it on the shared
-`LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained block in
-it, then the head, answering to core.classifier's protocol like any catalogue model.
+It holds no shared backbone tensors itself. To classify, `classifier(loaded)` puts it on the
+shared `LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained
+copies in it, then the head, answering to core.classifier's protocol like any catalogue model.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from core.preprocessing import Transform
 
 
 class HeadOnBackbone(nn.Module):
-    """Backbone view (with any trained block in it) followed by the new head: images -> logits."""
+    """Backbone view (with any trained copies in it) followed by the new head: images -> logits."""
 
     def __init__(self, features: nn.Module, head: nn.Module):
         super().__init__()
@@ -62,15 +62,15 @@ class TrainedModel:
     classes: list[str]
     config: TrainConfig
     head: nn.Module
-    block: nn.Module | None = None
-    block_path: str | None = None
+    tuned: dict[str, nn.Module] = field(default_factory=dict)  # module path -> the trained copy that replaces it
     history: list[EpochLog] = field(default_factory=list)
     metrics: Metrics | None = None
     epochs_run: int = 0
     stopped_early: bool = False  # early stopping (patience) ended the training
     stopped_by_user: bool = False  # should_stop() ended it
-    best_epoch: int = 0
+    best_epoch: int = 0  # in finetune mode, 0 is the head trained alone on frozen features
     val_accuracy: float = float("nan")
+    seconds: float = float("nan")  # how long the training took, everything included
     _inference: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
     )
@@ -79,6 +79,16 @@ class TrainedModel:
     @property
     def name(self) -> str:
         return f"my model ({self.backbone}, {len(self.classes)} classes)"
+
+    @property
+    def depth(self) -> str:
+        """How much of the backbone was set to train ("head" in fast mode)."""
+        return self.config.depth
+
+    @property
+    def trained_params(self) -> int:
+        """Parameters of the backbone this model changed (its own copies); the head's not counted."""
+        return sum(p.numel() for module in self.tuned.values() for p in module.parameters())
 
     @property
     def feature_dim(self) -> int:
@@ -93,9 +103,9 @@ class TrainedModel:
             )
 
     def full_module(self, loaded: LoadedModel) -> nn.Module:
-        """The complete model (private backbone view + trained block + head): images -> logits, eval."""
+        """The complete model (private backbone view + trained copies + head): images -> logits, eval."""
         self._check_backbone(loaded)
-        view = backbone_view(loaded, block=self.block)
+        view = backbone_view(loaded, tuned=self.tuned)
         return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
 
     def _inference_module(self, loaded: LoadedModel) -> nn.Module:
