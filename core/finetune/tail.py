@@ -44,7 +44,11 @@ class _StopAtCut(nn.Module):
 
 
 class _ZerosLike(nn.Module):
-    """Stands in for a frozen module before the cut: zeros shaped like its output, nothing computed."""
+    """Stands in for a frozen module before the cut: zeros shaped like its output, nothing computed.
+
+    Nothing reads their values (the module after the cut is fed the cut input instead), so the
+    zeros take no memory: one zero seen through the output's shape (stride 0).
+    """
 
     def __init__(self, meta_module: nn.Module):
         super().__init__()
@@ -60,7 +64,7 @@ class _ZerosLike(nn.Module):
             with torch.no_grad():
                 shapes = self._shapes[key] = self._meta[0](*on_meta[0], **on_meta[1])
         device = leaves[0].device if leaves else torch.device("cpu")
-        return pytree.tree_map(lambda t: torch.zeros(t.shape, dtype=t.dtype, device=device), shapes)
+        return pytree.tree_map(lambda t: torch.zeros((), dtype=t.dtype, device=device).expand(t.shape), shapes)
 
 
 class _FedFromCut(nn.Module):
