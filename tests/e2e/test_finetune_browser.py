@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import settle
 from tests.faces import lfw_pngs, zip_of
+from tests.glyphs import glyph_pngs
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +31,15 @@ def faces_zip(tmp_path, faces) -> Path:
     return path
 
 
+@pytest.fixture
+def training_zip(tmp_path) -> tuple[Path, str]:
+    """The data the fine-tune-mode flow trains on, and the heading the page shows for it: rendered
+    digits, images unlike photos (the one place to change the data source)."""
+    path = tmp_path / "glyphs.zip"
+    path.write_bytes(zip_of({f"digit_{label}": list(images) for label, images in glyph_pngs(10).items()}))
+    return path, "100 images in 10 classes"
+
+
 def keyed(page, key: str):
     """The element Streamlit drew for the widget with this key (it carries the class st-key-<key>)."""
     return page.locator(f".st-key-{key}")
@@ -43,9 +53,9 @@ def open_fine_tune(page) -> None:
     page.get_by_role("heading", name="Fine-tune").first.wait_for()
 
 
-def upload_zip(page, path: Path) -> None:
+def upload_zip(page, path: Path, heading: str = "60 images in 2 classes") -> None:
     keyed(page, "finetune_zip").locator("input[type='file']").set_input_files(str(path))
-    page.get_by_text("60 images in 2 classes").wait_for()
+    page.get_by_text(heading).wait_for()
     settle(page)
 
 
@@ -141,4 +151,30 @@ def test_stop_keeps_the_best_model_so_far(page, screenshot, faces_zip):
     assert keyed(page, "finetune_download_bundle").count() == 1
     assert keyed(page, "finetune_stop").count() == 0
     screenshot("finetune-stopped")
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_finetune_mode_shows_times_then_trains_and_lists_the_run(page, screenshot, training_zip):
+    path, heading = training_zip
+    open_fine_tune(page)
+    upload_zip(page, path, heading)
+    keyed(page, "finetune_mode").get_by_text("Fine-tune:").click()
+    settle(page)
+    # Every choice of how much trains, timed on this machine before training.
+    estimates = page.get_by_text("measured on one batch of your images")
+    estimates.wait_for(timeout=180_000)
+    keyed(page, "finetune_unfreeze").get_by_text("Last block").click()
+    settle(page)
+    open_settings(page)
+    set_number(page, "finetune_epochs", 3)
+    keyed(page, "finetune_train").locator("button").click()
+
+    page.get_by_text(re.compile(r"training images per second through the last block")).first.wait_for(timeout=300_000)
+    page.get_by_text("Confusion matrix").wait_for(timeout=300_000)
+    page.get_by_text("Runs in this session").wait_for()
+    page.get_by_text(re.compile(r"fine-tune mode \(last block and the head trained\)")).wait_for()
+    accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
+    assert re.search(r"([\d.]+)%", accuracy.inner_text())
+    assert keyed(page, "finetune_download_bundle").count() == 1
+    screenshot("finetune-mode")
     assert page.get_by_text("Traceback").count() == 0
