@@ -50,6 +50,7 @@ RUNS_KEY = "finetune_runs"  # [(run number, TrainedModel)] of this session, olde
 RUN_PICK_KEY = "finetune_run_pick"
 LR_FINDING_KEY = "finetune_lr_finding"
 MAX_RUNS = 8
+RUNS_MEMORY = 256 << 20  # bytes of trained copies the runs table may hold
 MODE_LABELS = {
     "fast": "Fast: the head alone, on frozen features computed once (seconds)",
     "finetune": "Fine-tune: the head first, then more of the network, on augmented images (minutes)",
@@ -549,7 +550,8 @@ def add_run(trained: TrainedModel) -> None:
     runs = st.session_state.setdefault(RUNS_KEY, [])
     number = runs[-1][0] + 1 if runs else 1
     runs.append((number, trained))
-    if len(runs) > MAX_RUNS:  # each holds its trained copies: keep the session's memory bounded
+    # Each run holds its own trained copies: the oldest go first to keep the session's memory bounded.
+    while len(runs) > 1 and (len(runs) > MAX_RUNS or sum(t.trained_params for _, t in runs) * 4 > RUNS_MEMORY):
         del runs[0]
     st.session_state[MY_MODEL] = trained
     st.session_state[RUN_PICK_KEY] = number

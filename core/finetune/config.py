@@ -24,7 +24,8 @@ MODE_DEFAULTS = {
 class TrainConfig:
     """How to train. "fast": a new head on frozen, cached features. "finetune": that head first,
     then `unfreeze` (last block, last half, whole network; or the head only, on augmented images)
-    trains with it: discriminative learning rates, warm-up then cosine decay."""
+    trains with it: discriminative learning rates on a one-cycle schedule (warm-up, then cosine
+    decay), as fastai's `fine_tune` does."""
 
     mode: str = "fast"
     head: str = "linear"  # "linear" or "mlp"
@@ -42,7 +43,7 @@ class TrainConfig:
     unfreeze: str = "half"  # core.finetune.depth.DEPTHS
     body_lr: float = 0.5  # the last trainable stage's learning rate, as a share of `lr`
     layer_decay: float = 0.7  # each earlier stage's learning rate, as a share of the next one's
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero at the last epoch
+    warmup: float = 0.3  # one-cycle: the share of the steps spent warming up (from a fifth of each rate)
     head_epochs: int = 20  # the head alone on frozen features first (at most; early stopping applies)
     adapt_batchnorm: bool = False  # let batch-norm statistics follow the new images (in the person's copies)
     flip: bool = False  # random horizontal flips (wrong where orientation matters: a mirrored 2 is not a 2)
@@ -71,8 +72,8 @@ class TrainConfig:
                 problems.append(f"{name} must be positive")
         if not _number(self.weight_decay) or not self.weight_decay >= 0:
             problems.append("weight_decay must not be negative")
-        if not _number(self.warmup_epochs) or not self.warmup_epochs >= 0:
-            problems.append("warmup_epochs must not be negative")
+        if not _number(self.warmup) or not 0.0 < self.warmup < 1.0:
+            problems.append("warmup must be between 0 and 1 (a share of the steps)")
         if not _number(self.crop_scale) or not 0.0 < self.crop_scale <= 1.0:
             problems.append("crop_scale must be above 0 and at most 1")
         for name in ("label_smoothing", "dropout"):

@@ -178,10 +178,11 @@ def cut_for(name: str, depth: str) -> Cut:
 def _cut(name: str, depth: str, *traits: object) -> Cut:
     """cut_for, once per model, depth and the family-table entries it reads (`traits`)."""
     spec = all_specs()[name]
-    head = concrete_path(build_on_meta(spec), head_path(spec), name)
+    head_path(spec)  # no linear head to replace: nothing to train at any depth
     if depth == "head":
         return Cut(depth, None, (), (), (), (), 0)
-    model = meta_model(spec)
+    model = meta_model(spec)  # its head is nn.Identity() now, still at the head's path
+    head = concrete_path(model, head_path(spec), name)
     if depth == "last":
         stage_ends = expand_stages(model, spec.traits.stages, name)
         run = _meta_run(model, spec.input_size)

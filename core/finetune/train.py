@@ -8,7 +8,7 @@ modules that belong to this person:
 - "finetune" mode, fastai's `fine_tune` with timm's ingredients: first that same head on frozen,
   cached features (epoch 0), then copies of the tail of the network (`TrainConfig.unfreeze`,
   core.finetune.depth) train with it on augmented images: AdamW, discriminative learning rates
-  (lower for earlier stages), linear warm-up then cosine decay, label smoothing. The frozen
+  (lower for earlier stages), one-cycle warm-up then cosine decay, label smoothing. The frozen
   prefix runs without autograd, and its outputs for `views` augmented views of each image are
   computed once and reused every epoch when they fit in memory (the augmentation acts on the
   image, before the prefix, so a cached view is exactly what the prefix would give again).
@@ -362,21 +362,18 @@ def _finetune(
     inputs = _TailInputs(loaded, split, labels, config, train_size, channels_last, progress)
 
     head = outcome.head
-    groups = [{"params": list(head.parameters()), "lr": config.lr}]
-    for depth_from_end, paths in enumerate(reversed(cut.groups)):
-        lr = config.lr * config.body_lr * config.layer_decay**depth_from_end
-        groups.append({"params": [p for path in paths for p in split.tuned[path].parameters()], "lr": lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    batches = math.ceil(len(labels.train_items) / config.batch_size)
-    total_steps = config.epochs * batches
-    warmup = min(total_steps - 1, round(config.warmup_epochs * batches))
-
-    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to zero
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer = finetune_optimizer(head, split, config)
+    # fastai's fit_one_cycle (as fine_tune calls it): from a fifth of each group's rate up to it over
+    # the first `warmup` of the steps, then cosine down to nearly zero; Adam's beta1 cycles the other way.
+    steps = config.epochs * math.ceil(len(labels.train_items) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=steps,
+        pct_start=config.warmup,
+        div_factor=5.0,
+        final_div_factor=2e4,
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     stopped_early = stopped_by_user = False
     for epoch in range(1, config.epochs + 1):
@@ -420,6 +417,22 @@ def _finetune(
             stopped_by_user = epoch < config.epochs
             break
     return outcome.finish(stopped_early=stopped_early, stopped_by_user=stopped_by_user)
+
+
+def finetune_optimizer(head: nn.Module, split: SplitBackbone, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the head and the tail's stages: discriminative learning rates (the head at `lr`, the
+    last stage at `lr * body_lr`, each earlier stage `layer_decay` times the next), and weight decay on
+    weights only (timm's rule: biases and normalisation scales, 1-D, are not pulled towards zero)."""
+    rates = [(list(head.parameters()), config.lr)]
+    for depth_from_end, paths in enumerate(reversed(split.cut.groups)):
+        stage = [p for path in paths for p in split.tuned[path].parameters()]
+        rates.append((stage, config.lr * config.body_lr * config.layer_decay**depth_from_end))
+    groups = []
+    for params, lr in rates:
+        weights, others = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+        groups += [{"params": weights, "lr": lr, "weight_decay": config.weight_decay}] if weights else []
+        groups += [{"params": others, "lr": lr, "weight_decay": 0.0}] if others else []
+    return torch.optim.AdamW(groups)
 
 
 class _TailInputs:

@@ -31,7 +31,7 @@ from core.finetune.estimate import DepthCost, estimate_seconds, measure_costs
 from core.finetune.extraction import FeatureCache, extract_features
 from core.finetune.lr_find import find_lr, valley
 from core.finetune.tail import split_backbone
-from core.finetune.train import train
+from core.finetune.train import finetune_optimizer, train
 from core.images import decode_image
 from core.loading import LoadedModel
 from tests.glyphs import glyph_uploads
@@ -199,6 +199,22 @@ def test_batchnorm_statistics_stay_frozen_unless_asked_and_only_in_the_copies(li
     assert (len(moved) == len(norms)) if adapt else not moved
     assert all(not torch.equal(layer.weight, shared[name].weight) for name, layer in norms.items())  # weights train
     assert hashes(lite0.module) == before
+
+
+def test_earlier_stages_learn_slower_and_only_weights_decay(lite0):
+    config = TrainConfig(mode="finetune", unfreeze="half", lr=1e-3, body_lr=0.5, layer_decay=0.5, weight_decay=0.05)
+    split = split_backbone(lite0, cut_for(lite0.name, "half"))
+    head = nn.Linear(split.feature_dim, 3)
+    groups = finetune_optimizer(head, split, config).param_groups
+    rate_of = {id(p): group["lr"] for group in groups for p in group["params"]}
+    assert rate_of[id(head.weight)] == rate_of[id(head.bias)] == 1e-3
+    stages = [split.tuned[path] for path in ("bn2", "blocks.6", "blocks.5", "blocks.4", "blocks.3")]
+    expected = [5e-4, 2.5e-4, 1.25e-4, 6.25e-5, 3.125e-5]  # conv_head and bn2 end the last stage together
+    assert [rate_of[id(next(stage.parameters()))] for stage in stages] == pytest.approx(expected)
+    decay_of = {id(p): group["weight_decay"] for group in groups for p in group["params"]}
+    assert decay_of[id(split.tuned["conv_head"].weight)] == decay_of[id(head.weight)] == 0.05
+    assert decay_of[id(split.tuned["bn2"].weight)] == decay_of[id(head.bias)] == 0.0
+    assert sum(len(group["params"]) for group in groups) == len([*head.parameters(), *split.parameters()])
 
 
 # --- stopping, progress, early stopping ----------------------------------------------------------
