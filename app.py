@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from ui.navigation import navigation
+from ui.navigation import inside_app, navigation
 from ui.sidebar import render_sidebar
 
 st.set_page_config(page_title="ZooScope", page_icon=":material/biotech:", layout="wide")
 
-navigation().run()
+with inside_app():
+    navigation().run()
 # After the page, so the sidebar lists the models the page just loaded.
 render_sidebar()

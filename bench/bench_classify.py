@@ -17,6 +17,17 @@ a ready preprocessed tensor, measured in the same process, alternating the order
   (preprocess + forward + top-k) against the bare forward at the same batch size, in images/s
   (goal: at least 1/1.15 = 0.87 of the bare throughput).
 
+The runtimes table (`--runtime-models`, default efficientnet_lite0, mobilenet_v3_large, resnet50,
+vit_b_16): warm classify of one photo in each runtime, PyTorch, ONNX Runtime fp32 and ONNX Runtime
+int8, each model loaded through `core.engines.load_classifier` as the app does (exported, checked
+against PyTorch and quantized on first use, into a temporary ZOOSCOPE_CACHE_DIR: that first use is
+timed too), against two bare baselines on the same ready tensor in the same rotation of runs: the
+bare eager forward `module(x)` and the bare ONNX Runtime session `session.run` (fp32, and int8).
+Goals: through ONNX Runtime at most 0.4x the bare eager forward for efficientnet_lite0 and 0.6x for
+resnet50, and within 1.15x of the bare session. int8's agreement with fp32 is the one measured when
+it was made (on the check photos); for the models with random weights it says nothing (their
+outputs are close to uniform), only their speed and size do.
+
 With CUDA (or `--gpu-device`), a third table: throughput at batch 1 and 64 for resnet50 and
 vit_b_16 in fp32 and bf16, through core (the model loaded by load_model with that precision:
 channels-last CNN, preprocessing on the GPU, pinned copies) against the bare PyTorch forward of the
@@ -51,6 +62,10 @@ PHOTO = EXAMPLES / "coffee.jpg"  # 600x400 JPEG
 GOAL_OVERHEAD = 1.15
 GOAL_THROUGHPUT = 1 / GOAL_OVERHEAD
 GPU_MODELS = ("resnet50", "vit_b_16")
+RUNTIME_MODELS = ("efficientnet_lite0", "mobilenet_v3_large", "resnet50", "vit_b_16")
+GOAL_VS_EAGER = {"efficientnet_lite0": 0.4, "resnet50": 0.6}  # warm classify through ONNX Runtime / bare eager
+GOAL_VS_SESSION = 1.15  # warm classify through ONNX Runtime / the bare session on a ready tensor
+REAL_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # the bundled models
 GPU_BATCHES = (1, 64)
 
 
@@ -179,6 +194,67 @@ def bench_batches(model, batches: list[int], repeats: int, warmup: int, sync=lam
     return rows
 
 
+def _rotate(runs: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Each callable timed `repeats` times, the order rotated on every repeat; medians on the chosen clock
+    and on the wall clock, in ms."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    names = list(runs)
+    clock: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(repeats):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            clock[name].append(_seconds(runs[name]) * 1000)
+            wall[name].append((time.perf_counter() - start) * 1000)
+    return {name: {"ms": statistics.median(clock[name]), "wall_ms": statistics.median(wall[name])} for name in names}
+
+
+def bench_runtimes(name: str, runs: int, warmup: int) -> dict:
+    """Warm classify of one photo in PyTorch, ONNX Runtime fp32 and int8, against the bare eager forward
+    and the bare sessions on the same ready tensor."""
+    import torch
+
+    from core.engines import load_classifier
+    from core.images import decode_image
+    from core.loading import load_model
+    from core.predict import classify_files, preprocess
+    from core.runtime import variant_name
+
+    files = [(PHOTO.name, PHOTO.read_bytes())]
+    torch_model = load_model(name, "cpu")
+    x = preprocess(torch_model, [decode_image(files[0][1])])
+    row: dict = {"model": name, "runs": runs, "clock": _clock["name"]}
+    calls: dict[str, Callable[[], object]] = {}
+
+    def eager() -> None:
+        with torch.inference_mode():
+            torch_model.module(x)
+
+    calls["eager"] = eager
+    calls["torch"] = lambda: classify_files(torch_model, files, k=5)
+    for engine in ("onnx", "int8"):
+        start = time.perf_counter()
+        model = load_classifier(variant_name(name, engine), "cpu", runtime_choice=engine)
+        row[f"{engine}_first_use_s"] = time.perf_counter() - start
+        if model.runtime != engine:  # stayed on PyTorch (or fp32): nothing of this runtime to time
+            row[f"{engine}_note"] = model.note or f"runs in {model.runtime}"
+            continue
+        session, array = model.session.session, x.numpy()
+        feeds, outputs = {model.session.input: array}, [model.session.output]
+        calls[f"session_{engine}"] = lambda session=session, feeds=feeds, outputs=outputs: session.run(outputs, feeds)
+        calls[engine] = lambda model=model: classify_files(model, files, k=5)
+        row[f"{engine}_mb"] = model.file_size_mb
+        row[f"{engine}_report"] = dict(model.report)
+        if engine == "int8":
+            row["int8_verdict"] = model.int8_verdict()
+    row["times"] = _rotate(calls, runs, warmup)
+    row["torch_mb"] = torch_model.spec.file_size_mb
+    return row
+
+
 def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warmup: int) -> dict:
     """resnet50 and vit_b_16, fp32 and bf16, through core vs a plain torchvision module on the device."""
     import torch
@@ -301,6 +377,8 @@ def report(results: dict, markdown: bool) -> str:
         "",
         fmt(batch_header, batch_rows(results["batches"])),
     ]
+    if results.get("runtimes"):
+        out += ["", *runtimes_report(results["runtimes"], fmt)]
     gpu = results.get("gpu")
     if gpu:
         out += [
@@ -317,6 +395,90 @@ def report(results: dict, markdown: bool) -> str:
     return "\n".join(out)
 
 
+def runtimes_report(rows: list[dict], fmt: Callable[[list[str], list[list[str]]], str]) -> list[str]:
+    header = [
+        "model",
+        "bare eager ms",
+        "bare session ms",
+        "PyTorch ms",
+        "ONNX Runtime ms",
+        "ONNX / eager",
+        "goal",
+        "ONNX / session",
+        "goal",
+        "first use s",
+    ]
+    fp32_rows, int8_rows = [], []
+    for r in rows:
+        t = r["times"]
+        eager = t["eager"]["ms"]
+        if "onnx" not in t:
+            fp32_rows.append([r["model"], f"{eager:.1f}", "", f"{t['torch']['ms']:.1f}", r.get("onnx_note", "")])
+            fp32_rows[-1] += [""] * (len(header) - len(fp32_rows[-1]))
+        else:
+            onnx, session = t["onnx"]["ms"], t["session_onnx"]["ms"]
+            goal = GOAL_VS_EAGER.get(r["model"])
+            fp32_rows.append(
+                [
+                    r["model"],
+                    f"{eager:.1f}",
+                    f"{session:.1f}",
+                    f"{t['torch']['ms']:.1f}",
+                    f"{onnx:.1f}",
+                    f"{onnx / eager:.3f}x",
+                    f"<= {goal}x {_mark(onnx / eager <= goal)}" if goal else "",
+                    f"{onnx / session:.3f}x",
+                    f"<= {GOAL_VS_SESSION}x {_mark(onnx / session <= GOAL_VS_SESSION)}",
+                    f"{r['onnx_first_use_s']:.1f}",
+                ]
+            )
+        if "int8" in t:
+            report, (fast, reason) = r["int8_report"], r["int8_verdict"]
+            int8, session = t["int8"]["ms"], t["session_int8"]["ms"]
+            fp32 = t["onnx"]["ms"] if "onnx" in t else float("nan")
+            int8_rows.append(
+                [
+                    r["model"],
+                    f"{session:.1f}",
+                    f"{int8:.1f}",
+                    f"{int8 / fp32:.3f}x",
+                    f"{int8 / eager:.3f}x",
+                    f"{int8 / session:.3f}x",
+                    f"{report['same_top1']}/{report['images']}" + ("" if r["model"] in REAL_WEIGHTS else " (random)"),
+                    f"{r['int8_mb']:.1f} / {r.get('onnx_mb', float('nan')):.1f}",
+                    "yes" if fast else f"no: {reason}",
+                    f"{r['int8_first_use_s']:.1f}",
+                ]
+            )
+        elif "int8_note" in r:
+            int8_rows.append([r["model"], "", "", "", "", "", "", "", r["int8_note"], ""])
+    int8_header = [
+        "model",
+        "bare int8 session ms",
+        "int8 classify ms",
+        "int8 / ONNX fp32 classify",
+        "int8 / eager",
+        "int8 / session",
+        "same top-1 as fp32",
+        "MB int8 / fp32",
+        "fast choice",
+        "first use s",
+    ]
+    return [
+        "Runtimes: warm classify of one photo (classify_files: decode + preprocess + forward + softmax + top-k) in "
+        "PyTorch and in ONNX Runtime, against the bare eager forward and the bare ONNX Runtime session on the same "
+        "ready tensor, all in one rotation of runs. First use: export, check against PyTorch (and quantize) into an "
+        "empty cache, once per model and weights.",
+        "",
+        fmt(header, fp32_rows),
+        "",
+        "int8 (static QDQ, per channel; same top-1 as fp32 measured on the 39 check photos when it was made; "
+        "'(random)': random weights, where agreement says nothing):",
+        "",
+        fmt(int8_header, int8_rows),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="efficientnet_lite0,resnet50")
@@ -328,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-batches", default=",".join(map(str, GPU_BATCHES)))
     parser.add_argument("--gpu-repeats", type=int, default=10)
     parser.add_argument("--skip-cpu", action="store_true", help="only the accelerator table")
+    parser.add_argument("--runtime-models", default=",".join(RUNTIME_MODELS), help="the runtimes table ('' skips it)")
+    parser.add_argument("--runtime-runs", type=int, default=15, help="rotated runs per figure of the runtimes table")
     parser.add_argument(
         "--clock",
         choices=("auto", "cpu", "wall"),
@@ -348,11 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     _clock["name"] = ("cpu" if single_thread else "wall") if args.clock == "auto" else args.clock
     load_before = os.getloadavg()[0]
     names = [name.strip() for name in args.models.split(",") if name.strip()]
+    runtime_names = [name.strip() for name in args.runtime_models.split(",") if name.strip()]
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     hub_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-classify-")) / "hub"
-    results: dict = {"single": [], "batches": []}
+    os.environ["ZOOSCOPE_CACHE_DIR"] = str(hub_dir.parent / "zooscope-cache")  # exports made in this run
+    results: dict = {"single": [], "batches": [], "runtimes": []}
     try:
-        write_random_weights(names, hub_dir)
+        write_random_weights(sorted(set(names) | set(runtime_names)), hub_dir)
         use_hub(hub_dir)
         if not args.skip_cpu:
             for name in names:
@@ -361,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["single"].append(bench_single(model, max(args.runs, 1), warmup=3))
                 results["batches"] += bench_batches(model, batches, max(args.batch_repeats, 1), warmup=1)
                 del model
+            for name in runtime_names:
+                print(f"runtimes: {name} ...", file=sys.stderr, flush=True)
+                results["runtimes"].append(bench_runtimes(name, max(args.runtime_runs, 1), warmup=2))
         gpu_device = args.gpu_device or ("cuda" if torch.cuda.is_available() else None)
         cpu_clock = _clock["name"]
         if gpu_device:
@@ -374,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         "load": (load_before, os.getloadavg()[0]),
         "runs": args.runs,
         "batch_repeats": args.batch_repeats,
+        "runtime_runs": args.runtime_runs,
+        "goal_vs_eager": GOAL_VS_EAGER,
+        "goal_vs_session": GOAL_VS_SESSION,
         "clock": cpu_clock,
         "goal_overhead": GOAL_OVERHEAD,
         "goal_throughput": GOAL_THROUGHPUT,

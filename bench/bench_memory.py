@@ -9,7 +9,12 @@ torchvision's real file name) into a temporary hub cache, then, in a fresh subpr
 - ours: the app's pool, `core.loading.ModelPool("cpu")` with its default memory budget, `get(name)`
   for each model (meta-device build, mmap'd weights assigned, not copied);
 - baseline: `torchvision.models.get_model(name, weights="DEFAULT")` for each (torchvision's standard
-  builder: random initialisation, then the cached file loaded and copied in).
+  builder: random initialisation, then the cached file loaded and copied in);
+- ours in ONNX Runtime: the same pool loading through `core.engines.load_classifier` with
+  runtime onnx, as the app does on the CPU: one ONNX Runtime session per model, the PyTorch module
+  beside it memory-mapped and untouched. The exports are made (and checked against PyTorch) first,
+  in another process, into a temporary ZOOSCOPE_CACHE_DIR, so this process is an app restarted with
+  a warm cache: it checks each file's SHA-256 and opens the sessions.
 
 Then one forward pass of each model on one 224 px image, so that every weight page has been read
 (an mmap'd page counts in RSS only once touched), and the process's RSS is read from
@@ -24,6 +29,7 @@ A report, not a test: it always exits 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -42,7 +48,7 @@ if str(ROOT) not in sys.path:
 from bench.report import run_report, table  # noqa: E402 (after the path setup)
 
 DEFAULT_MODELS = "resnet50,vgg16,efficientnet_b0,mobilenet_v3_large,vit_b_16"
-VARIANTS = ("torchvision", "zooscope")
+VARIANTS = ("torchvision", "zooscope", "zooscope-onnx")
 GOAL_BYTES = 2.0e9  # 2.0 GB
 RESULT_TAG = "BENCH_RESULT "
 MB = 2**20
@@ -81,20 +87,29 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
     before = _status()
     start = time.perf_counter()
     evicted: list[str] = []
+    runtimes: list[str] = []
     if variant == "zooscope":
         pool = ModelPool("cpu")
-        modules = [pool.get(name, on_evict=evicted.append).module for name in names]
+        forwards = [pool.get(name, on_evict=evicted.append).module for name in names]
+        kept = pool.loaded()
+    elif variant == "zooscope-onnx":
+        from core.engines import load_classifier
+
+        pool = ModelPool("cpu", loader=functools.partial(load_classifier, runtime_choice="onnx"))
+        models = [pool.get(name, on_evict=evicted.append) for name in names]
+        forwards = [model.forward for model in models]
+        runtimes = [model.runtime for model in models]
         kept = pool.loaded()
     else:
-        modules = [torchvision.models.get_model(name, weights="DEFAULT").eval() for name in names]
+        forwards = [torchvision.models.get_model(name, weights="DEFAULT").eval() for name in names]
         kept = list(names)
     load_seconds = time.perf_counter() - start
     loaded = _status()
     start = time.perf_counter()
     with torch.inference_mode():
-        for name, module in zip(names, modules, strict=True):
+        for name, forward in zip(names, forwards, strict=True):
             size = get_spec(name).input_size
-            module(torch.zeros(1, 3, size, size))
+            forward(torch.zeros(1, 3, size, size))
     forward_seconds = time.perf_counter() - start
     after = _status()
     return {
@@ -106,14 +121,26 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
         "forward_seconds": forward_seconds,
         "kept": kept,
         "evicted": evicted,
+        "runtimes": runtimes,
     }
+
+
+def _prepare(names: list[str], hub_dir: str) -> dict:
+    """Export and check each model for ONNX Runtime into the cache (the app's first use of each)."""
+    from bench.fake_weights import use_hub
+    from core.engines import load_classifier
+
+    use_hub(Path(hub_dir))
+    start = time.perf_counter()
+    runtimes = {name: load_classifier(name, "cpu", runtime_choice="onnx").runtime for name in names}
+    return {"runtimes": runtimes, "seconds": time.perf_counter() - start}
 
 
 # --------------------------------------------------------------------------- parent side
 
 
 def _run_child(variant: str, names: list[str], hub_dir: Path, threads: int | None, streamlit: bool) -> dict:
-    env = dict(os.environ, ZOOSCOPE_OFFLINE="1")
+    env = dict(os.environ, ZOOSCOPE_OFFLINE="1", ZOOSCOPE_CACHE_DIR=str(hub_dir.parent / "zooscope-cache"))
     env.pop("ZOOSCOPE_WEIGHTS_DIR", None)
     if threads:
         env["BENCH_TORCH_THREADS"] = str(threads)
@@ -135,6 +162,8 @@ def bench(names: list[str], repeats: int, threads: int | None, streamlit: bool) 
     try:
         paths = write_random_weights(names, hub_dir)
         file_bytes = sum(path.stat().st_size for path in paths.values())
+        print("  exporting the models for ONNX Runtime (first use, not measured) ...", file=sys.stderr, flush=True)
+        prepared = _run_child("prepare", names, hub_dir, threads, streamlit=False)
         runs: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
         for index in range(repeats):
             for variant in VARIANTS if index % 2 == 0 else VARIANTS[::-1]:
@@ -159,6 +188,7 @@ def bench(names: list[str], repeats: int, threads: int | None, streamlit: bool) 
             "forward_seconds": median(lambda r: r["forward_seconds"]),
             "kept": variant_runs[0]["kept"],
             "evicted": variant_runs[0]["evicted"],
+            "runtimes": variant_runs[0].get("runtimes", []),
         }
     return {
         "models": names,
@@ -170,13 +200,21 @@ def bench(names: list[str], repeats: int, threads: int | None, streamlit: bool) 
         "ratio": summary["zooscope"]["rss"] / summary["torchvision"]["rss"],
         "peak_ratio": summary["zooscope"]["peak"] / summary["torchvision"]["peak"],
         "passed": summary["zooscope"]["rss"] < GOAL_BYTES,
+        "onnx_ratio": summary["zooscope-onnx"]["rss"] / summary["torchvision"]["rss"],
+        "onnx_passed": summary["zooscope-onnx"]["rss"] < GOAL_BYTES,
+        "export_seconds": prepared["seconds"],
     }
 
 
 def report(result: dict, markdown: bool, threads: int | None, load: tuple[float, float]) -> str:
     header = ["variant", "RSS MB", "anonymous MB", "file-backed MB", "peak RSS MB", "RSS before loading MB", "load s"]
     rows = []
-    for variant, label in (("torchvision", "torchvision builders"), ("zooscope", "ours (ModelPool)")):
+    labels = (
+        ("torchvision", "torchvision builders"),
+        ("zooscope", "ours (ModelPool), PyTorch"),
+        ("zooscope-onnx", "ours (ModelPool), ONNX Runtime"),
+    )
+    for variant, label in labels:
         r = result[variant]
         rows.append(
             [
@@ -190,8 +228,10 @@ def report(result: dict, markdown: bool, threads: int | None, load: tuple[float,
             ]
         )
     rows_table = table(header, rows, markdown)
-    ours = result["zooscope"]
+    ours, onnx = result["zooscope"], result["zooscope-onnx"]
     verdict = "pass" if result["passed"] else "MISS"
+    onnx_verdict = "pass" if result["onnx_passed"] else "MISS"
+    in_onnx = [name for name, engine in zip(result["models"], onnx["runtimes"], strict=False) if engine == "onnx"]
     out = [
         f"{', '.join(result['models'])} all loaded, then one forward each; weights files "
         f"{result['file_bytes'] / MB:.0f} MB in all; streamlit imported: {'yes' if result['streamlit'] else 'no'}; "
@@ -202,6 +242,10 @@ def report(result: dict, markdown: bool, threads: int | None, load: tuple[float,
         "",
         f"Ours: {ours['rss'] / 1e9:.2f} GB RSS (goal < {GOAL_BYTES / 1e9:.1f} GB: {verdict}); "
         f"ours / torchvision RSS = {result['ratio']:.2f}, peak {result['peak_ratio']:.2f}.",
+        f"Ours in ONNX Runtime: {onnx['rss'] / 1e9:.2f} GB RSS (goal < {GOAL_BYTES / 1e9:.1f} GB: {onnx_verdict}), "
+        f"{onnx['anon'] / 1e9:.2f} GB of it anonymous (sessions' weights, the process's heap); in ONNX Runtime: "
+        f"{', '.join(in_onnx) or 'none'} (the exports were made and checked beforehand, in "
+        f"{result['export_seconds']:.0f} s, into the cache this process reads).",
         f"Models kept by the pool: {', '.join(ours['kept'])}"
         + (f"; unloaded to fit its budget: {', '.join(ours['evicted'])}" if ours["evicted"] else "; none unloaded."),
         "File-backed pages are the mmap'd weights files: page cache the kernel can drop and re-read under pressure, "
@@ -223,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         variant, models, hub_dir = args.child
-        result = _child(variant, models.split(","), hub_dir, streamlit=not args.no_streamlit)
+        if variant == "prepare":
+            result = _prepare(models.split(","), hub_dir)
+        else:
+            result = _child(variant, models.split(","), hub_dir, streamlit=not args.no_streamlit)
         print(RESULT_TAG + json.dumps(result), flush=True)
         return 0
 

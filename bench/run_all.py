@@ -48,12 +48,14 @@ def _options(threads: int) -> dict[str, list[str]]:
     t = ["--threads", str(threads)]
     return {
         "bench_load.py": ["--models", "resnet50,vgg16,efficientnet_b0,vit_b_16", "--repeats", "3", *t],
-        "bench_classify.py": ["--runs", "41", "--batch-repeats", "7", *t],
+        "bench_classify.py": ["--runs", "41", "--batch-repeats", "7", "--runtime-runs", "21", *t],
         "bench_compare.py": ["--repeats", "5", *t],
         # Fine-tune mode's 3-minute goal is for the app's own threads on a 2-core CPU, not --threads.
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", "--splits", "3", *t],
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
+        "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
+        "bench_startup.py": ["--repeats", "5"],
     }
 
 
@@ -122,6 +124,58 @@ def _classify_rows(data: dict) -> list[Row]:
         )
         for r in data["batches"]
     ]
+    return rows + _runtime_rows(data)
+
+
+def _runtime_rows(data: dict) -> list[Row]:
+    """bench_classify's runtimes table: ONNX Runtime against the bare eager forward and the bare session; int8."""
+    setup = data["setup"]
+    goals, goal_session = setup.get("goal_vs_eager", {}), setup.get("goal_vs_session", 1.15)
+    rows: list[Row] = []
+    for r in data.get("runtimes", []):
+        t, model = r["times"], r["model"]
+        if "onnx" not in t:
+            rows.append((f"warm classify of one photo through ONNX Runtime, {model}", "stays on PyTorch", "", "", "",
+                         r.get("onnx_note", "")))  # fmt: skip
+            continue
+        onnx, eager, session = t["onnx"]["ms"], t["eager"]["ms"], t["session_onnx"]["ms"]
+        goal = goals.get(model)
+        rows.append(
+            (
+                f"warm classify of one photo through ONNX Runtime, {model}, vs PyTorch's bare forward",
+                f"{onnx:.1f} ms",
+                f"{eager:.1f} ms (bare eager forward)",
+                f"{onnx / eager:.3f}x",
+                f"≤ {goal}x" if goal else "",
+                _mark(onnx / eager <= goal) if goal else "",
+            )
+        )
+        rows.append(
+            (
+                f"warm classify of one photo through ONNX Runtime, {model}, vs the bare session",
+                f"{onnx:.1f} ms",
+                f"{session:.1f} ms (bare ONNX Runtime session)",
+                f"{onnx / session:.3f}x",
+                f"≤ {goal_session}x",
+                _mark(onnx / session <= goal_session),
+            )
+        )
+        if "int8" in t:
+            report = r["int8_report"]
+            fast, reason = r["int8_verdict"]
+            random = "" if model.startswith("efficientnet_lite") else " (random weights)"
+            rows.append(
+                (
+                    f"int8 {model}: warm classify vs ONNX Runtime fp32; same top-1 as fp32 on "
+                    f"{report['same_top1']} of {report['images']} check photos{random}; "
+                    f"{r['int8_mb']:.1f} vs {r['onnx_mb']:.1f} MB",
+                    f"{t['int8']['ms']:.1f} ms",
+                    f"{onnx:.1f} ms (ONNX Runtime fp32)",
+                    f"{t['int8']['ms'] / onnx:.3f}x",
+                    "the fast choice only where faster and ≥ 95% agreement",
+                    "offered as the fast choice" if fast else f"not the fast choice: {reason}",
+                )
+            )
     return rows
 
 
@@ -192,7 +246,27 @@ def _finetune_mode_rows(data: dict) -> list[Row]:
 def _finetune_rows(data: dict) -> list[Row]:
     goals = data["goals"]
     what = f"{data['images']} images, {data['epochs']} epochs"
-    return [
+    onnx = []
+    if "onnx_one_pass_s" in data:
+        onnx = [
+            (
+                f"fine-tune fast mode's extraction pass through ONNX Runtime vs PyTorch ({data['images']} images)",
+                f"{data['onnx_one_pass_s']:.2f} s",
+                f"{data['one_pass_s']:.2f} s (PyTorch)",
+                f"{data['onnx_one_pass_s'] / data['one_pass_s']:.2f}x",
+                "faster (< 1x)",
+                _mark(data["onnx_one_pass_s"] < data["one_pass_s"]),
+            ),
+            (
+                f"fine-tune fast mode through ONNX Runtime vs PyTorch ({what})",
+                f"{data['onnx_ours_s']:.2f} s",
+                f"{data['ours_s']:.2f} s (PyTorch)",
+                f"{data['onnx_ours_s'] / data['ours_s']:.2f}x",
+                "",
+                "",
+            ),
+        ]
+    return onnx + [
         (
             f"fine-tune fast mode vs one feature pass ({what})",
             f"{data['ours_s']:.2f} s",
@@ -215,7 +289,7 @@ def _finetune_rows(data: dict) -> list[Row]:
 
 def _memory_rows(data: dict) -> list[Row]:
     ours, tv = data["zooscope"], data["torchvision"]
-    return [
+    rows: list[Row] = [
         (
             f"process RSS with {', '.join(data['models'])} loaded (one forward each)",
             f"{ours['rss'] / 1e9:.2f} GB ({ours['file'] / 1e9:.2f} GB of it file-backed)",
@@ -223,7 +297,9 @@ def _memory_rows(data: dict) -> list[Row]:
             f"{data['ratio']:.2f}x",
             f"< {data['goal_bytes'] / 1e9:.1f} GB",
             _mark(data["passed"]),
-        ),
+        )
+    ]
+    rows.append(
         (
             "peak RSS of that process",
             f"{ours['peak'] / 1e9:.2f} GB",
@@ -231,8 +307,23 @@ def _memory_rows(data: dict) -> list[Row]:
             f"{data['peak_ratio']:.2f}x",
             "",
             "",
-        ),
-    ]
+        )
+    )
+    onnx = data.get("zooscope-onnx")
+    if onnx:
+        engines = dict(zip(data["models"], onnx["runtimes"], strict=False))
+        verified = [name for name, engine in engines.items() if engine == "onnx"]
+        rows.append(
+            (
+                f"the same five in ONNX Runtime, one session each ({len(verified)} of {len(engines)} verified)",
+                f"{onnx['rss'] / 1e9:.2f} GB ({onnx['anon'] / 1e9:.2f} GB of it anonymous)",
+                f"{tv['rss'] / 1e9:.2f} GB (torchvision builders)",
+                f"{data['onnx_ratio']:.2f}x",
+                f"< {data['goal_bytes'] / 1e9:.1f} GB",
+                _mark(data["onnx_passed"]),
+            )
+        )
+    return rows
 
 
 def _allocator_rows(data: dict) -> list[Row]:
@@ -262,6 +353,56 @@ def _allocator_rows(data: dict) -> list[Row]:
     return rows
 
 
+def _inside_rows(data: dict) -> list[Row]:
+    anatomy = data["anatomy"]
+    cold = sum(r["cold_s"] for r in anatomy)
+    floor = sum(r["floor_s"] for r in anatomy)
+    warm = max(r["warm_ms"] for r in anatomy)
+    rows: list[Row] = [
+        (
+            f"Inside: anatomy of {len(anatomy)} models, cold (meta build, FLOP count, fx trace)",
+            f"{cold:.1f} s",
+            f"{floor:.1f} s (meta build + FLOP count alone)",
+            f"{cold / floor:.2f}x",
+            "",
+            "",
+        ),
+        (
+            "Inside: anatomy warm (cached), slowest model",
+            f"{warm * 1000:.1f} µs",
+            "",
+            "",
+            f"< {data['goal_warm_ms'] * 1000:.0f} µs",
+            _mark(warm < data["goal_warm_ms"]),
+        ),
+    ]
+    rows += [
+        (
+            f"Inside: stage maps of one photo, {r['model']}",
+            f"{r['maps_ms']:.1f} ms",
+            f"{r['plain_ms']:.1f} ms (plain forward, same preprocessing)",
+            f"{r['ratio']:.3f}x",
+            f"≤ {data['goal_maps']}x",
+            _mark(r["ratio"] <= data["goal_maps"]),
+        )
+        for r in data["maps"]
+    ]
+    return rows
+
+
+def _startup_rows(data: dict) -> list[Row]:
+    return [
+        (
+            "start-up: `python -m core models` (fresh process)",
+            f"{data['median']['ours']:.2f} s",
+            f"{data['median']['baseline']:.2f} s (`import torch, torchvision`)",
+            f"{data['ratio']:.2f}x",
+            f"≤ {data['goal']}x",
+            _mark(data["ratio"] <= data["goal"]),
+        )
+    ]
+
+
 SUMMARIES: dict[str, Callable] = {
     "bench_load.py": _load_rows,
     "bench_classify.py": _classify_rows,
@@ -269,6 +410,8 @@ SUMMARIES: dict[str, Callable] = {
     "bench_finetune.py": _finetune_rows,
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
+    "bench_inside.py": _inside_rows,
+    "bench_startup.py": _startup_rows,
 }
 ORDER = [
     "bench_load.py",
@@ -277,6 +420,8 @@ ORDER = [
     "bench_finetune.py",
     "bench_memory.py",
     "bench_allocator.py",
+    "bench_inside.py",
+    "bench_startup.py",
 ]
 
 

@@ -12,20 +12,44 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 from core.catalog import ModelSpec
 from core.errors import WeightsUnavailable
+
+# Tensors up to this many elements stay real while a builder that computes runs (regnet's block
+# widths are a few dozen numbers); everything larger, the parameters, goes to the meta device.
+SMALL_TENSOR = 4096
+
+
+class _LargeTensorsOnMeta(TorchFunctionMode):
+    """Every tensor an operation makes stays real while small and goes to the meta device once
+    large: a builder can compute with its small tensors (`.tolist()`), while its parameters take no
+    memory and their initialisation no time. Thread-local, like torch.device("meta")."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if isinstance(result, torch.Tensor) and not result.is_meta and result.numel() > SMALL_TENSOR:
+            return result.to("meta")
+        return result
 
 
 def build_on_meta(spec: ModelSpec) -> nn.Module:
     """`spec`'s architecture with parameters on the meta device (no memory, no init).
 
-    A few builders (regnet) compute with tensors while constructing: those are built for real.
+    A few builders (regnet) compute with tensors while constructing: for those, only the large
+    tensors (every big parameter) go to the meta device; small ones are real, with their random
+    init. Either way, load_state_dict(assign=True) replaces them all.
     """
     try:
         with torch.device("meta"):
             return spec.build()
     except NotImplementedError:
+        pass
+    try:
+        with _LargeTensorsOnMeta():
+            return spec.build()
+    except NotImplementedError:  # it read a large tensor's values: build it for real
         return spec.build()
 
 

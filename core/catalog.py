@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Callable
@@ -207,8 +208,10 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return all_specs()[name]
     except KeyError:
+        close = difflib.get_close_matches(name, all_specs(), n=3, cutoff=0.6)
+        hint = f" Closest: {', '.join(close)}." if close else ""
         raise UnknownModel(
-            f"There is no model called '{name}'. Run `python -m core models --all` to list them."
+            f"There is no model called '{name}'.{hint} Run `python -m core models --all` to list them."
         ) from None
 
 

@@ -113,10 +113,15 @@ def training_curves(frame: pd.DataFrame) -> alt.HConcatChart:
     return alt.hconcat(*charts)
 
 
-def confusion_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
+CELL_SELECTION = "cell"  # the confusion heat map's point selection: {"true": ..., "predicted": ...} when clicked
+
+
+def confusion_heatmap(frame: pd.DataFrame, *, selectable: bool = False) -> alt.LayerChart:
     """Confusion matrix as a heat map with the count in each cell: true class down, predicted across.
 
     Columns: true, predicted, count (long form, every pair; classes keep the frame's order).
+    `selectable` adds a click-to-select point selection named CELL_SELECTION over (true, predicted);
+    the other cells fade while one is selected.
     """
     data = frame.reindex(columns=["true", "predicted", "count"])
     classes = list(dict.fromkeys([*data["true"], *data["predicted"]]))
@@ -129,6 +134,13 @@ def confusion_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
         color=alt.Color("count:Q", title="images", scale=alt.Scale(scheme="blues")),
         tooltip=[alt.Tooltip("true:N"), alt.Tooltip("predicted:N"), alt.Tooltip("count:Q", title="images")],
     )
+    if selectable:
+        cell = alt.selection_point(name=CELL_SELECTION, fields=["true", "predicted"], on="click", clear="dblclick")
+        cells = (
+            cells.mark_rect(cursor="pointer")
+            .add_params(cell)
+            .encode(opacity=alt.condition(cell, alt.value(1.0), alt.value(0.35)))
+        )
     counts = (
         base.transform_joinaggregate(max_count="max(count)")
         .mark_text(baseline="middle")
@@ -160,3 +172,65 @@ def lr_finder(frame: pd.DataFrame, suggestion: float) -> alt.LayerChart:
         .encode(x=x, tooltip=[alt.Tooltip("label:N", title="")])
     )
     return alt.layer(curve, marker).properties(width=420, height=220)
+
+
+def params_per_stage(frame: pd.DataFrame) -> alt.Chart:
+    """Parameters per stage, models side by side in each stage (grouped bars), head last.
+
+    Columns: model, stage ("1", "2", ..., "head"), order, name, params_m, gflops (long form).
+    """
+    data = frame.reindex(columns=["model", "stage", "order", "name", "params_m", "gflops"])
+    stages = list(dict.fromkeys(data.sort_values("order", kind="stable")["stage"]))
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("stage:N", title="stage", sort=stages, axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("model:N"),
+            y=alt.Y("params_m:Q", title="parameters (M)"),
+            color=alt.Color("model:N", title="model", legend=alt.Legend(orient="top")),
+            tooltip=[
+                alt.Tooltip("model:N"),
+                alt.Tooltip("stage:N"),
+                alt.Tooltip("name:N", title="ends at"),
+                alt.Tooltip("params_m:Q", title="parameters (M)", format=".2f"),
+                alt.Tooltip("gflops:Q", title="GFLOPS", format=".3f"),
+            ],
+        )
+        .properties(height=260)
+    )
+
+
+SCALING_DIMENSIONS = ("depth", "width", "resolution")
+
+
+def compound_scaling(frame: pd.DataFrame) -> alt.FacetChart:
+    """EfficientNet's compound scaling: top-1 against depth, width and resolution, one panel each,
+    one line per series (b0-b7, Lite0-2), points labelled with the model.
+
+    Columns: model, series, depth, width, resolution, acc1 (one row per model).
+    """
+    data = frame.reindex(columns=["model", "series", *SCALING_DIMENSIONS, "acc1"])
+    data = data.assign(short=data["model"].str.replace("efficientnet_", "", regex=False))
+    base = alt.Chart().transform_fold(list(SCALING_DIMENSIONS), as_=["dimension", "value"])
+    encoding = {
+        "x": alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
+        "y": alt.Y("acc1:Q", title="ImageNet top-1 (%)", scale=alt.Scale(zero=False)),
+    }
+    lines = base.mark_line(point=True).encode(
+        **encoding,
+        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
+        tooltip=[
+            alt.Tooltip("model:N"),
+            alt.Tooltip("dimension:N"),
+            alt.Tooltip("value:Q"),
+            alt.Tooltip("acc1:Q", title="top-1 (%)", format=".1f"),
+        ],
+    )
+    labels = base.mark_text(align="left", dx=5, dy=-6, fontSize=9).encode(**encoding, text="short:N")
+    return (
+        alt.layer(lines, labels, data=data)
+        .properties(width=220, height=220)
+        .facet(column=alt.Column("dimension:N", title=None, sort=list(SCALING_DIMENSIONS)))
+        .resolve_scale(x="independent")
+    )

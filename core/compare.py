@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from core.engines import Model
 from core.errors import ImageError, ZooScopeError
 from core.images import decode_image, thumbnail
-from core.loading import LoadedModel
 from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, preprocess, probabilities, top_k
 from core.preprocessing import decode_side
 from core.progress import Progress
@@ -30,7 +30,9 @@ from core.progress import Progress
 MODEL_COLUMNS = [
     "model",
     "family",
+    "runtime",
     "latency_ms",
+    "agreement",
     "memory_mb",
     "acc1",
     "acc5",
@@ -95,7 +97,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency_ms(model: LoadedModel, batch: torch.Tensor, *, runs: int = 5, warmup: int = 1) -> float:
+def measure_latency_ms(model: Model, batch: torch.Tensor, *, runs: int = 5, warmup: int = 1) -> float:
     """Median wall time in ms of `model.forward(batch)`, after `warmup` forwards.
 
     Only the forward pass is timed (the batch is on the device before the clock starts, in the
@@ -139,13 +141,17 @@ class ModelStats:
     name: str
     family: str
     latency_ms: float | None  # None when no image could be decoded to measure it on
-    memory_mb: float
+    memory_mb: float  # its weights as it holds them: PyTorch's tensors, or the ONNX Runtime session's copy
     acc1: float
     acc5: float
     params_m: float
     gflops: float
-    size_mb: float
+    size_mb: float  # the file it runs from: the weights file, or the ONNX export (int8: a quarter of it)
     input_size: int
+    runtime: str = "torch"  # "torch", "onnx" or "int8" (core.runtime.ENGINES)
+    # Share of the check photos on which its top-1 is PyTorch fp32's: None in PyTorch itself, 1.0 for
+    # a verified ONNX export, measured for int8.
+    agreement: float | None = None
 
 
 @dataclass
@@ -166,7 +172,9 @@ class Comparison:
                 {
                     "model": s.name,
                     "family": s.family,
+                    "runtime": s.runtime,
                     "latency_ms": s.latency_ms,
+                    "agreement": s.agreement,
                     "memory_mb": s.memory_mb,
                     "acc1": s.acc1,
                     "acc5": s.acc5,
@@ -210,7 +218,9 @@ class Comparison:
             "models": [
                 {
                     "name": s.name,
+                    "runtime": s.runtime,
                     "latency_ms": None if s.latency_ms is None else round(s.latency_ms, 3),
+                    "agreement": s.agreement,
                     "acc1": s.acc1,
                     "params": round(s.params_m * 1e6),
                     "gflops": s.gflops,
@@ -236,7 +246,7 @@ class Comparison:
 # --- running the comparison ---------------------------------------------------------------------
 
 
-def _check_models(models: Sequence[LoadedModel]) -> None:
+def _check_models(models: Sequence[Model]) -> None:
     if not models:
         raise ZooScopeError("Pick at least one model to compare.")
     names = [model.name for model in models]
@@ -252,7 +262,7 @@ def _check_models(models: Sequence[LoadedModel]) -> None:
             )
 
 
-def _stats(model: LoadedModel, latency_ms: float | None) -> ModelStats:
+def _stats(model: Model, latency_ms: float | None) -> ModelStats:
     spec = model.spec
     return ModelStats(
         name=model.name,
@@ -263,8 +273,10 @@ def _stats(model: LoadedModel, latency_ms: float | None) -> ModelStats:
         acc5=spec.acc5,
         params_m=spec.num_params / 1e6,
         gflops=spec.gflops,
-        size_mb=spec.file_size_mb,
+        size_mb=model.file_size_mb,
         input_size=spec.input_size,
+        runtime=model.runtime,
+        agreement=getattr(model, "agreement", None),
     )
 
 
@@ -307,13 +319,13 @@ class _Inline:
         return future
 
 
-def _preprocess_executor(models: Sequence[LoadedModel]) -> ThreadPoolExecutor | _Inline:
+def _preprocess_executor(models: Sequence[Model]) -> ThreadPoolExecutor | _Inline:
     if _overlap_preprocessing(models):
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="zooscope-preprocess")
     return _Inline()
 
 
-def _overlap_preprocessing(models: Sequence[LoadedModel]) -> bool:
+def _overlap_preprocessing(models: Sequence[Model]) -> bool:
     """Whether to prepare the next model's batch in a helper thread while this model runs.
 
     Only when that takes nothing from the forward: the forward runs on a GPU, or torch's CPU
@@ -327,14 +339,14 @@ def _overlap_preprocessing(models: Sequence[LoadedModel]) -> bool:
     return torch.get_num_threads() < cores
 
 
-def _timed_preprocess(model: LoadedModel, images: Sequence[Image.Image]) -> tuple[torch.Tensor, float]:
+def _timed_preprocess(model: Model, images: Sequence[Image.Image]) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     batch = preprocess(model, images)
     return batch, (time.perf_counter() - start) * 1000
 
 
 def compare_files(
-    models: Sequence[LoadedModel],
+    models: Sequence[Model],
     files: Sequence[tuple[str, bytes]],
     *,
     k: int = DEFAULT_TOP_K,

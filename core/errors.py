@@ -13,5 +13,9 @@ class WeightsUnavailable(ZooScopeError):
     """A model's weights file is not on this machine and could not be fetched or verified."""
 
 
+class NetworkUnavailable(WeightsUnavailable):
+    """A download failed because this machine cannot reach the network (not a 404, not a bad file)."""
+
+
 class UnknownModel(ZooScopeError):
     """A model name that is not in the catalogue."""

@@ -15,8 +15,9 @@ not say, the way timm's `PretrainedCfg` carries `classifier` and `first_conv`:
 
 Paths are dotted module paths; an integer part indexes a module's children by position, a
 negative one from the end ("classifier.-1" is the last module of a Sequential). In `stages`,
-"features.*" stands for every child of `features` in order, and "features.*MaxPool2d" for every
-child of that class.
+"features.*" stands for every child of `features` in order, "features.*MaxPool2d" for every
+child of that class, and "encoder.layers.*/4" for its children in 4 runs of equal length, each
+run ending a stage (ViT-B/16's 12 encoder layers and ViT-H/14's 32 both make four stages).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         last_block="encoder.layers.-1",
         cam_target="encoder.layers.-1.ln_1",  # patch tokens after the last block get no gradient
         cam_layout="tokens",
-        stages=("conv_proj", "encoder.layers.*"),
+        stages=("conv_proj", "encoder.layers.*/4"),
         channels_last=False,
     ),
 }

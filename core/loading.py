@@ -38,10 +38,21 @@ class LoadedModel:
     # whether its weights (so its inputs too) are in channels-last layout (CNNs on CUDA).
     precision: str = "fp32"
     channels_last: bool = False
+    # Why it runs in PyTorch where another runtime was asked for (core.engines), for the sidebar.
+    note: str = ""
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def runtime(self) -> str:
+        """Which engine runs `forward`: PyTorch (core.onnx_engine.OnnxModel says "onnx" or "int8")."""
+        return "torch"
+
+    @property
+    def file_size_mb(self) -> float:
+        return self.spec.file_size_mb
 
     @property
     def categories(self) -> list[str]:
@@ -155,12 +166,19 @@ def memory_budget_from_env() -> float:
 
 
 def file_size_estimate_mb(name: str) -> float:
-    """What a model will occupy once loaded, guessed before loading: its weights file's size."""
-    return get_spec(name).file_size_mb
+    """What a model will occupy once loaded, guessed before loading: its weights file's size (a
+    quarter of it for an int8 variant, "resnet50 · int8")."""
+    base, engine = runtime.split_variant(name)
+    size = get_spec(base).file_size_mb
+    return size / 4 if engine == "int8" else size
 
 
 class ModelPool:
     """The process-wide set of loaded models, shared by every browser session.
+
+    It holds whatever its loader makes: `load_model`'s LoadedModel by default; the app's pool
+    (core.cache) loads through core.engines, so an entry may be an ONNX Runtime model, and its
+    size (`memory_mb`) is then what the session holds.
 
     One lock per model name makes concurrent first requests load a model once. Models are kept
     in least-recently-used order under a memory budget: before a new model loads, the least
@@ -270,6 +288,12 @@ class ModelPool:
         """Loaded model names, least recently used first."""
         with self._lock:
             return list(self._models)
+
+    def models(self) -> list[LoadedModel]:
+        """The loaded models themselves (whatever the loader made of them), least recently used first;
+        reading them does not count as using them."""
+        with self._lock:
+            return list(self._models.values())
 
     def unload(self, name: str | None = None) -> None:
         """Forget one model (or all); memory returns once no request still holds it."""

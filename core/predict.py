@@ -39,18 +39,27 @@ class Classification:
     predictions: tuple[Prediction, ...]
     latency_ms: float  # this image's share of its batch: preprocess + forward + top-k
     thumbnail: Image.Image | None = field(default=None, compare=False, repr=False)
+    threshold: float | None = None  # a fine-tuned model's "not sure" threshold (core.finetune.threshold)
 
     @property
     def top1(self) -> Prediction:
         return self.predictions[0]
 
+    @property
+    def below_threshold(self) -> bool:
+        """The top-1 probability is below the model's threshold: the answer is "none of the classes"."""
+        return self.threshold is not None and self.top1.probability < self.threshold
+
     def as_json(self) -> dict:
-        return {
+        report = {
             "file": self.file,
             "model": self.model,
             "predictions": [{"label": p.label, "probability": p.probability} for p in self.predictions],
             "latency_ms": round(self.latency_ms, 3),
         }
+        if self.threshold is not None:
+            report.update(threshold=self.threshold, below_threshold=self.below_threshold)
+        return report
 
 
 @dataclass(frozen=True)

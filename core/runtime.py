@@ -8,7 +8,10 @@ Every decision about how the hardware is used lives here, made once per process:
 - `use_channels_last(traits, device)`: channels-last memory layout for CNNs on CUDA only;
 - `train_channels_last(traits, device)`: the same for the modules fine-tuning trains (CPU too);
 - `model_precision(traits, device)`: "fp32" or "bf16" (autocast) from `ZOOSCOPE_PRECISION` and,
-  for `auto`, a measured agreement the caller supplies (core.precision_check).
+  for `auto`, a measured agreement the caller supplies (core.precision_check);
+- `resolve_runtime(requested, device)`: which engine runs a model, PyTorch or ONNX Runtime (fp32 or
+  int8), from `ZOOSCOPE_RUNTIME` or `--runtime`; `int8_verdict(...)`: whether a measured int8
+  variant is the fast choice; `onnx_threads()`: ONNX Runtime's threads, the same count as torch's.
 
 Decisions only: this module measures nothing itself and imports nothing else of `core` but the
 family table.
@@ -267,3 +270,91 @@ def model_precision(
         bf16_slow=traits.bf16_slow,
         agreement=agreement,
     )
+
+
+# --- runtime: which engine runs a model -----------------------------------------------------------
+
+RUNTIME_ENV = "ZOOSCOPE_RUNTIME"
+RUNTIMES = ("auto", "torch", "onnx", "int8")
+ENGINES = ("torch", "onnx", "int8")  # what a model can run in once decided
+ENGINE_LABELS = {"torch": "PyTorch", "onnx": "ONNX Runtime", "int8": "ONNX Runtime int8"}
+INT8_AGREEMENT_GOAL = 0.95  # int8's top-1 must match fp32's on at least this share of the check images
+VARIANT_SEPARATOR = " · "  # "resnet50 · int8": a model in a named runtime, side by side with "resnet50"
+
+
+def parse_runtime(value: str) -> str:
+    """`value` as one of RUNTIMES (case and spaces ignored); ValueError naming the choices otherwise."""
+    runtime = value.strip().lower()
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {value!r}; choose one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def requested_runtime(env: Mapping[str, str] | None = None) -> str:
+    """`ZOOSCOPE_RUNTIME` as one of RUNTIMES (default auto; anything else warns, then auto)."""
+    env = os.environ if env is None else env
+    raw = env.get(RUNTIME_ENV, "").strip()
+    if not raw:
+        return "auto"
+    try:
+        return parse_runtime(raw)
+    except ValueError as error:
+        _log.warning("%s: %s; using auto", RUNTIME_ENV, error)
+        return "auto"
+
+
+def resolve_runtime(requested: str, device: torch.device | str) -> str:
+    """The one runtime decision: "torch", "onnx" or "int8" for a model on `device`.
+
+    - On CUDA: PyTorch, whatever was asked (ONNX Runtime here is its CPU build; the GPU path stays as it is).
+    - On the CPU: torch -> PyTorch; auto and onnx -> ONNX Runtime fp32; int8 -> ONNX Runtime int8.
+      auto never picks int8: int8 changes answers, so it runs only when asked for.
+
+    This is the intent. The engine that exports the model runs it only once its graph is verified
+    against PyTorch (core.onnx_engine), and keeps PyTorch, with a note, where it is not.
+    """
+    if requested not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {requested!r}")
+    if torch.device(device).type != "cpu" or requested == "torch":
+        return "torch"
+    return "int8" if requested == "int8" else "onnx"
+
+
+def onnx_threads() -> int:
+    """ONNX Runtime's intra-op threads: the count torch runs with, which pick_device() sets once per
+    process (configure_threads: the cgroup-aware CPU count, or ZOOSCOPE_TORCH_THREADS); so the two
+    engines never ask for more cores than there are, and a caller that sets torch's threads (a
+    benchmark, a test) sets ONNX Runtime's too. Read when a session is made."""
+    return torch.get_num_threads()
+
+
+def int8_verdict(agreement: float, int8_ms: float, fp32_ms: float) -> tuple[bool, str]:
+    """Whether a measured int8 variant is the fast choice, and why in a few words.
+
+    Only where it is faster than fp32 and its top-1 agrees with fp32's on at least INT8_AGREEMENT_GOAL
+    of the check images; otherwise it is still there to try, marked as slower or as less faithful.
+    """
+    faithful = agreement >= INT8_AGREEMENT_GOAL
+    faster = int8_ms < fp32_ms
+    if faithful and faster:
+        return True, f"{fp32_ms / int8_ms:.1f}x faster than fp32, same top-1 on {agreement:.0%} of the check images"
+    reasons = []
+    if not faster:
+        reasons.append(f"slower than fp32 here ({int8_ms:.1f} vs {fp32_ms:.1f} ms)")
+    if not faithful:
+        goal = f"{INT8_AGREEMENT_GOAL:.0%}"
+        reasons.append(f"same top-1 as fp32 on only {agreement:.1%} of the check images (goal {goal})")
+    return False, "; ".join(reasons)
+
+
+def variant_name(name: str, engine: str) -> str:
+    """How a model in a named runtime is listed beside the default one: "resnet50 · int8"."""
+    return f"{name}{VARIANT_SEPARATOR}int8" if engine == "int8" else name
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """("resnet50", "int8") for "resnet50 · int8"; (name, None) for a plain model name."""
+    base, separator, engine = name.rpartition(VARIANT_SEPARATOR)
+    if separator and engine == "int8":
+        return base, engine
+    return name, None

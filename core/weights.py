@@ -3,30 +3,45 @@
 Every file is verified against the SHA-256 prefix torchvision puts in its name
 (`resnet50-11ad3fa6.pth`) before it is used; a download is written to a temporary file and
 renamed only once complete and verified, so the cache never holds half a file.
+
+A download that fails for lack of network (no name lookup, no route, refused, no answer) teaches
+the process that the network is down: later downloads fail at once with `NetworkUnavailable`
+instead of each waiting again, until `forget_network_failure()` or a few minutes have passed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import importlib.resources
 import os
+import socket
 import tempfile
 import threading
+import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import torch.hub
 
+from core import bundled
 from core.bundled import PACKAGE_SCHEME
 from core.catalog import ModelSpec
-from core.errors import WeightsUnavailable
+from core.errors import NetworkUnavailable, WeightsUnavailable
 from core.progress import Progress
 
 WEIGHTS_DIR_ENV = "ZOOSCOPE_WEIGHTS_DIR"
 OFFLINE_ENV = "ZOOSCOPE_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation: a dead network fails fast, a slow one still works
 _CHUNK = 1 << 20
+# How long "the network is down" is believed. The process serves every browser session (on a
+# server too), so a passing outage must not pin everyone to the bundled models for the life of
+# the process: after this, one download tries again. With truly no network that retry costs one
+# failed attempt every few minutes (a name lookup fails at once; at worst one DOWNLOAD_TIMEOUT_S).
+NETWORK_RECHECK_S = 300.0
 
 
 # Files already hashed in this process, keyed by what would change if the file did.
@@ -37,6 +52,72 @@ _verified_lock = threading.Lock()
 def offline() -> bool:
     """ZOOSCOPE_OFFLINE=1 (or true/yes) means never touch the network."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class NetworkStatus:
+    """Whether downloads are known to fail for lack of network: learned once, shared by every thread."""
+
+    def __init__(self, recheck_after_s: float = NETWORK_RECHECK_S, clock: Callable[[], float] = time.monotonic):
+        self.recheck_after_s = recheck_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down: tuple[float, str] | None = None  # (since, why) while the network is believed down
+
+    def down(self) -> str | None:
+        """Why the network is known to be unreachable, or None when a download may be tried."""
+        with self._lock:
+            if self._down is not None and self._clock() - self._down[0] >= self.recheck_after_s:
+                self._down = None
+            return None if self._down is None else self._down[1]
+
+    def mark_down(self, why: str) -> None:
+        with self._lock:
+            self._down = (self._clock(), why)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._down = None
+
+
+_network = NetworkStatus()
+
+
+def network_down() -> str | None:
+    """Why downloads are known to fail for lack of network right now (in plain words), or None."""
+    return _network.down()
+
+
+def forget_network_failure() -> None:
+    """Forget that the network was down: the next download tries it again."""
+    _network.forget()
+
+
+def can_download() -> bool:
+    """Whether a missing weights file may be downloaded now: ZOOSCOPE_OFFLINE unset, network not known down."""
+    return not offline() and network_down() is None
+
+
+_UNREACHABLE = {errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTUNREACH}
+
+
+def no_network_reason(error: BaseException, timeout: float) -> str | None:
+    """Plain words for an error of `urlopen` that means this machine cannot reach the server, else None.
+
+    An HTTP error (a 404) is an answer, so the network works; so is a reply cut short or a file
+    that fails its hash. Only failures before any answer count: lookup, route, refusal, silence.
+    """
+    if isinstance(error, urllib.error.HTTPError):
+        return None
+    cause = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(cause, socket.gaierror):
+        return "the download server's name could not be looked up"
+    if isinstance(cause, TimeoutError):
+        return f"the download server did not answer within {timeout:g} s"
+    if isinstance(cause, ConnectionRefusedError):
+        return "the connection to the download server was refused"
+    if isinstance(cause, OSError) and cause.errno in _UNREACHABLE:
+        return "the network is unreachable"
+    return None
 
 
 def hub_checkpoints_dir() -> Path:
@@ -120,34 +201,55 @@ def is_available(spec: ModelSpec) -> bool:
     return any(path.is_file() for path in local_candidates(spec))
 
 
+def _connect(url: str, timeout: float):
+    """`urlopen(url)`, failing at once while the network is known to be down and learning when it is."""
+    if (why := network_down()) is not None:
+        raise NetworkUnavailable(f"There is no network here: {why}.")
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except OSError as error:  # URLError and HTTPError are OSErrors
+        if (why := no_network_reason(error, timeout)) is None:
+            raise
+        _network.mark_down(why)
+        raise NetworkUnavailable(f"There is no network here: {why}.") from error
+    _network.forget()  # something answered: the network works
+    return response
+
+
 def download(
     url: str, destination: Path, *, progress: Progress | None = None, timeout: float = DOWNLOAD_TIMEOUT_S
 ) -> None:
-    """Stream `url` into `destination` through a temporary file; verify, then rename."""
+    """Stream `url` into `destination` through a temporary file; verify, then rename.
+
+    Raises NetworkUnavailable without trying while the network is known to be down.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     prefix = expected_hash_prefix(destination.name)
-    handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".partial", dir=destination.parent)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total, f"Downloading {destination.name}")
-        if total and done != total:
-            raise WeightsUnavailable(f"The download of {destination.name} stopped after {done} of {total} bytes.")
-        if prefix and not digest.hexdigest().startswith(prefix):
-            raise WeightsUnavailable(f"The downloaded {destination.name} does not match its SHA-256 prefix {prefix}.")
-        os.replace(temporary, destination)
-        with _verified_lock:
-            _verified.add(_stat_key(destination))
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with _connect(url, timeout) as response:
+        handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".partial", dir=destination.parent)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(handle, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total, f"Downloading {destination.name}")
+            if total and done != total:
+                raise WeightsUnavailable(f"The download of {destination.name} stopped after {done} of {total} bytes.")
+            if prefix and not digest.hexdigest().startswith(prefix):
+                raise WeightsUnavailable(
+                    f"The downloaded {destination.name} does not match its SHA-256 prefix {prefix}."
+                )
+            os.replace(temporary, destination)
+            with _verified_lock:
+                _verified.add(_stat_key(destination))
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
 
 
 def unavailable_message(spec: ModelSpec, reason: str) -> str:
@@ -156,6 +258,15 @@ def unavailable_message(spec: ModelSpec, reason: str) -> str:
         f"The weights for {spec.name} are not on this machine and could not be downloaded ({reason}). "
         f"Put {spec.file_name} (from {spec.weights.url}) in {folder}, "
         f"or pick the bundled offline model efficientnet_lite0."
+    )
+
+
+def no_network_message(spec: ModelSpec, why: str) -> str:
+    folder = local_weights_dir() or hub_checkpoints_dir()
+    return (
+        f"{why} So the weights for {spec.name} cannot be downloaded: put {spec.file_name} "
+        f"(from {spec.weights.url}) in {folder}, or use a model that comes with ZooScope "
+        f"({', '.join(bundled.NAMES)})."
     )
 
 
@@ -168,6 +279,8 @@ def resolve(spec: ModelSpec, *, progress: Progress | None = None, timeout: float
     destination = hub_checkpoints_dir() / spec.file_name
     try:
         download(spec.weights.url, destination, progress=progress, timeout=timeout)
+    except NetworkUnavailable as error:
+        raise NetworkUnavailable(no_network_message(spec, str(error))) from error
     except WeightsUnavailable as error:
         raise WeightsUnavailable(unavailable_message(spec, str(error).rstrip("."))) from error
     except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, cut-off reads, a full disk

@@ -1,4 +1,5 @@
-"""Shared fixtures: every test runs against its own empty torch hub cache and a clean environment.
+"""Shared fixtures: every test runs against its own empty torch hub cache and a clean environment,
+and ZooScope's cache of exported ONNX files is a temporary folder (never ~/.cache/zooscope).
 
 Nothing here imports torch at module level, so test files that never touch torch (images) stay fast.
 """
@@ -6,18 +7,60 @@ Nothing here imports torch at module level, so test files that never touch torch
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-_ENV_VARS = ("ZOOSCOPE_WEIGHTS_DIR", "ZOOSCOPE_OFFLINE")
+_ENV_VARS = ("ZOOSCOPE_WEIGHTS_DIR", "ZOOSCOPE_OFFLINE", "ZOOSCOPE_RUNTIME")
+_XDG_CACHE = "XDG_CACHE_HOME"
+_saved_xdg: list[str | None] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Libraries' own caches under XDG_CACHE_HOME go to a temporary folder for the run: onnxruntime writes
+    a device id and an event store there as soon as it is imported (at collection, by some test files),
+    matplotlib its font list. Set before collection, and in os.environ so the app servers inherit it."""
+    _saved_xdg.append(os.environ.get(_XDG_CACHE))
+    os.environ[_XDG_CACHE] = tempfile.mkdtemp(prefix="zooscope-tests-xdg-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _saved_xdg:
+        return
+    shutil.rmtree(os.environ.get(_XDG_CACHE, ""), ignore_errors=True)
+    previous = _saved_xdg.pop()
+    if previous is None:
+        os.environ.pop(_XDG_CACHE, None)
+    else:
+        os.environ[_XDG_CACHE] = previous
+
+
+CACHE_DIR_ENV = "ZOOSCOPE_CACHE_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache_for_the_session(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary ONNX cache for the whole run, set in os.environ so the app servers the browser tests
+    start inherit it too: each bundled model is exported and checked once per run, not once per test.
+    A test that needs a cache of its own (tampering, an unwritable folder) sets ZOOSCOPE_CACHE_DIR itself."""
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("zooscope-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
 
 
 @pytest.fixture(autouse=True)
 def _isolated_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No test sees (or writes to) the real ~/.cache/torch, a weights folder or the offline switch."""
+    """No test sees (or writes to) the real ~/.cache/torch, a weights folder, the offline switch, or
+    what an earlier test taught the process about the network."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     for name in _ENV_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -30,12 +73,14 @@ def _isolated_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     weights = sys.modules.get("core.weights")
     if weights is not None:
         weights._verified.clear()  # "already hashed" must not leak between tests
+        weights.forget_network_failure()  # nor "the network is down"
     yield
     if hub is not None:
         hub._hub_dir = previous_dir
     weights = sys.modules.get("core.weights")
     if weights is not None:
         weights._verified.clear()
+        weights.forget_network_failure()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Pieces of the Fine-tune page: dataset preview, the live training view, results and the mistakes gallery."""
+"""Pieces of the Fine-tune page: dataset preview, the live training view, results and the image gallery
+behind the confusion matrix (the mistakes, or one cell's images)."""
 
 from __future__ import annotations
 
@@ -11,25 +12,32 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core.charts import confusion_heatmap, training_curves
+from core.charts import CELL_SELECTION, confusion_heatmap, training_curves
 from core.errors import ImageError
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import Dataset, Skipped
 from core.finetune.depth import DEPTH_LABELS
 from core.finetune.estimate import DepthCost, estimate_seconds
 from core.finetune.extraction import FeatureCache
-from core.finetune.metrics import Metrics, Mistake
+from core.finetune.metrics import Metrics, Outcome
 from core.finetune.trained import TrainedModel
 from core.images import decode_image, thumbnail
 from ui.session import reuse
-from ui.tables import share_column
+from ui.tables import data_table, share_column
 from ui.text import verbatim
 
 PREVIEW_PER_CLASS = 6
 PREVIEW_CLASSES = 12  # classes previewed with thumbnails; the counts table holds them all
 PREVIEW_SIDE = 96
-MISTAKES_LIMIT = 24
+MISTAKES_LIMIT = 24  # images in the gallery
 MISTAKES_PER_ROW = 6
+# The gallery's filter: ALL_MISTAKES or a confusion cell (true, predicted). The selectbox holds it;
+# a click on the heat map sets it too. The chart's key changes when the filter is chosen elsewhere, so that
+# the chart comes back without a stale highlight.
+CELL_KEY = "finetune_cell"
+ALL_MISTAKES = "all mistakes"  # not None: a selectbox whose value is None shows no choice at all
+CELL_OWNER_KEY = "finetune_cell_metrics"  # the Metrics (so the model) the filter was chosen for
+CHART_NONCE_KEY = "finetune_confusion_nonce"
 _FOLDER_ENTRY = "This is a folder entry, not a file."
 
 
@@ -81,7 +89,7 @@ def show_dataset(dataset: Dataset, previews: dict[str, list[tuple[str, Image.Ima
     total = len(dataset.items)
     st.subheader(f"{total:,} images in {len(dataset.classes)} classes")
     counts, pictures = st.columns([1, 2], gap="medium")
-    counts.dataframe(dataset.counts_frame(), hide_index=True)
+    data_table(dataset.counts_frame(), container=counts, hide_index=True)
     with pictures:
         for label, thumbs in previews.items():
             st.markdown(f"**{verbatim(label)}**")
@@ -95,7 +103,7 @@ def show_dataset(dataset: Dataset, previews: dict[str, list[tuple[str, Image.Ima
     frame, folders = skipped_frame(dataset.skipped)
     if len(frame):
         with st.expander(f"{len(frame):,} files skipped, each with its reason", icon=":material/block:"):
-            st.dataframe(frame, hide_index=True, width="stretch")
+            data_table(frame, hide_index=True, width="stretch")
             if folders:
                 st.caption(f"{folders:,} folder entries of the zip are not listed.")
     if dataset.warnings:
@@ -248,9 +256,35 @@ def runs_frame(runs: Sequence[tuple[int, TrainedModel]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def confusion_chart_key() -> str:
+    return f"finetune_confusion_{st.session_state.get(CHART_NONCE_KEY, 0)}"
+
+
+def cell_clicked() -> None:
+    """The heat map's on_select: the clicked cell filters the gallery; a click that clears the selection
+    (a double click) shows every mistake again."""
+    state = st.session_state.get(confusion_chart_key())
+    points = state.selection.get(CELL_SELECTION) if state is not None else None
+    st.session_state[CELL_KEY] = (points[0]["true"], points[0]["predicted"]) if points else ALL_MISTAKES
+
+
+def redraw_chart() -> None:
+    """The filter was chosen in the selectbox (or reset): a fresh chart, without the old cell highlighted."""
+    st.session_state[CHART_NONCE_KEY] = st.session_state.get(CHART_NONCE_KEY, 0) + 1
+
+
+def show_all() -> None:
+    st.session_state[CELL_KEY] = ALL_MISTAKES
+    redraw_chart()
+
+
 def show_metrics(metrics: Metrics) -> None:
+    if st.session_state.get(CELL_OWNER_KEY) is not metrics:  # a new model: every mistake, a fresh chart
+        st.session_state[CELL_OWNER_KEY] = metrics
+        st.session_state[CELL_KEY] = ALL_MISTAKES
+        redraw_chart()
     st.markdown("**Per class** (validation images)")
-    st.dataframe(
+    data_table(
         metrics.per_class_frame(),
         hide_index=True,
         column_config={
@@ -261,28 +295,85 @@ def show_metrics(metrics: Metrics) -> None:
         },
     )
     st.markdown("**Confusion matrix**: how often each true class (row) was predicted as each class (column)")
-    st.altair_chart(confusion_heatmap(metrics.confusion_frame()), width="content")
+    st.altair_chart(
+        confusion_heatmap(metrics.confusion_frame(), selectable=True),
+        width="content",
+        key=confusion_chart_key(),
+        on_select=cell_clicked,
+        selection_mode=CELL_SELECTION,
+    )
+    st.caption("Click a cell to see its images below (double-click, or *Show all mistakes*, to go back).")
 
 
-def mistake_cards(mistakes: Sequence[Mistake]) -> list[tuple[Image.Image | None, str]]:
+def cell_label(cell: tuple[str, str] | str, counts: dict[tuple[str, str], int], mistakes: int) -> str:
+    if cell == ALL_MISTAKES:
+        return f"All mistakes ({mistakes})"
+    true, predicted = cell
+    count = counts.get(cell, 0)
+    if true == predicted:
+        return f"{true}, classified correctly ({count})"
+    return f"{true} predicted as {predicted} ({count})"
+
+
+def chosen_cell(trained: TrainedModel, container=st) -> tuple[str, str] | None:
+    """The selectbox of confusion cells (the keyboard's way to what a click on the heat map does)."""
+    metrics = trained.metrics
+    cells = metrics.cells()
+    counts = {(true, predicted): count for true, predicted, count in cells}
+    options: list[tuple[str, str] | str] = [ALL_MISTAKES, *counts]
+    current = st.session_state.get(CELL_KEY, ALL_MISTAKES)
+    if current not in options:  # an empty cell was clicked
+        options.append(current)
+    mistakes = len(metrics.mistakes)
+    chosen = container.selectbox(
+        "Show",
+        options,
+        format_func=lambda cell: cell_label(cell, counts, mistakes),
+        key=CELL_KEY,
+        on_change=redraw_chart,
+        help="The validation images behind one cell of the confusion matrix, or every mistake.",
+    )
+    return None if chosen == ALL_MISTAKES else chosen
+
+
+def outcome_cards(outcomes: Sequence[Outcome]) -> list[tuple[Image.Image | None, str]]:
     return [
         (
-            preview(m.item.data, 160),
-            f"{verbatim(m.item.name)} · true: {verbatim(m.true)} · predicted: {verbatim(m.predicted)} "
-            f"({m.confidence:.0%})",
+            preview(o.item.data, 160),
+            f"{verbatim(o.item.name)} · true: {verbatim(o.true)} · predicted: {verbatim(o.predicted)} "
+            f"({o.confidence:.0%})",
         )
-        for m in mistakes[:MISTAKES_LIMIT]
+        for o in outcomes[:MISTAKES_LIMIT]
     ]
 
 
-def show_mistakes(trained: TrainedModel) -> None:
-    mistakes = trained.metrics.mistakes
-    if not mistakes:
-        st.success("No mistakes on the validation images.", icon=":material/check_circle:")
+def gallery_heading(cell: tuple[str, str] | None, count: int) -> str:
+    if cell is None:
+        return f"**{count} validation images misclassified**, most confident mistakes first"
+    true, predicted = (verbatim(name) for name in cell)
+    if cell[0] == cell[1]:
+        return f"**{count} validation images of {true} classified correctly**, least confident first"
+    return f"**{count} validation images of {true} predicted as {predicted}**, most confident first"
+
+
+def show_gallery(trained: TrainedModel) -> None:
+    """The mistakes, or the images of the confusion cell chosen above (by click or in the selectbox)."""
+    metrics = trained.metrics
+    pick, back = st.columns([2, 1], vertical_alignment="bottom")
+    cell = chosen_cell(trained, container=pick)
+    outcomes = metrics.mistakes if cell is None else metrics.in_cell(*cell)
+    if cell is not None:
+        back.button("Show all mistakes", key="finetune_show_all", on_click=show_all, icon=":material/undo:")
+    if not outcomes:
+        if cell is None:
+            st.success("No mistakes on the validation images.", icon=":material/check_circle:")
+        else:
+            true, predicted = (verbatim(name) for name in cell)
+            st.info(f"No validation image of {true} was predicted as {predicted}.")
         return
-    shown = min(len(mistakes), MISTAKES_LIMIT)
-    st.markdown(f"**{len(mistakes)} validation images misclassified**, most confident mistakes first")
-    cards = reuse("finetune_mistake_cards", trained, lambda: mistake_cards(mistakes))
+    shown = min(len(outcomes), MISTAKES_LIMIT)
+    st.markdown(gallery_heading(cell, len(outcomes)))
+    cards = reuse("finetune_gallery_cards", (trained, cell), lambda: outcome_cards(outcomes))
     for start in range(0, shown, MISTAKES_PER_ROW):
         columns = st.columns(MISTAKES_PER_ROW)
         for column, (image, caption) in zip(columns, cards[start : start + MISTAKES_PER_ROW], strict=False):
@@ -290,8 +381,8 @@ def show_mistakes(trained: TrainedModel) -> None:
                 column.image(image, caption=caption, width="stretch")
             else:
                 column.caption(caption)
-    if len(mistakes) > shown:
-        st.caption(f"Showing the {shown} most confident of {len(mistakes)} mistakes.")
+    if len(outcomes) > shown:
+        st.caption(f"Showing the first {shown} of {len(outcomes)} images.")
 
 
 def duration(seconds: float) -> str:

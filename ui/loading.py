@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import streamlit as st
 
 from core.cache import get_model, model_pool
-from core.errors import ZooScopeError
-from core.loading import LoadedModel
+from core.engines import Model
+from core.errors import NetworkUnavailable, ZooScopeError
 from ui.progress import progress_bar
 
 
-def load_with_progress(name: str, *, label: str | None = None) -> LoadedModel:
+def load_with_progress(name: str, *, label: str | None = None) -> Model:
     """The shared model `name`; raises core.errors.ZooScopeError (e.g. WeightsUnavailable) for the page to show."""
     evicted: list[str] = []
     if name in model_pool().loaded():
@@ -30,12 +30,17 @@ def load_with_progress(name: str, *, label: str | None = None) -> LoadedModel:
     return model
 
 
-def load_many(names: Sequence[str]) -> list[LoadedModel]:
-    """Each model in `names` that loads; one that cannot is reported in the page and the others go on."""
+def load_many(names: Sequence[str]) -> list[Model]:
+    """Each model in `names` that loads; one that cannot is reported in the page and the others go on.
+
+    NetworkUnavailable is raised instead: the page falls back to the models that run here (ui.fallback).
+    """
     loaded = []
     for position, name in enumerate(names, start=1):
         try:
             loaded.append(load_with_progress(name, label=f"Loading {name} ({position} of {len(names)})…"))
+        except NetworkUnavailable:
+            raise
         except ZooScopeError as error:
             st.warning(f"**{name}** is left out: {error}", icon=":material/cloud_off:")
     return loaded

@@ -1,19 +1,29 @@
-"""The app's pages, in one list: app.py navigates over it, pages link to each other through it.
+"""The app's pages, in one list, and the guard that keeps every address on the app.
 
-Why the files are called `*_page.py` while the addresses are `/classify`, `/compare`, ...:
 Streamlit still honours its old automatic page list when a `pages/` folder sits beside the entry
-point. On a fresh server, the first request decides: `/compare` opened first (a bookmark, a
-shared link) would run `pages/compare.py` on its own, with Streamlit's raw page list and without
-app.py's sidebar, because the old list maps an address to the file of the same name. With no
-file named like any address, that lookup finds nothing and falls back to app.py, whose
-`st.navigation` then serves the page asked for. tests/unit/test_navigation.py keeps it so.
+point: on a fresh server, the first request decides which list serves it. `/compare` opened
+first (a bookmark, a shared link) makes Streamlit run `pages/compare.py` on its own, from that
+old list: its raw page names in the sidebar, and none of app.py (no sidebar of ours, no page
+config). So every page calls `ensure_app()` before drawing anything: run on its own by the old
+list, it runs app.py instead, whose `st.navigation` takes over for good and serves the page that
+was asked for (this same file, now inside the app). tests/unit/test_navigation.py checks that
+every page calls it; tests/e2e/test_deep_links_browser.py opens every address first on a fresh
+server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import runpy
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 @dataclass(frozen=True)
@@ -24,13 +34,25 @@ class PageEntry:
     url_path: str
 
 
-CLASSIFY = PageEntry("pages/classify_page.py", "Classify", ":material/image_search:", "classify")
-COMPARE = PageEntry("pages/compare_page.py", "Compare", ":material/compare:", "compare")
-FINETUNE = PageEntry("pages/finetune_page.py", "Fine-tune", ":material/model_training:", "finetune")
-MODELS = PageEntry("pages/models_page.py", "Models", ":material/menu_book:", "models")
+CLASSIFY = PageEntry("pages/classify.py", "Classify", ":material/image_search:", "classify")
+COMPARE = PageEntry("pages/compare.py", "Compare", ":material/compare:", "compare")
+FINETUNE = PageEntry("pages/finetune.py", "Fine-tune", ":material/model_training:", "finetune")
+INSIDE = PageEntry("pages/inside.py", "Inside", ":material/account_tree:", "inside")
+MODELS = PageEntry("pages/models.py", "Models", ":material/menu_book:", "models")
 
-PAGES = (CLASSIFY, COMPARE, FINETUNE, MODELS)
+PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, MODELS)
 DEFAULT = CLASSIFY
+
+# Set while app.py's navigation runs a page (each script run has its own thread, so its own context).
+_inside_app: contextvars.ContextVar[bool] = contextvars.ContextVar("zooscope_inside_app", default=False)
+
+
+def look_inside(name: str) -> None:
+    """A link that opens Inside on model `name` (/inside?model=NAME); none where a page runs on its
+    own (a test of the page file), with no navigation to link through."""
+    if not _inside_app.get():
+        return
+    st.page_link(INSIDE.file, label=f"Look inside {name}", icon=INSIDE.icon, query_params={"model": name})
 
 
 def navigation() -> st.navigation:
@@ -40,3 +62,26 @@ def navigation() -> st.navigation:
             for page in PAGES
         ]
     )
+
+
+@contextlib.contextmanager
+def inside_app() -> Iterator[None]:
+    """app.py runs its navigation in here: pages run within know they are in the app."""
+    token = _inside_app.set(True)
+    try:
+        yield
+    finally:
+        _inside_app.reset(token)
+
+
+def ensure_app() -> None:
+    """The first call of every page: where Streamlit's old page list ran this page without app.py,
+    run app.py (it serves this page) and end this run. Anywhere else, nothing happens: inside the
+    app, or where the page is the script being run (a test running the page file alone)."""
+    if _inside_app.get():
+        return
+    ctx = get_script_run_ctx()
+    if ctx is None or Path(ctx.main_script_path).resolve() != APP:
+        return
+    runpy.run_path(str(APP), run_name="__main__")
+    st.stop()

@@ -14,6 +14,10 @@ T = TypeVar("T")
 MY_MODEL = "my_model"
 MY_MODEL_OPTION = "my model"
 CLASSIFY_MODEL = "classify_model"
+# Inside's model selectbox, and the `?model=` address it last followed (links from Compare and
+# Models open /inside?model=NAME).
+INSIDE_MODEL = "inside_model"
+INSIDE_FOLLOWED = "inside_followed"
 
 
 def reuse(slot: str, key: Hashable, compute: Callable[[], T]) -> T:

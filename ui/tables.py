@@ -1,10 +1,21 @@
-"""Tables the pages share: probabilities as bars, one image's top-k."""
+"""Tables the pages share: every st.dataframe goes through `data_table`; probabilities as bars; one image's top-k."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
 from core.predict import Classification, top_k_frame
+
+# What a missing value (None, NaN) looks like in every table: nothing, like an empty string. Streamlit
+# otherwise draws the word "None" (a failed file's top-1 and latency, a model with no latency measured).
+MISSING = ""
+
+
+def data_table(data: Any, *, container: Any = st, **kwargs: Any) -> Any:
+    """st.dataframe (in `container`) with missing values drawn empty; every table in the app comes here."""
+    return container.dataframe(data, placeholder=MISSING, **kwargs)
 
 
 def share_column(label: str | None = None, **kwargs) -> st.column_config.Column:
@@ -17,4 +28,4 @@ def top_k_table(result: Classification, *, show_rank: bool = True, container=st)
     column_config = {"probability": share_column()}
     if not show_rank:
         column_config["rank"] = None
-    container.dataframe(top_k_frame(result), hide_index=True, column_config=column_config)
+    data_table(top_k_frame(result), container=container, hide_index=True, column_config=column_config)

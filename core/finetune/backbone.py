@@ -7,19 +7,28 @@ replaces the classifier in the view with `nn.Identity()` so the view returns fea
 modules are to train, puts deep copies of them (the person's own tensors) in their places
 (core.finetune.tail makes them). Where the head and the last block live comes from the family
 table (core.families).
+
+Fast mode's features come from `frozen_features`: where the backbone runs in ONNX Runtime, its
+export without the head (verified within 1e-4 of PyTorch's features), else the view itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn as nn
 
 from core.catalog import ModelSpec
 from core.errors import ZooScopeError
 from core.loading import LoadedModel
+from core.onnx_engine import onnx_features
+from core.progress import Progress
 from core.views import get_layer, private_view, set_layer
+
+_log = logging.getLogger(__name__)
 
 
 def head_path(spec: ModelSpec) -> str:
@@ -77,3 +86,19 @@ def backbone_view(loaded: LoadedModel, *, tuned: Mapping[str, nn.Module] | None 
         set_layer(view, path, module, spec.name)
     view.eval()
     return BackboneView(name=spec.name, module=view, feature_dim=feature_dim, tuned=dict(tuned or {}))
+
+
+def frozen_features(
+    loaded: LoadedModel, view: BackboneView, *, progress: Progress | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What computes features for a frozen backbone (fast mode): where `loaded` runs in ONNX Runtime
+    (core.onnx_engine.OnnxModel), the backbone exported without its head, once its features are
+    within 1e-4 of PyTorch's on the check photos; else, and for a view with trained copies, `view.module`."""
+    if getattr(loaded, "runtime", "torch") == "torch" or view.tuned:
+        return view.module
+    try:
+        forward, _ = onnx_features(loaded.torch_model, view.module, progress=progress)
+    except Exception as error:  # noqa: BLE001 - PyTorch computes the same features, only slower
+        _log.warning("%s's features stay in PyTorch: %s", loaded.spec.name, error)
+        return view.module
+    return forward

@@ -2,7 +2,8 @@
 
     manifest.json         what the model is: backbone, weights, classes, preprocessing, head shape,
                           the paths of the backbone modules it trained (`tuned`, maybe none),
-                          training settings, a metrics summary
+                          training settings, a metrics summary, and the "not sure" threshold
+                          (optional: older bundles lack it)
     weights.safetensors   the tensors: "head.*" and, for each trained module, "backbone.<path>.*"
 
 No pickle anywhere, in either direction. A bundle comes from the internet, so importing reads
@@ -22,12 +23,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import threading
-import warnings
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import safetensors.torch
 import torch
@@ -41,8 +42,10 @@ from core.finetune.config import TrainConfig
 from core.finetune.depth import BYTES_PER_TRAINABLE_PARAMETER, TRAINING_MEMORY_BUDGET, trained_paths
 from core.finetune.heads import HEAD_TYPES, build_head
 from core.finetune.tail import private_copies
+from core.finetune.threshold import check_threshold
 from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
+from core.onnx_export import export_module
 from core.views import get_layer
 
 FORMAT_VERSION = 2
@@ -54,7 +57,6 @@ MAX_MANIFEST_BYTES = 1 << 20
 # The most a person may train (core.finetune.depth: a quarter of the training memory budget is the
 # weights) and a generous head.
 MAX_WEIGHTS_BYTES = TRAINING_MEMORY_BUDGET // BYTES_PER_TRAINABLE_PARAMETER * 4 + (64 << 20)
-ONNX_OPSET = 17
 
 _COMMON_KEYS = ("format_version", "backbone", "weights_id", "classes", "preprocessing", "head")
 _REQUIRED_KEYS = {
@@ -65,7 +67,6 @@ TUNED_PREFIX = "backbone."
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 _NEVER_LOADED = "pickles can run code and are never loaded"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same weights bytes
-_EXPORT_LOCK = threading.Lock()  # torch.onnx's exporter keeps global state
 
 
 class BundleError(ZooScopeError):
@@ -112,6 +113,7 @@ def manifest_for(trained: TrainedModel) -> dict:
             "val_accuracy": None if math.isnan(trained.val_accuracy) else float(trained.val_accuracy),
             "epochs_run": int(trained.epochs_run),
         },
+        "threshold": float(trained.threshold),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -271,6 +273,11 @@ def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig, dict[str, s
     metrics = manifest["metrics"]
     if not isinstance(metrics, dict):
         raise BundleError("The bundle's metrics are not a JSON object.")
+    if "threshold" in manifest:
+        try:
+            check_threshold(manifest["threshold"])
+        except ValueError as error:
+            raise BundleError(f"The bundle's {error}.") from None
     return spec, config, tuned
 
 
@@ -387,46 +394,38 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
         val_accuracy=float(accuracy)
         if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)
         else math.nan,
+        threshold=float(manifest["threshold"]) if "threshold" in manifest else None,  # None: the fallback
     )
 
 
 # --- ONNX -----------------------------------------------------------------------------------------
 
 
-def export_onnx(trained: TrainedModel, loaded: LoadedModel, *, opset: int = ONNX_OPSET) -> bytes:
-    """The complete model as ONNX: input "image" (N, 3, S, S), already preprocessed; output "logits" (N, C).
-
-    The batch axis is dynamic. The classes and preprocessing travel in the model's metadata.
-    """
+def onnx_file_bytes(path: Path, trained: TrainedModel, spec: ModelSpec) -> bytes:
+    """The ONNX model at `path` (weights in an external file or not) as one file's bytes, with the
+    classes and preprocessing in its metadata."""
     import onnx
 
-    module = trained.full_module(loaded)
-    size = loaded.spec.input_size
-    example = torch.zeros(2, 3, size, size, device=loaded.device)
-    buffer = io.BytesIO()
-    with _EXPORT_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = onnx.load(str(path))  # reads any external weights file back into the model
     onnx.helper.set_model_props(
         model,
         {
             "classes": json.dumps(list(trained.classes)),
-            "preprocessing": json.dumps(preprocessing(loaded.spec)),
+            "preprocessing": json.dumps(preprocessing(spec)),
             "backbone": trained.backbone,
             "weights_id": trained.weights_id,
             "producer": "ZooScope",
         },
     )
     return model.SerializeToString()
+
+
+def export_onnx(trained: TrainedModel, loaded: LoadedModel) -> bytes:
+    """The complete model as ONNX: input "image" (N, 3, S, S), already preprocessed; output "logits" (N, C).
+
+    The batch axis is dynamic. The classes and preprocessing travel in the model's metadata.
+    core.finetune.deploy adds the int8 version and each one's measured agreement.
+    """
+    with tempfile.TemporaryDirectory(prefix="zooscope-onnx-") as folder:
+        path = export_module(trained.full_module(loaded), loaded.spec.input_size, Path(folder) / "model.onnx")
+        return onnx_file_bytes(path, trained, loaded.spec)

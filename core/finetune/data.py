@@ -1,10 +1,11 @@
 """The labelled images a person brings for transfer learning, checked and counted.
 
-Two ways in, as people already know them:
+Ways in, as people already know them:
 
 - a zip of class folders, the layout torchvision's ImageFolder reads (`cat/1.jpg`, `dog/2.png`), optionally
   inside one wrapping folder (`pets/cat/1.jpg`);
-- per-class uploads, the way Teachable Machine asks for them (class name -> files).
+- per-class uploads, the way Teachable Machine asks for them (class name -> files);
+- the same class folders on disk (the example dataset that ships in `assets/`, or a folder given to the CLI).
 
 Every file that cannot be used is skipped and listed with a reason; nothing here crashes on a strange upload.
 A zip is read entry by entry from memory (`zipfile.ZipFile(io.BytesIO(data))`): nothing is ever extracted or
@@ -29,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import pandas as pd
 
@@ -233,6 +235,26 @@ def dataset_from_uploads(
     ignored = sorted(label for label in merged if label not in dataset.classes)
     dataset.warnings[:0] = [f"Class '{label}' has no usable images and was ignored." for label in ignored]
     return dataset
+
+
+def dataset_from_folder(root: str | Path, *, progress: Progress | None = None) -> Dataset:
+    """An ImageFolder-style folder on disk: every file under `root/<class>/` is an image of that class.
+
+    Files beside the class folders (a README, a licence) belong to no class and are left out, as are
+    hidden files and folders; a file that is not a usable image is skipped with its reason, as for uploads.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder of class folders.")
+    classes: dict[str, list[tuple[str, bytes]]] = {}
+    for folder in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        files = sorted(
+            path
+            for path in folder.rglob("*")
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        )
+        classes[folder.name] = [(path.relative_to(folder).as_posix(), path.read_bytes()) for path in files]
+    return dataset_from_uploads(classes, progress=progress)
 
 
 def stratified_split(

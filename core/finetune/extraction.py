@@ -76,14 +76,14 @@ def decode_item(item: LabelledImage, min_side: int | None = None) -> Image.Image
         raise ImageError(f"{item.name}: {error}") from None
 
 
-def _backbone_forward(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+def _backbone_forward(module: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
     """One frozen forward (the only place fast mode runs the backbone; tests count calls here)."""
     with torch.inference_mode():
         return module(batch).float()
 
 
 def extract_features(
-    backbone_view: nn.Module,
+    backbone_view: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     preprocess: Callable[[Image.Image], torch.Tensor],
     items: Sequence[LabelledImage],
     *,
@@ -94,6 +94,9 @@ def extract_features(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Features (N, D) of `items`, in order, on the CPU. Only images missing from `cache` run forward.
+
+    `backbone_view` maps a preprocessed batch to features: the PyTorch view, or its ONNX Runtime
+    export (core.finetune.backbone.frozen_features).
 
     `backbone` names the backbone for the cache keys (required with a cache).
     """

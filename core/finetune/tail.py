@@ -147,7 +147,7 @@ class SplitBackbone:
 def private_copies(loaded: LoadedModel, paths: list[str] | tuple[str, ...]) -> dict[str, nn.Module]:
     """Deep copies of the shared modules at `paths`: the person's own tensors, frozen until asked."""
     source = private_view(loaded)  # its Parameters wrap the shared storage; deepcopy copies that storage
-    return {path: copy.deepcopy(get_layer(source, path, loaded.name)) for path in paths}
+    return {path: copy.deepcopy(get_layer(source, path, loaded.spec.name)) for path in paths}
 
 
 def split_backbone(
@@ -167,13 +167,13 @@ def split_backbone(
     full = backbone_view(loaded, tuned=tuned)
 
     prefix = backbone_view(loaded).module
-    set_layer(prefix, cut.start, _StopAtCut(), loaded.name)
+    set_layer(prefix, cut.start, _StopAtCut(), loaded.spec.name)
 
     tail = backbone_view(loaded, tuned=tuned).module
-    meta = shapes_model(loaded.name)
+    meta = shapes_model(loaded.spec.name)
     for path in cut.prefix:
-        set_layer(tail, path, _ZerosLike(get_layer(meta, path, loaded.name)), loaded.name)
-    entry = _FedFromCut(get_layer(tail, cut.start, loaded.name))
-    set_layer(tail, cut.start, entry, loaded.name)
+        set_layer(tail, path, _ZerosLike(get_layer(meta, path, loaded.spec.name)), loaded.spec.name)
+    entry = _FedFromCut(get_layer(tail, cut.start, loaded.spec.name))
+    set_layer(tail, cut.start, entry, loaded.spec.name)
 
     return SplitBackbone(cut=cut, full=full, tuned=tuned, _prefix=prefix, _tail=tail, _entry=entry)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from core.errors import ZooScopeError
 from core.finetune.augment import augmentation, augmented_batch, check_train_size, training_image
-from core.finetune.backbone import backbone_view
+from core.finetune.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import Dataset, LabelledImage, stratified_split
 from core.finetune.depth import Cut, check_memory, cut_for
@@ -46,6 +46,7 @@ from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.heads import build_head
 from core.finetune.metrics import evaluate
 from core.finetune.tail import SplitBackbone, split_backbone
+from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
 from core.preprocessing import model_batch
@@ -134,6 +135,7 @@ class _Outcome:
             best_epoch=self.best_epoch,
             val_accuracy=metrics.accuracy,
             seconds=time.perf_counter() - self.started,
+            threshold=default_threshold(metrics.outcomes, len(self.labels.classes)),
         )
 
 
@@ -265,7 +267,7 @@ def train(
         config.head, frozen.feature_dim, len(classes), hidden=config.hidden, dropout=config.dropout, generator=generator
     ).to(device)
     features = extract_features(
-        frozen.module,
+        frozen_features(loaded, frozen, progress=progress),
         loaded.preprocess,
         list(train_items) + list(val_items),
         backbone=spec.name,

@@ -3,13 +3,15 @@
 It holds no shared backbone tensors itself. To classify, `classifier(loaded)` puts it on the
 shared `LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained
 copies in it, then the head, answering to core.classifier's protocol like any catalogue model.
+Where the backbone runs in ONNX Runtime and nothing of it was trained, the features come from its
+verified export (core.finetune.backbone.frozen_features), as in training.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,9 +20,10 @@ from PIL import Image
 
 from core import predict as core_predict
 from core.errors import ZooScopeError
-from core.finetune.backbone import backbone_view
+from core.finetune.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.metrics import Metrics
+from core.finetune.threshold import fallback_threshold, with_threshold
 from core.loading import LoadedModel
 from core.preprocessing import Transform
 
@@ -28,7 +31,7 @@ from core.preprocessing import Transform
 class HeadOnBackbone(nn.Module):
     """Backbone view (with any trained copies in it) followed by the new head: images -> logits."""
 
-    def __init__(self, features: nn.Module, head: nn.Module):
+    def __init__(self, features: nn.Module | Callable[[torch.Tensor], torch.Tensor], head: nn.Module):
         super().__init__()
         self.features = features
         self.head = head
@@ -71,10 +74,17 @@ class TrainedModel:
     best_epoch: int = 0  # in finetune mode, 0 is the head trained alone on frozen features
     val_accuracy: float = float("nan")
     seconds: float = float("nan")  # how long the training took, everything included
+    # Below this top-1 probability the answer is "not sure: none of the classes" (core.finetune.threshold).
+    # Training sets it from the validation results; None means there are none to set it from.
+    threshold: float | None = None
     _inference: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.threshold is None:
+            self.threshold = fallback_threshold(len(self.classes))
 
     @property
     def name(self) -> str:
@@ -96,10 +106,11 @@ class TrainedModel:
         return first.in_features
 
     def _check_backbone(self, loaded: LoadedModel) -> None:
-        if loaded.name != self.backbone or loaded.spec.weights_id != self.weights_id:
+        # The spec's name: an int8-run backbone is listed as "name · int8" but has the same weights.
+        if loaded.spec.name != self.backbone or loaded.spec.weights_id != self.weights_id:
             raise ZooScopeError(
                 f"This model was trained on {self.backbone} ({self.weights_id}), not on "
-                f"{loaded.name} ({loaded.spec.weights_id})."
+                f"{loaded.spec.name} ({loaded.spec.weights_id})."
             )
 
     def full_module(self, loaded: LoadedModel) -> nn.Module:
@@ -109,12 +120,21 @@ class TrainedModel:
         return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
 
     def _inference_module(self, loaded: LoadedModel) -> nn.Module:
-        # One per shared module, dropped when that module is (the pool unloaded it).
+        # One per shared module and runtime, dropped when that module is (the pool unloaded it).
+        runtime = getattr(loaded, "runtime", "torch")
         with self._lock:
-            module = self._inference.get(loaded.module)
-            if module is None:
-                module = self._inference[loaded.module] = self.full_module(loaded)
-            return module
+            built = self._inference.setdefault(loaded.module, {})
+            if runtime not in built:
+                built[runtime] = self._for_inference(loaded)
+            return built[runtime]
+
+    def _for_inference(self, loaded: LoadedModel) -> nn.Module:
+        """full_module(loaded), with the frozen backbone's features from ONNX Runtime where it runs there."""
+        if self.tuned or getattr(loaded, "runtime", "torch") == "torch":
+            return self.full_module(loaded)
+        self._check_backbone(loaded)
+        features = frozen_features(loaded, backbone_view(loaded))
+        return HeadOnBackbone(features, self.head).eval().requires_grad_(False)
 
     def classifier(self, loaded: LoadedModel) -> TrainedClassifier:
         """This model on its shared backbone, ready for core.predict."""
@@ -146,5 +166,7 @@ class TrainedModel:
         k: int = core_predict.DEFAULT_TOP_K,
         **kwargs,
     ) -> list[core_predict.Classification | core_predict.Failure]:
-        """core.predict.classify_files with this model: top-k over its classes, Failures in place."""
-        return core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
+        """core.predict.classify_files with this model: top-k over its classes, judged against its threshold,
+        Failures in place."""
+        results = core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
+        return with_threshold(results, self.threshold)

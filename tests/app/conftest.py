@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -30,3 +31,24 @@ def app() -> AppTest:
 def shown(markdown: str) -> str:
     """What a person reads from Markdown the app escaped with ui.text.verbatim."""
     return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def select_on_chart(at: AppTest, key_prefix: str, selection: str, points: list[dict]) -> AppTest:
+    """A click on a chart drawn with `on_select`: run the script with the chart's selection as its widget value.
+
+    AppTest can find a chart but has no way to click one, and a chart's selection cannot be set through
+    session_state (Streamlit refuses writes to it). So this sends what the browser sends after a click,
+    `{"selection": {<selection>: [<point's fields>]}}`, as the chart's widget state; the page's callback
+    then runs as it would in the browser (tests/e2e clicks the real chart).
+    """
+    charts = [chart for chart in at.get("vega_lite_chart") if chart.key and chart.key.startswith(key_prefix)]
+    assert len(charts) == 1, f"one chart keyed {key_prefix}*, not {len(charts)}"
+    states = at._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id = charts[0].proto.id
+    state.string_value = json.dumps({"selection": {selection: points}})
+    return at._run(states)
+
+
+def chart_key(at: AppTest, key_prefix: str) -> str:
+    return next(chart.key for chart in at.get("vega_lite_chart") if chart.key and chart.key.startswith(key_prefix))

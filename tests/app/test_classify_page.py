@@ -89,16 +89,50 @@ def test_sidebar_shows_device_loaded_model_and_unloads(app):
     upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))  # loads the model into the shared pool
     # AppTest re-runs only the page script after the first run, so the sidebar is checked on its own.
     sidebar = AppTest.from_function(sidebar_script, default_timeout=TIMEOUT).run()
-    assert "`efficientnet_lite0`" in " ".join(m.value for m in sidebar.sidebar.markdown)
+    assert "`efficientnet_lite0` · ONNX Runtime" in [m.value for m in sidebar.sidebar.markdown]
     assert any("CPU" in c.value for c in sidebar.sidebar.caption)
+    assert any(
+        "Runtime: ONNX Runtime" in c.value and "ZOOSCOPE_RUNTIME=auto" in c.value for c in sidebar.sidebar.caption
+    )
     assert sidebar.sidebar.metric[0].label == "Process memory"
     sidebar.sidebar.button(key="sidebar_unload").click().run()
     assert "none yet" in " ".join(m.value for m in sidebar.sidebar.markdown)
 
 
-def test_unavailable_weights_show_clear_message(app, monkeypatch):
+def test_unavailable_weights_say_which_file_and_the_bundled_model_answers(app, monkeypatch):
     monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
     app.selectbox(key="classify_model").set_value("resnet18").run()
     upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
-    assert not app.exception
-    assert "resnet18-f37072fd.pth" in app.error[0].value
+    assert not app.exception and not app.error
+    [note] = [info.value for info in app.info if "cannot be downloaded" in info.value]
+    assert "resnet18-f37072fd.pth" in note and "efficientnet_lite0" in note
+    assert app.selectbox(key="classify_model").value == "efficientnet_lite0"
+    assert frames(app)[0]["label"].iloc[0] == "espresso"
+
+
+def test_sidebar_says_when_a_model_stays_on_pytorch_and_why(app, monkeypatch, tmp_path):
+    from core import onnx_engine
+    from core.onnx_export import ExportFailed
+
+    def failing_export(*args, **kwargs):
+        raise ExportFailed("torch.onnx could not export it (UnsupportedOperatorError: aten::made_up)")
+
+    monkeypatch.setenv("ZOOSCOPE_CACHE_DIR", str(tmp_path / "cache"))  # the failure is remembered there only
+    monkeypatch.setattr(onnx_engine, "export_module", failing_export)
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
+    assert frames(app)[0]["label"].iloc[0] == "espresso"  # classified all the same, by PyTorch
+    sidebar = AppTest.from_function(sidebar_script, default_timeout=TIMEOUT).run()
+    assert "`efficientnet_lite0` · PyTorch" in [m.value for m in sidebar.sidebar.markdown]
+    assert any("aten::made_up" in c.value for c in sidebar.sidebar.caption)
+
+
+def test_int8_is_one_click_away_with_its_measured_agreement_and_speed(app):
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
+    assert any("Runs in ONNX Runtime: its export gives PyTorch's top-1" in c.value for c in app.caption)
+    app.toggle(key="classify_int8").set_value(True).run()
+    assert not app.exception, app.exception
+    assert frames(app)[0]["label"].iloc[0] == "espresso"
+    said = [c.value for c in app.caption] + [w.value for w in app.warning]
+    summary = next(text for text in said if "Runs in ONNX Runtime int8" in text)
+    assert "check photos" in summary and "ms against" in summary and "MB against" in summary
+    assert "the fast choice" in summary.lower()

@@ -83,11 +83,14 @@ def test_explain_shows_one_heat_map_per_model(compare):
     assert any("espresso" in caption.value for caption in compare.caption)
 
 
-def test_unavailable_model_is_reported_and_the_rest_compared(compare):
+def test_a_model_that_needs_a_download_gives_its_place_to_a_bundled_one(compare):
     compare.multiselect(key="compare_models").set_value(["resnet18", "efficientnet_lite0"]).run()
     upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
-    assert any("resnet18" in warning.value and "resnet18-f37072fd.pth" in warning.value for warning in compare.warning)
-    assert list(frame_with(compare, "latency_ms")["model"]) == ["efficientnet_lite0"]
+    assert compare.multiselect(key="compare_models").value == ["efficientnet_lite1", "efficientnet_lite0"]
+    [note] = [info.value for info in compare.info if "cannot be downloaded" in info.value]
+    assert "ZOOSCOPE_OFFLINE" in note and "resnet18" in note and "resnet18-f37072fd.pth" in note
+    assert not compare.warning and not compare.error
+    assert list(frame_with(compare, "latency_ms")["model"]) == ["efficientnet_lite1", "efficientnet_lite0"]
 
 
 def test_memory_budget_unloads_least_recently_used_and_says_so(monkeypatch, app):
@@ -100,3 +103,16 @@ def test_memory_budget_unloads_least_recently_used_and_says_so(monkeypatch, app)
     notes = " ".join(info.value for info in app.info)
     assert "Unloaded efficientnet_lite0" in notes
     assert list(frame_with(app, "latency_ms")["model"]) == LITE
+
+
+def test_a_model_and_its_int8_variant_side_by_side(compare):
+    int8 = "efficientnet_lite0 · int8"
+    assert int8 in compare.multiselect(key="compare_models").options
+    compare.multiselect(key="compare_models").set_value(["efficientnet_lite0", int8]).run()
+    upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
+    models = frame_with(compare, "latency_ms").set_index("model")
+    assert list(models["runtime"]) == ["onnx", "int8"]
+    assert models.loc["efficientnet_lite0", "agreement"] == 1.0 and 0 < models.loc[int8, "agreement"] <= 1
+    assert models.loc[int8, "size_mb"] < models.loc["efficientnet_lite0", "size_mb"] / 3
+    verdict = [m.value for m in compare.success] + [m.value for m in compare.warning]
+    assert any(int8 in text and "fast choice" in text for text in verdict)

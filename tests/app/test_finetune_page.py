@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 
@@ -16,18 +17,24 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
+from skimage import data as skdata
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
+from core.charts import CELL_SELECTION
 from core.finetune.bundle import import_bundle
+from core.finetune.threshold import passing_share
 from core.finetune.trained import TrainedModel
 from core.loading import load_model
+from tests.app.conftest import chart_key, select_on_chart
 from tests.faces import lfw_pngs, zip_of
 from tests.glyphs import glyph_pngs
+from ui.finetune_views import ALL_MISTAKES
 from ui.navigation import FINETUNE, PAGES
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "assets" / "examples"
 PAGE = str(ROOT / FINETUNE.file)
 TIMEOUT = 180  # seconds per script run: a training run on a 2-core machine, with the first imports
 PER_CLASS = 30
@@ -98,10 +105,85 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def gallery(at: AppTest) -> list[tuple[str, str]]:
+    """(true, predicted) of every image in the gallery below the confusion matrix, in order."""
+    captions = [c.caption for image in at.get("image") for c in image.proto.imgs if " · predicted: " in c.caption]
+    return [tuple(re.search(r"true: (.*) · predicted: (.*) \(", caption).groups()) for caption in captions]
+
+
+def answer_lines(at: AppTest) -> list[str]:
+    """The bold answer of each Try it result: a class, or "Not sure: ..."."""
+    return [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**") and " · " in m.value]
+
+
+def best_guesses(at: AppTest) -> list[str]:
+    """The top-1 label of each Try it result, whether or not it is below the threshold."""
+    lines = [m.value for m in at.markdown if m.value.startswith("**") and " · " in m.value]
+    return [
+        re.search(r"best guess (.+) at ", line).group(1) if "best guess" in line else line.split("**")[1]
+        for line in lines
+    ]
+
+
+def grass_tile() -> bytes:
+    """A grass photo the example model has not seen: a tile of skimage's grass off the example's grid."""
+    buffer = io.BytesIO()
+    Image.fromarray(skdata.grass()[300:420, 40:160]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def test_empty_page_explains_what_to_bring(page):
     assert page.title[0].value == "Fine-tune"
     assert "Add your images above" in page.info[0].value
-    assert not page.button  # no Train button before there is a dataset
+    assert [b.key for b in page.button] == ["finetune_try_example"]  # no Train button before there is a dataset
+
+
+def test_the_example_dataset_trains_in_one_click_and_says_when_it_is_not_sure(page, downloads):
+    ok(page.button(key="finetune_try_example").click().run())
+    assert page.subheader[0].value == "75 images in 3 classes"
+    assert frame_with(page, "images")["images"].tolist() == [25, 25, 25]
+    assert "The example dataset: brick, grass and gravel" in page.info[0].value
+    assert not page.warning and not page.error
+
+    ok(page.button(key="finetune_train").click().run())  # the defaults: fast mode, 30 epochs
+    trained = page.session_state["my_model"]
+    assert trained.classes == ["brick", "grass", "gravel"]
+    assert float(metric(page, "Validation accuracy").rstrip("%")) >= 90.0
+
+    # With at most one mistake in 15, some cell off the diagonal is empty: a click there says so.
+    filled = {(t, p) for t, p, _ in trained.metrics.cells()}
+    true, predicted = next((t, p) for t in trained.classes for p in trained.classes if t != p and (t, p) not in filled)
+    ok(select_on_chart(page, "finetune_confusion", CELL_SELECTION, [{"true": true, "predicted": predicted}]))
+    assert f"No validation image of {true} was predicted as {predicted}." in [i.value for i in page.info]
+    assert page.selectbox(key="finetune_cell").value == (true, predicted)
+
+    # The "not sure" threshold: the model's default, on a slider, with what it means on the validation images.
+    assert 1 / 3 <= trained.threshold <= 0.9
+    assert page.slider(key="finetune_threshold").value == round(trained.threshold * 100)
+    share = passing_share(trained.metrics.outcomes, trained.threshold)
+    assert any(f"{share:.0%} of the correctly classified validation images reach it" in c.value for c in page.caption)
+
+    # Try it: a cat is none of brick, grass, gravel; a grass tile is grass.
+    probes = [("chelsea.jpg", (EXAMPLES / "chelsea.jpg").read_bytes()), ("grass.png", grass_tile())]
+    ok(page.file_uploader(key="finetune_try_files").set_value([(n, d, "image/png") for n, d in probes]).run())
+    assert answer_lines(page) == ["Not sure: none of the classes", "grass"]
+    # Threshold 0: the same results (not classified again), every answer a class.
+    ok(page.slider(key="finetune_threshold").set_value(0).run())
+    assert trained.threshold == 0.0
+    assert answer_lines(page)[1] == "grass" and "Not sure: none of the classes" not in answer_lines(page)
+    manifest = zipfile.ZipFile(io.BytesIO(downloads["zooscope-efficientnet_lite0-3classes.zip"])).read("manifest.json")
+    assert json.loads(manifest)["threshold"] == 0.0  # the bundle carries the threshold set on the page
+
+    ok(page.button(key="finetune_remove_example").click().run())
+    assert "Add your images above" in page.info[0].value
+    assert "finetune_train" not in [b.key for b in page.button]
+
+
+def test_own_images_replace_the_example(page, faces_zip):
+    ok(page.button(key="finetune_try_example").click().run())
+    upload_zip(page, faces_zip)
+    assert page.subheader[0].value == "60 images in 2 classes"
+    assert page.session_state["finetune_example"] is False
 
 
 def test_zip_trains_shows_results_and_exports_a_working_bundle_and_onnx(page, faces, faces_zip, downloads):
@@ -128,8 +210,7 @@ def test_zip_trains_shows_results_and_exports_a_working_bundle_and_onnx(page, fa
     # Try it: two new photos, classified by the trained model.
     probes = [("probe-face.png", faces["face"][50]), ("probe-other.png", faces["other"][50])]
     ok(page.file_uploader(key="finetune_try_files").set_value([(n, d, "image/png") for n, d in probes]).run())
-    tops = [m.value for m in page.markdown if " · " in m.value and m.value.startswith("**")]
-    assert [top.split("**")[1] for top in tops] == ["face", "other"]
+    assert best_guesses(page) == ["face", "other"]  # (a guess below the threshold reads "Not sure" first)
 
     # The bundle the download button serves imports back and answers like the model in the session.
     assert [b.proto.label for b in page.get("download_button")] == ["Download the model bundle (.zip)"]
@@ -155,6 +236,14 @@ def test_zip_trains_shows_results_and_exports_a_working_bundle_and_onnx(page, fa
     expected = trained.predict(images, loaded).numpy()
     assert np.allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), expected, atol=1e-4)
 
+    # int8 beside it, calibrated on the training images; both say how they agree on the validation images.
+    int8 = onnx.load_from_string(downloads["zooscope-efficientnet_lite0-2classes-int8.onnx"])
+    assert json.loads({prop.key: prop.value for prop in int8.metadata_props}["classes"]) == ["face", "other"]
+    said = " ".join(c.value for c in page.caption)
+    assert "same top-1 as PyTorch on 12 of 12 (100.0%) of your 12 validation images" in said
+    assert "same top-1 as fp32 on" in said and "calibrated on 48 images" in said
+    assert any("fast choice" in m.value for m in [*page.success, *page.warning])
+
 
 def test_mistakes_gallery_shows_the_most_confident_mistakes_first(page, faces):
     # Labels drawn at random over faces and non-faces: there is nothing to learn, so there are mistakes.
@@ -170,6 +259,41 @@ def test_mistakes_gallery_shows_the_most_confident_mistakes_first(page, faces):
     first = mistakes[0]
     assert captions[0].caption.endswith(f"true: {first.true} · predicted: {first.predicted} ({first.confidence:.0%})")
     assert f"**{len(mistakes)} validation images misclassified**" in [m.value.split(",")[0] for m in page.markdown]
+
+
+def test_a_confusion_cell_filters_the_gallery_and_the_way_back_shows_all(page, faces):
+    pool = faces["face"][:30] + faces["other"][:30]
+    order = np.random.default_rng(0).permutation(len(pool))
+    upload_zip(page, zip_of({"a": [pool[i] for i in order[:30]], "b": [pool[i] for i in order[30:]]}))
+    train_with(page, 5)
+    metrics = page.session_state["my_model"].metrics
+    true, predicted, count = metrics.cells()[0]  # the most frequent mistake
+    assert true != predicted and count >= 1
+    everything = gallery(page)
+    assert len(everything) == len(metrics.mistakes)
+
+    # A click on that cell of the heat map: only those images, and the selectbox says which.
+    first_chart = chart_key(page, "finetune_confusion")
+    ok(select_on_chart(page, "finetune_confusion", CELL_SELECTION, [{"true": true, "predicted": predicted}]))
+    assert page.selectbox(key="finetune_cell").value == (true, predicted)
+    assert gallery(page) == [(true, predicted)] * count
+    heading = f"**{count} validation images of {true} predicted as {predicted}**"
+    assert any(m.value.startswith(heading) for m in page.markdown)
+
+    # The way back: every mistake again, and a fresh chart (no cell left highlighted).
+    ok(page.button(key="finetune_show_all").click().run())
+    assert page.selectbox(key="finetune_cell").value == ALL_MISTAKES
+    assert gallery(page) == everything
+    assert chart_key(page, "finetune_confusion") != first_chart
+
+    # The keyboard's way, the selectbox: a diagonal cell shows the images classified correctly.
+    correct = next(n for t, p, n in metrics.cells() if t == p == true)
+    assert f"{true}, classified correctly ({correct})" in page.selectbox(key="finetune_cell").options
+    shown_all = chart_key(page, "finetune_confusion")
+    ok(page.selectbox(key="finetune_cell").set_value((true, true)).run())
+    assert gallery(page) == [(true, true)] * correct
+    assert chart_key(page, "finetune_confusion") != shown_all  # the chart's old highlight is gone
+    assert any(f"**{correct} validation images of {true} classified correctly**" in m.value for m in page.markdown)
 
 
 def test_a_backbone_whose_weights_are_missing_is_reported(page, faces_zip):
@@ -286,9 +410,11 @@ def test_use_it_on_the_classify_page(faces_zip):
     ok(app.switch_page(FINETUNE.file).run())
     upload_zip(app, faces_zip)
     train_with(app, 5)
+    ok(app.slider(key="finetune_threshold").set_value(42).run())
     ok(app.button(key="finetune_use_on_classify").click().run())
     assert app.title[0].value == "Classify"
     assert app.selectbox(key="classify_model").value == "my model"
+    assert app.slider(key="classify_threshold").value == 42  # the model holds the threshold, on every page
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,19 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory):
+def bundled_models_in_onnx_runtime():
+    """The bundled models exported and checked into the run's ONNX cache (tests/conftest.py) before the app
+    starts: the app then opens their sessions at once, as a restarted server would, and a browser test's
+    time limit is never spent on a first export (a no-op when earlier tests already made them)."""
+    from core.bundled import NAMES
+    from core.engines import load_classifier
+
+    for name in NAMES:
+        assert load_classifier(name, runtime_choice="onnx").runtime == "onnx", name
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory, bundled_models_in_onnx_runtime):
     server = Server(tmp_path_factory.mktemp("streamlit"))
     try:
         yield server.wait().url

@@ -1,5 +1,6 @@
 """Every page opened by its address FIRST, on a server nobody has visited yet, in a fresh browser
-context: the app's own navigation and sidebar, never Streamlit's raw page list (ui/navigation.py)."""
+context: the app's own navigation and sidebar, never Streamlit's raw page list nor its "page not
+found" dialog (ui/navigation.py)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,17 @@ def test_a_deep_link_opened_first_shows_the_app(browser, fresh_servers, entry):
     try:
         page = context.new_page()
         page.set_default_timeout(60_000)
-        page.goto(f"{fresh_servers[entry.url_path].url}/{entry.url_path}")
+        # The default page's address is the root: Streamlit serves it there and nowhere else.
+        address = "" if entry == DEFAULT else entry.url_path
+        page.goto(f"{fresh_servers[entry.url_path].url}/{address}")
         page.get_by_role("heading", name=entry.title).first.wait_for()
         page.get_by_text("This server").wait_for()  # app.py's sidebar ran
         settle(page)
         assert entry.title in page.locator("h1").first.inner_text()
         assert nav_titles(page) == [p.title for p in PAGES]  # the app's titles, not file names
         assert page.locator("[data-testid='stException']").count() == 0
-        # The default page's canonical address is the root: Streamlit rewrites /classify to /.
-        expected = fresh_servers[entry.url_path].url + ("" if entry == DEFAULT else f"/{entry.url_path}")
-        assert page.url.rstrip("/") == expected
+        assert page.get_by_text("does not seem to exist").count() == 0  # Streamlit's "page not found" dialog
+        assert page.get_by_role("dialog").count() == 0
+        assert page.url.rstrip("/") == f"{fresh_servers[entry.url_path].url}/{address}".rstrip("/")
     finally:
         context.close()

@@ -1,4 +1,5 @@
-"""Fine-tune in a real browser: upload a zip, train, watch, stop, download the bundle, use it on Classify."""
+"""Fine-tune in a real browser: upload a zip, train, watch, stop, download the bundle, use it on Classify;
+the example dataset in one click, a confusion cell clicked, "not sure" for a photo of something else."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 
 from tests.e2e.conftest import settle
 from tests.faces import lfw_pngs, zip_of
-from tests.glyphs import glyph_pngs
 
 pytestmark = pytest.mark.e2e
 
 PER_CLASS = 30
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,6 @@ def faces_zip(tmp_path, faces) -> Path:
     path = tmp_path / "faces.zip"
     path.write_bytes(zip_of({label: images[:PER_CLASS] for label, images in faces.items()}))
     return path
-
-
-@pytest.fixture
-def training_zip(tmp_path) -> tuple[Path, str]:
-    """The data the fine-tune-mode flow trains on, and the heading the page shows for it: rendered
-    digits, images unlike photos (the one place to change the data source)."""
-    path = tmp_path / "glyphs.zip"
-    path.write_bytes(zip_of({f"digit_{label}": list(images) for label, images in glyph_pngs(10).items()}))
-    return path, "100 images in 10 classes"
 
 
 def keyed(page, key: str):
@@ -121,7 +113,9 @@ def test_train_download_and_use_on_classify(page, screenshot, faces_zip, faces, 
     probe = tmp_path / "probe-face.png"
     probe.write_bytes(faces["face"][60])
     keyed(page, "classify_files").locator("input[type='file']").set_input_files(str(probe))
-    page.get_by_text(re.compile(r"^(face|other) · ")).first.wait_for()
+    # The answer, or "not sure" with the best guess when below the model's threshold.
+    answer = re.compile(r"^((face|other) · |Not sure: none of the classes · best guess (face|other) at )")
+    page.get_by_text(answer).first.wait_for()
     screenshot("classify-my-model")
     assert page.get_by_text("Traceback").count() == 0
 
@@ -154,10 +148,49 @@ def test_stop_keeps_the_best_model_so_far(page, screenshot, faces_zip):
     assert page.get_by_text("Traceback").count() == 0
 
 
-def test_finetune_mode_shows_times_then_trains_and_lists_the_run(page, screenshot, training_zip):
-    path, heading = training_zip
+def test_example_dataset_trains_in_one_click(page, screenshot):
     open_fine_tune(page)
-    upload_zip(page, path, heading)
+    page.get_by_role("button", name="Try an example dataset").click()
+    page.get_by_text("75 images in 3 classes").wait_for()
+    settle(page)
+    keyed(page, "finetune_train").locator("button").click()  # the defaults: fast mode
+
+    page.get_by_text("Confusion matrix").wait_for(timeout=180_000)
+    heat_map = page.locator("[data-testid='stVegaLiteChart']").filter(has=page.locator("[aria-label^='predicted:']"))
+    heat_map.wait_for(timeout=60_000)
+    settle(page)
+    accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
+    assert float(re.search(r"([\d.]+)%", accuracy.inner_text()).group(1)) >= 90.0
+
+    # A click on a cell of the heat map (a rect in Vega's SVG, named by its aria-label) filters the gallery.
+    cell = heat_map.locator("path[aria-label^='predicted: grass; true: grass; images:']")
+    count = int(cell.get_attribute("aria-label").rsplit(" ", 1)[1])
+    cell.click()
+    page.get_by_text(f"{count} validation images of grass classified correctly").wait_for()
+    settle(page)
+    shown = keyed(page, "finetune_cell").get_by_role("combobox")
+    assert shown.input_value() == f"grass, classified correctly ({count})"  # the selectbox follows the click
+    captions = page.locator("[data-testid='stImageCaption']").filter(has_text="predicted:").all_inner_texts()
+    assert len(captions) == count and all("true: grass · predicted: grass" in c for c in captions)
+    screenshot("finetune-example-cell")
+    page.get_by_role("button", name="Show all mistakes").click()
+    settle(page)
+    page.get_by_text(re.compile(r"No mistakes on the validation images|validation images misclassified")).wait_for()
+    assert page.get_by_text("classified correctly, least confident first").count() == 0
+    assert shown.input_value().startswith("All mistakes")
+
+    # Try it with a cat: none of brick, grass, gravel.
+    keyed(page, "finetune_try_files").locator("input[type='file']").set_input_files(str(EXAMPLES / "chelsea.jpg"))
+    page.get_by_text("Not sure: none of the classes").wait_for()
+    screenshot("finetune-example")
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_finetune_mode_on_the_example_dataset_shows_times_then_trains_and_lists_the_run(page, screenshot):
+    open_fine_tune(page)
+    page.get_by_role("button", name="Try an example dataset").click()
+    page.get_by_text("75 images in 3 classes").wait_for()
+    settle(page)
     keyed(page, "finetune_mode").get_by_text("Fine-tune:").click()
     settle(page)
     # Every choice of how much trains, timed on this machine before training.
@@ -174,7 +207,7 @@ def test_finetune_mode_shows_times_then_trains_and_lists_the_run(page, screensho
     page.get_by_text("Runs in this session").wait_for()
     page.get_by_text(re.compile(r"fine-tune mode \(last block and the head trained\)")).wait_for()
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
-    assert re.search(r"([\d.]+)%", accuracy.inner_text())
+    assert float(re.search(r"([\d.]+)%", accuracy.inner_text()).group(1)) >= 90.0
     assert keyed(page, "finetune_download_bundle").count() == 1
     screenshot("finetune-mode")
     assert page.get_by_text("Traceback").count() == 0

@@ -6,7 +6,14 @@ import altair as alt
 import pandas as pd
 import pytest
 
-from core.charts import accuracy_vs_gflops, accuracy_vs_latency, confusion_heatmap, top_k_bars, training_curves
+from core.charts import (
+    CELL_SELECTION,
+    accuracy_vs_gflops,
+    accuracy_vs_latency,
+    confusion_heatmap,
+    top_k_bars,
+    training_curves,
+)
 
 LATENCY_ROWS = [
     {"model": "resnet50", "family": "resnet", "acc1": 80.858, "latency_ms": 41.2, "params_m": 25.56},
@@ -149,3 +156,16 @@ def test_confusion_heatmap_keeps_the_class_order_on_both_axes():
     cells = spec["layer"][0]["encoding"]
     assert cells["x"]["sort"] == cells["y"]["sort"] == ["not_face", "face"]  # the frame's order, not alphabetical
     assert spec["width"]["step"] == spec["height"]["step"]  # square cells
+
+
+def test_a_selectable_heatmap_selects_one_cell_by_its_true_and_predicted_class():
+    plain = confusion_heatmap(pd.DataFrame(CONFUSION_ROWS)).to_dict()
+    assert "params" not in plain and "opacity" not in plain["layer"][0]["encoding"]
+
+    spec = confusion_heatmap(pd.DataFrame(CONFUSION_ROWS), selectable=True).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == CELL_SELECTION
+    assert param["select"] == {"type": "point", "fields": ["true", "predicted"], "on": "click", "clear": "dblclick"}
+    cells = spec["layer"][0]
+    assert param["views"] == [cells["name"]]  # the rects carry it, not the count labels
+    assert cells["encoding"]["opacity"]["condition"]["param"] == CELL_SELECTION  # the others fade

@@ -250,7 +250,9 @@ def test_models_frame(comparison):
     assert list(frame.columns) == [
         "model",
         "family",
+        "runtime",
         "latency_ms",
+        "agreement",
         "memory_mb",
         "acc1",
         "acc5",
@@ -293,7 +295,8 @@ def test_as_json_schema(comparison):
     assert json.loads(json.dumps(report)) == report  # plain JSON types only
     assert set(report) == {"models", "images"}
     for entry, name in zip(report["models"], LITE, strict=True):
-        assert set(entry) == {"name", "latency_ms", "acc1", "params", "gflops", "size_mb"}
+        assert set(entry) == {"name", "runtime", "latency_ms", "agreement", "acc1", "params", "gflops", "size_mb"}
+        assert entry["runtime"] == "torch" and entry["agreement"] is None
         assert entry["name"] == name and isinstance(entry["params"], int) and entry["latency_ms"] > 0
     assert report["models"][0]["params"] == 4652008
     coffee, bad, chelsea = report["images"]
@@ -362,3 +365,21 @@ def test_overlap_only_where_a_core_is_free(monkeypatch):
     assert compare._overlap_preprocessing(cpu)
     monkeypatch.setattr(compare.torch, "get_num_threads", lambda: 2)
     assert compare._overlap_preprocessing([SimpleNamespace(device=torch.device("cuda"))])
+
+
+def test_onnx_and_int8_side_by_side(uploads):
+    from core.engines import load_classifier
+
+    fp32 = load_classifier("efficientnet_lite0", runtime_choice="onnx")
+    int8 = load_classifier("efficientnet_lite0 · int8")
+    result = compare_files([fp32, int8], uploads, k=5, latency_runs=2)
+    assert result.models == ["efficientnet_lite0", "efficientnet_lite0 · int8"]
+    frame = result.models_frame().set_index("model")
+    assert list(frame["runtime"]) == ["onnx", "int8"]
+    assert frame.loc["efficientnet_lite0", "agreement"] == 1.0
+    assert frame.loc["efficientnet_lite0 · int8", "agreement"] == pytest.approx(int8.agreement)
+    for model in (fp32, int8):  # what each one holds and the file it runs from, not the PyTorch weights'
+        assert frame.loc[model.name, "memory_mb"] == pytest.approx(model.memory_mb)
+        assert frame.loc[model.name, "size_mb"] == pytest.approx(model.file_size_mb)
+    assert frame.loc["efficientnet_lite0 · int8", "size_mb"] < frame.loc["efficientnet_lite0", "size_mb"] / 3
+    assert (frame["latency_ms"] > 0).all()

@@ -32,6 +32,7 @@ from core.finetune.bundle import (
 from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_uploads
 from core.finetune.extraction import FeatureCache
+from core.finetune.threshold import fallback_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.loading import load_model
@@ -64,7 +65,11 @@ def glyphs():
 
 @pytest.fixture(scope="module")
 def finetune_model(lite0, glyphs) -> TrainedModel:
-    config = TrainConfig(mode="finetune", unfreeze="last", epochs=2, batch_size=8, views=1, train_size=96)
+    # The head alone for one epoch only: the epochs with the last block then lower the validation loss, so
+    # the kept model is one with trained copies to store.
+    config = TrainConfig(
+        mode="finetune", unfreeze="last", epochs=2, head_epochs=1, batch_size=8, views=1, train_size=96
+    )
     trained = train(lite0, glyphs, config)
     assert trained.best_epoch >= 1 and trained.tuned  # the kept model has trained copies to store
     return trained
@@ -223,6 +228,40 @@ def with_manifest(bundle: bytes, **changes) -> bytes:
 def refused(data: bytes, match: str) -> None:
     with pytest.raises(BundleError, match=match):
         import_bundle(data, no_backbone)
+
+
+def test_the_not_sure_threshold_survives_the_round_trip(fast_model, lite0, images):
+    data = export_bundle(fast_model)
+    assert json.loads(members(data)[MANIFEST])["threshold"] == fast_model.threshold
+    assert import_bundle(data, no_backbone).threshold == fast_model.threshold
+
+    fast_model.threshold, chosen = 0.97, fast_model.threshold  # moved on the page, then exported
+    try:
+        imported = import_bundle(export_bundle(fast_model), no_backbone)
+    finally:
+        fast_model.threshold = chosen
+    assert imported.threshold == 0.97
+    files = [("chelsea.png", _png(images[0]))]
+    assert imported.classify_files(lite0, files)[0].threshold == 0.97
+
+
+def test_a_bundle_without_a_threshold_imports_with_the_fallback(bundle):
+    contents = members(bundle)
+    manifest = json.loads(contents[MANIFEST])
+    del manifest["threshold"]  # as bundles made before the threshold was stored
+    imported = import_bundle(rezip(contents | {MANIFEST: json.dumps(manifest).encode()}), no_backbone)
+    assert imported.threshold == fallback_threshold(2) == 0.75
+
+
+@pytest.mark.parametrize("value", [1.5, -0.2, "high", True, None])
+def test_a_bad_threshold_is_refused(bundle, value):
+    refused(with_manifest(bundle, threshold=value), "threshold must")
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_random_bytes_and_empty_files_are_refused(marker):

@@ -435,3 +435,28 @@ def test_heads():
 def test_invalid_settings_are_refused(settings):
     with pytest.raises(ZooScopeError, match="Invalid training settings"):
         TrainConfig(**settings)
+
+
+def test_confusion_cells_and_their_images():
+    classes = ["a", "b", "c"]
+    true = [0, 0, 0, 1, 1, 2, 2]
+    predicted = [0, 0, 1, 1, 0, 0, 0]
+    confidence = [0.9, 0.6, 0.8, 0.7, 0.55, 0.65, 0.95]
+    items = [LabelledImage(classes[t], f"{i}.png", bytes([i])) for i, t in enumerate(true)]
+    probabilities = torch.full((len(true), 3), 0.0)
+    for row, (p, c) in enumerate(zip(predicted, confidence, strict=True)):
+        probabilities[row] = (1 - c) / 2
+        probabilities[row, p] = c
+    metrics = evaluate(probabilities, torch.tensor(true), classes, items)
+
+    assert [o.item.name for o in metrics.outcomes] == [f"{i}.png" for i in range(7)]  # validation order
+    # Off the diagonal: that pair's mistakes only, most confident first.
+    assert [o.item.name for o in metrics.in_cell("c", "a")] == ["6.png", "5.png"]
+    assert [o.item.name for o in metrics.in_cell("a", "b")] == ["2.png"]
+    # On it: the right answers of that class, least confident first.
+    assert [o.item.name for o in metrics.in_cell("a", "a")] == ["1.png", "0.png"]
+    assert metrics.in_cell("b", "c") == []
+    assert all(o.correct for o in metrics.in_cell("b", "b")) and not any(o.correct for o in metrics.mistakes)
+    # Every non-empty cell: mistakes by count, then the diagonal in class order.
+    assert metrics.cells() == [("c", "a", 2), ("a", "b", 1), ("b", "a", 1), ("a", "a", 2), ("b", "b", 1)]
+    assert sum(count for *_, count in metrics.cells()) == len(items)

@@ -1,35 +1,43 @@
-"""Deep links stay on the app: no file in pages/ may be named like an address the app serves.
+"""Deep links stay on the app: every page file calls ui.navigation.ensure_app() before anything else.
 
-Streamlit's old automatic page list (a `pages/` folder beside the entry point) maps an address to
-the file of the same name; on a fresh server a deep link opened first would run that file without
-app.py. ui/navigation.py explains; tests/e2e/test_deep_links_browser.py checks it in a browser.
+Streamlit's old automatic page list (a `pages/` folder beside the entry point) runs a page file on
+its own when a deep link is the first request a server sees; ui/navigation.py explains, and
+tests/e2e/test_deep_links_browser.py checks it in a browser on fresh servers.
 """
 
 from __future__ import annotations
 
-import re
+import ast
 from pathlib import Path
+
+import pytest
 
 from ui.navigation import DEFAULT, PAGES
 
 ROOT = Path(__file__).resolve().parents[2]
+PAGE_FILES = sorted((ROOT / "pages").glob("*.py"))
 
 
-def old_style_address(file: Path) -> str:
-    """The address Streamlit's automatic page list gives a file in pages/: its name without a
-    leading number and separator (`1_Classify.py` -> `Classify`), compared case-insensitively."""
-    return re.sub(r"^[0-9]+[_ -]*", "", file.stem).replace(" ", "_").lower()
+def first_statement_after_imports(path: Path) -> ast.stmt:
+    body = ast.parse(path.read_text()).body
+    rest = [
+        node
+        for node in body
+        if not isinstance(node, ast.Import | ast.ImportFrom)
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # the docstring
+    ]
+    return rest[0]
 
 
-def test_no_page_file_is_named_like_an_address():
-    addresses = {page.url_path.lower() for page in PAGES} | {""}
-    clashes = [f.name for f in (ROOT / "pages").glob("*.py") if old_style_address(f) in addresses]
-    assert clashes == []
+@pytest.mark.parametrize("path", PAGE_FILES, ids=[path.stem for path in PAGE_FILES])
+def test_every_page_calls_ensure_app_first(path: Path):
+    first = first_statement_after_imports(path)
+    assert isinstance(first, ast.Expr) and isinstance(first.value, ast.Call), ast.dump(first)
+    assert ast.unparse(first.value) == "ensure_app()"
 
 
 def test_every_page_file_is_in_the_navigation_and_every_entry_exists():
-    files = {f"pages/{f.name}" for f in (ROOT / "pages").glob("*.py") if f.name != "__init__.py"}
-    assert files == {page.file for page in PAGES}
+    assert {f"pages/{path.name}" for path in PAGE_FILES} == {page.file for page in PAGES}
 
 
 def test_addresses_and_titles_are_unique():

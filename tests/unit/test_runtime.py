@@ -183,3 +183,82 @@ def test_available_cpus_ignores_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("ZOOSCOPE_TORCH_THREADS", "7")
     assert runtime.available_cpus(quota=lambda: 1.5, cpus=lambda: 64) == 2
     assert runtime.available_cpus() >= 1
+
+
+# --- which engine runs a model ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "engine"),
+    [
+        ("auto", "cpu", "onnx"),
+        ("onnx", "cpu", "onnx"),
+        ("int8", "cpu", "int8"),
+        ("torch", "cpu", "torch"),
+        ("auto", "cuda", "torch"),  # the GPU path is PyTorch's, whatever was asked
+        ("onnx", "cuda", "torch"),
+        ("int8", "cuda", "torch"),
+        ("torch", "cuda", "torch"),
+    ],
+)
+def test_resolve_runtime(requested: str, device: str, engine: str):
+    assert runtime.resolve_runtime(requested, device) == engine
+
+
+def test_resolve_runtime_refuses_an_unknown_request():
+    with pytest.raises(ValueError, match="auto, torch, onnx, int8"):
+        runtime.resolve_runtime("tensorrt", "cpu")
+
+
+@pytest.mark.parametrize(("raw", "value"), [("", "auto"), ("ONNX", "onnx"), (" int8 ", "int8"), ("torch", "torch")])
+def test_requested_runtime_reads_the_environment(raw: str, value: str):
+    assert runtime.requested_runtime({runtime.RUNTIME_ENV: raw}) == value
+
+
+def test_an_unknown_runtime_in_the_environment_warns_and_means_auto(caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.WARNING):
+        assert runtime.requested_runtime({runtime.RUNTIME_ENV: "tpu"}) == "auto"
+    assert "choose one of auto, torch, onnx, int8" in caplog.text
+
+
+def test_parse_runtime_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown runtime 'fast'; choose one of auto, torch, onnx, int8"):
+        runtime.parse_runtime("fast")
+
+
+def test_onnx_runtime_threads_follow_torchs():
+    torch.set_num_threads(1)
+    assert runtime.onnx_threads() == 1
+    torch.set_num_threads(2)
+    assert runtime.onnx_threads() == 2
+
+
+@pytest.mark.parametrize(
+    ("agreement", "int8_ms", "fp32_ms", "recommended", "says"),
+    [
+        (1.0, 4.0, 8.0, True, "2.0x faster"),
+        (0.95, 4.0, 8.0, True, "95%"),  # the goal itself is enough
+        (0.949, 4.0, 8.0, False, "only 94.9%"),
+        (1.0, 9.0, 8.0, False, "slower than fp32 here (9.0 vs 8.0 ms)"),
+        (0.5, 9.0, 8.0, False, "slower than fp32 here (9.0 vs 8.0 ms); same top-1 as fp32 on only 50.0%"),
+    ],
+)
+def test_int8_verdict(agreement: float, int8_ms: float, fp32_ms: float, recommended: bool, says: str):
+    verdict, reason = runtime.int8_verdict(agreement, int8_ms, fp32_ms)
+    assert verdict is recommended and says in reason
+
+
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [
+        ("resnet50 · int8", ("resnet50", "int8")),
+        ("resnet50", ("resnet50", None)),
+        ("resnet50 · fp16", ("resnet50 · fp16", None)),  # not a variant this app makes
+    ],
+)
+def test_variant_names(name: str, split: tuple):
+    assert runtime.split_variant(name) == split
+    base, engine = split
+    if engine:
+        assert runtime.variant_name(base, engine) == name
+    assert runtime.variant_name("resnet50", "onnx") == "resnet50"

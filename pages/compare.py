@@ -2,45 +2,52 @@
 
 import streamlit as st
 
-from core import bundled, weights
+from core import bundled, runtime
+from core.cache import model_pool
 from core.catalog import all_specs, curated_specs
 from core.charts import accuracy_vs_latency
 from core.compare import Comparison, ImageComparison, compare_files
-from core.errors import ZooScopeError
+from core.engines import Model
+from core.errors import NetworkUnavailable, ZooScopeError
 from core.explain import grad_cam, overlay
 from core.images import decode_image
-from core.loading import LoadedModel
 from core.predict import DEFAULT_TOP_K, MAX_TOP_K
 from core.preprocessing import decode_side
+from ui import fallback
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
+from ui.navigation import ensure_app, look_inside
 from ui.progress import progress_bar
 from ui.session import reuse
-from ui.tables import top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
 
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
+
+# The classic ResNet / VGG / EfficientNet trio; where there is no network, the models that run here
+# take the place of those whose weights are not on this machine (ui.fallback).
 WEB_DEFAULT = ["resnet50", "vgg16", "efficientnet_b0"]
+MODELS_KEY = "compare_models"
 MAX_MODELS = 6
 DETAILED_LIMIT = 12
 EACH_OWN_TOP1 = "each model's own top-1"
 
 
-def default_models() -> list[str]:
-    """The classic ResNet / VGG / EfficientNet trio, or the bundled trio where there is no network."""
-    specs = all_specs()
-    if weights.offline() and not all(weights.is_available(specs[name]) for name in WEB_DEFAULT):
-        return list(bundled.NAMES)
-    return WEB_DEFAULT
-
-
 def model_options() -> list[str]:
+    """The catalogue, curated and bundled models first; on the CPU, also their int8 variants
+    ("resnet50 · int8"), so that a model and its int8 version can be compared side by side."""
     curated = [spec.name for spec in curated_specs()]
     extra = [name for name in bundled.NAMES if name not in curated]
     rest = sorted(name for name in all_specs() if name not in curated and name not in extra)
-    return [*curated, *extra, *rest]
+    int8 = [runtime.variant_name(name, "int8") for name in [*curated, *extra]] if on_the_cpu() else []
+    return [*curated, *extra, *int8, *rest]
 
 
-def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k: int) -> Comparison:
+def on_the_cpu() -> bool:
+    return model_pool().device.type == "cpu"
+
+
+def run_comparison(models: list[Model], files: list[tuple[str, bytes]], k: int) -> Comparison:
     """Compare once per (models, files, k): widget reruns reuse this session's last answer."""
 
     def compute() -> Comparison:
@@ -50,14 +57,22 @@ def run_comparison(models: list[LoadedModel], files: list[tuple[str, bytes]], k:
     return reuse("compare_last", (tuple(model.name for model in models), k, file_digest(tuple(files))), compute)
 
 
-def show_models(comparison: Comparison) -> None:
+def show_models(comparison: Comparison, models: list[Model]) -> None:
     st.subheader("The models")
     frame = comparison.models_frame()
-    st.dataframe(
+    data_table(
         frame,
         hide_index=True,
         column_config={
+            "runtime": st.column_config.TextColumn(
+                "runtime", help="torch: PyTorch; onnx: ONNX Runtime fp32; int8: ONNX Runtime, quantized"
+            ),
             "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f", help="median, batch 1"),
+            "agreement": share_column(
+                "same top-1 as fp32",
+                help="Share of the check photos (the examples and 12 variations of each) on which its top-1 is "
+                "PyTorch fp32's: 100% for a verified ONNX export, measured for int8; blank in PyTorch itself",
+            ),
             "memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
             "acc1": st.column_config.NumberColumn("acc@1 (%)", format="%.1f"),
             "acc5": st.column_config.NumberColumn("acc@5 (%)", format="%.1f"),
@@ -67,11 +82,22 @@ def show_models(comparison: Comparison) -> None:
             "input_size": st.column_config.NumberColumn("input (px)"),
         },
     )
+    for column, name in zip(st.columns(len(frame)), frame["model"], strict=True):
+        with column:
+            look_inside(name)
     st.altair_chart(accuracy_vs_latency(frame), width="stretch")
     st.caption(
         "Latency is measured here, on this machine (median of several batch-1 forwards after a warm-up); "
-        "accuracy, parameters and GFLOPS come from each model's published ImageNet-1K results."
+        "accuracy, parameters and GFLOPS come from each model's published ImageNet-1K results. Memory is what "
+        "each model holds: its PyTorch weights, or its ONNX Runtime session's; file is the file it runs from."
     )
+    for model in models:
+        if model.runtime == "int8":
+            fast, reason = model.int8_verdict()
+            if fast:
+                st.success(f"**{model.name}** is the fast choice: {reason}.", icon=":material/bolt:")
+            else:
+                st.warning(f"**{model.name}** is not the fast choice: {reason}.", icon=":material/warning:")
 
 
 def agreement_line(image: ImageComparison) -> str:
@@ -96,7 +122,7 @@ def show_image(image: ImageComparison, models: list[str]) -> None:
                 top_k_table(result, show_rank=False)
 
 
-def show_explanations(comparison: Comparison, models: list[LoadedModel], files: list[tuple[str, bytes]]) -> None:
+def show_explanations(comparison: Comparison, models: list[Model], files: list[tuple[str, bytes]]) -> None:
     st.subheader("Where each model looks")
     names = [image.file for image in comparison.images]
     left, right = st.columns(2)
@@ -111,7 +137,8 @@ def show_explanations(comparison: Comparison, models: list[LoadedModel], files: 
         with column, st.spinner(f"Grad-CAM for {model.name}…"):
             explanation = grad_cam(model, picture, class_index)
             st.image(overlay(explanation), width="stretch")
-            st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%})")
+            computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
+            st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}")
 
 
 def main() -> None:
@@ -119,14 +146,17 @@ def main() -> None:
     st.caption("Several models on the same photos: which is right, how sure, how fast, how heavy, and why.")
 
     options = model_options()
+    fallback.prepare(MODELS_KEY)
     chosen = st.multiselect(
         "Models",
         options,
-        default=default_models(),
+        default=fallback.default_choice(MODELS_KEY, WEB_DEFAULT),
         max_selections=MAX_MODELS,
-        key="compare_models",
+        key=MODELS_KEY,
         help=f"Up to {MAX_MODELS}. Big models (VGG16 is 528 MB) take a while to load on a small server.",
     )
+    fallback.show_note(MODELS_KEY)
+    fallback.fall_back(MODELS_KEY, chosen)  # the network is already known to be out: no waiting
     k = st.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="compare_top_k")
     files = image_inputs("compare")
     explain = st.toggle("Explain: show where each model looks (Grad-CAM)", key="compare_explain")
@@ -138,7 +168,12 @@ def main() -> None:
         st.info("Add one or more photos above to compare the models on them.")
         return
 
-    models = load_many(chosen)
+    try:
+        models = load_many(chosen)
+    except NetworkUnavailable as error:
+        fallback.fall_back(MODELS_KEY, chosen)  # learned just now: rerun with the models that run here
+        st.error(str(error), icon=":material/cloud_off:")
+        return
     if not models:
         st.error("None of the chosen models could be loaded.", icon=":material/error:")
         return
@@ -153,9 +188,9 @@ def main() -> None:
     if not comparison.images:
         return
 
-    show_models(comparison)
+    show_models(comparison, models)
     st.subheader("Agreement")
-    st.dataframe(comparison.agreement_frame(), hide_index=True)
+    data_table(comparison.agreement_frame(), hide_index=True)
     st.download_button(
         "Download all top-k rows (CSV)",
         comparison.predictions_frame().to_csv(index=False),

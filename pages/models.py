@@ -6,6 +6,10 @@ import streamlit as st
 from core import weights
 from core.catalog import all_specs
 from core.charts import accuracy_vs_gflops
+from ui.navigation import ensure_app, look_inside
+from ui.tables import data_table
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 SEARCHED = ("name", "family", "weights")  # the columns the text filter looks in
 
@@ -74,7 +78,12 @@ def main() -> None:
         return
 
     st.caption(f"Showing {len(shown)} of {len(catalogue)} models")
-    st.dataframe(shown, hide_index=True, width="stretch", column_order=COLUMNS, column_config=COLUMN_CONFIG)
+    data_table(shown, hide_index=True, width="stretch", column_order=COLUMNS, column_config=COLUMN_CONFIG)
+    pick, link = st.columns([2, 3], vertical_alignment="bottom")
+    with pick:
+        inside = st.selectbox("Look inside", shown["name"], key="models_inside", help="Its stages, graph and skips")
+    with link:
+        look_inside(inside)
 
     st.subheader("Accuracy against compute")
     st.caption("Drag to pan, scroll to zoom; point size is the parameter count.")

@@ -12,18 +12,22 @@ from core.catalog import ModelSpec, all_specs, curated_specs
 from core.charts import lr_finder as lr_finder_chart
 from core.charts import training_curves
 from core.errors import ZooScopeError
-from core.finetune.bundle import export_bundle, export_onnx, preprocessing
+from core.finetune.bundle import export_bundle, preprocessing
 from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
+from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.depth import DEPTH_LABELS, DEPTHS
 from core.finetune.estimate import measure_costs
+from core.finetune.examples import EXAMPLE_DESCRIPTION, example_dataset
 from core.finetune.heads import HEAD_TYPES
 from core.finetune.lr_find import find_lr
+from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
 from core.predict import Classification, Failure
 from core.progress import Progress
+from core.runtime import int8_verdict
 from ui.finetune_views import (
     LiveTraining,
     TrainingRun,
@@ -33,18 +37,22 @@ from ui.finetune_views import (
     history_frame,
     runs_frame,
     show_dataset,
+    show_gallery,
     show_metrics,
-    show_mistakes,
     show_summary,
 )
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
-from ui.navigation import CLASSIFY
+from ui.navigation import CLASSIFY, ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import share_column, top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
+from ui.threshold import answer_line, threshold_slider
 
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
+
+EXAMPLE_KEY = "finetune_example"  # True once "Try an example dataset" was clicked (until the person brings data)
 RUN_KEY = "finetune_run"  # a ui.finetune_views.TrainingRun: the training in progress, or one a click interrupted
 RUNS_KEY = "finetune_runs"  # [(run number, TrainedModel)] of this session, oldest first
 RUN_PICK_KEY = "finetune_run_pick"
@@ -108,8 +116,15 @@ def read_dataset(key: tuple, parse: Callable[[Progress], Dataset], slot) -> tupl
     return dataset, previews
 
 
+def use_example(chosen: bool) -> None:
+    st.session_state[EXAMPLE_KEY] = chosen
+
+
 def data_section() -> Dataset | None:
-    """The images, checked and summarised; None (with the reason on screen) until they can train a model."""
+    """The images, checked and summarised; None (with the reason on screen) until they can train a model.
+
+    The person's own images come first; the example dataset stands in until they bring some.
+    """
     zip_tab, classes_tab = st.tabs(["Zip of class folders", "Classes one by one"])
     with zip_tab:
         archive = st.file_uploader(
@@ -130,9 +145,28 @@ def data_section() -> Dataset | None:
     elif classes:
         key = ("classes", tuple((name, tuple(upload.file_id for upload in files)) for name, files in classes.items()))
         dataset, previews = read_dataset(key, lambda p: dataset_from_uploads(read_uploads(classes), progress=p), slot)
+    elif st.session_state.get(EXAMPLE_KEY):
+        example, remove = st.columns([4, 1], vertical_alignment="center")
+        example.info(f"The example dataset: {EXAMPLE_DESCRIPTION}.", icon=":material/dataset:")
+        remove.button("Remove the example", key="finetune_remove_example", on_click=use_example, args=(False,))
+        dataset, previews = read_dataset(("example",), lambda p: example_dataset(progress=p), slot)
     else:
-        st.info("Add your images above: a zip of class folders, or a few images for each class.")
+        st.info(
+            "Add your images above: a zip of class folders, or a few images for each class. "
+            "Or try the example dataset first."
+        )
+        st.button(
+            "Try an example dataset",
+            key="finetune_try_example",
+            on_click=use_example,
+            args=(True,),
+            icon=":material/dataset:",
+            type="primary",
+            help=f"{EXAMPLE_DESCRIPTION}; train on it in seconds.",
+        )
         return None
+    if archive is not None or classes:
+        st.session_state[EXAMPLE_KEY] = False  # the person's own images replace the example for good
 
     if dataset is None:
         st.error(verbatim(previews["error"]), icon=":material/error:")
@@ -310,7 +344,7 @@ def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None
     train_items, val_items = stratified_split(dataset.items, val_fraction=config.val_fraction, seed=config.seed)
     cache = feature_cache()
     uncached = sum((backbone, item.digest) not in cache for item in dataset.items)
-    st.dataframe(
+    data_table(
         estimates_frame(costs, config, len(train_items), len(val_items), uncached=uncached),
         hide_index=True,
         key="finetune_estimates",
@@ -436,11 +470,22 @@ def collect_training_run() -> None:
 # --- the trained model ----------------------------------------------------------------------------
 
 
+def not_sure_setting(trained: TrainedModel) -> None:
+    """The threshold slider, and what it means on the validation images."""
+    slider, meaning = st.columns([1, 2], vertical_alignment="center")
+    threshold = threshold_slider(trained, "finetune_threshold", container=slider)
+    passing = ""
+    if trained.metrics is not None and not math.isnan(share := passing_share(trained.metrics.outcomes, threshold)):
+        passing = f"{share:.0%} of the correctly classified validation images reach it; "
+    meaning.caption(f"{passing}an answer below {threshold:.0%} reads “{NOT_SURE}”.")
+
+
 def try_it(trained: TrainedModel) -> None:
     st.subheader("Try it")
     if st.button("Use it on the Classify page", key="finetune_use_on_classify", icon=":material/image_search:"):
         st.session_state[CLASSIFY_MODEL] = MY_MODEL_OPTION
         st.switch_page(CLASSIFY.file)
+    not_sure_setting(trained)
     files = st.file_uploader(
         "Photos to classify with your model",
         type=list(SUPPORTED_TYPES),
@@ -461,7 +506,7 @@ def try_it(trained: TrainedModel) -> None:
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
-    for result in results:
+    for result in with_threshold(results, trained.threshold):  # the slider's value, without classifying again
         if isinstance(result, Failure):
             st.error(f"**{verbatim(result.file)}**: {verbatim(result.error)}", icon=":material/broken_image:")
             continue
@@ -472,7 +517,7 @@ def show_try_result(result: Classification) -> None:
     with st.container(border=True):
         picture, numbers = st.columns([1, 3], gap="medium")
         picture.image(result.thumbnail, caption=verbatim(result.file), width="stretch")
-        numbers.markdown(f"**{verbatim(result.top1.label)}** · {result.top1.probability:.1%}")
+        numbers.markdown(answer_line(result))
         top_k_table(result, show_rank=False, container=numbers)
 
 
@@ -482,7 +527,7 @@ def export(trained: TrainedModel) -> None:
     bundle, onnx = st.columns(2, gap="large")
     with bundle:
         try:
-            data = reuse("finetune_bundle", trained, lambda: export_bundle(trained))
+            data = reuse("finetune_bundle", (trained, trained.threshold), lambda: export_bundle(trained))
         except ZooScopeError as error:
             st.error(str(error), icon=":material/error:")
         else:
@@ -501,25 +546,7 @@ def export(trained: TrainedModel) -> None:
             f"Load it on the Classify page, or run `python -m core classify --bundle {stem}.zip photo.jpg`."
         )
     with onnx:
-        if st.button("Prepare the ONNX model", key="finetune_prepare_onnx", icon=":material/build:"):
-            try:
-                with st.spinner("Exporting the whole model (backbone and head) to ONNX…"):
-                    model = export_onnx(trained, load_with_progress(trained.backbone))
-            except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
-                st.error(f"The ONNX export failed: {error}", icon=":material/error:")
-            else:
-                st.session_state["finetune_onnx"] = (trained, model)
-        prepared = st.session_state.get("finetune_onnx")
-        if prepared is not None and prepared[0] is trained:
-            st.download_button(
-                "Download the ONNX model",
-                prepared[1],
-                file_name=f"{stem}.onnx",
-                mime="application/octet-stream",
-                key="finetune_download_onnx",
-                on_click="ignore",
-                icon=":material/download:",
-            )
+        onnx_downloads(trained, stem)
         steps = preprocessing(all_specs()[trained.backbone])
         st.caption(
             f"Input `image`: float32 (N, 3, {steps['crop']}, {steps['crop']}), an RGB photo resized to "
@@ -528,6 +555,43 @@ def export(trained: TrainedModel) -> None:
             f"Output `logits` (N, {len(trained.classes)}); "
             "the class names are in the model's metadata (`classes`)."
         )
+
+
+def onnx_downloads(trained: TrainedModel, stem: str) -> None:
+    """fp32 and int8 ONNX files on request, each with its measured agreement (core.finetune.deploy)."""
+    if st.button("Prepare the ONNX models (fp32 and int8)", key="finetune_prepare_onnx", icon=":material/build:"):
+        previous = st.session_state.get("finetune_dataset")
+        try:
+            with progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress:
+                loaded = load_with_progress(trained.backbone)
+                images = deploy_images(trained, previous[1] if previous else None)
+                exports = export_onnx_models(trained, loaded, images, progress=progress)
+        except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
+            st.error(f"The ONNX export failed: {error}", icon=":material/error:")
+        else:
+            st.session_state["finetune_onnx"] = (trained, exports)
+    prepared = st.session_state.get("finetune_onnx")
+    if prepared is None or prepared[0] is not trained:
+        return
+    for export in prepared[1]:
+        int8 = export.kind == "int8"
+        st.download_button(
+            f"Download the {export.kind} ONNX model",
+            export.data,
+            file_name=f"{stem}{'-int8' if int8 else ''}.onnx",
+            mime="application/octet-stream",
+            key=f"finetune_download_onnx{'_int8' if int8 else ''}",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+        st.caption(describe(export))
+        if int8:
+            fast, reason = int8_verdict(export.agreement, export.ms, export.reference_ms)
+            reason = reason.replace("the check images", "these images")
+            if fast:
+                st.success(f"int8 is the fast choice here: {reason}.", icon=":material/bolt:")
+            else:
+                st.warning(f"int8 is not the fast choice here: {reason}.", icon=":material/warning:")
 
 
 def results(trained: TrainedModel) -> None:
@@ -540,7 +604,7 @@ def results(trained: TrainedModel) -> None:
         st.info("This model came from a bundle: its validation details stay with the session that trained it.")
     else:
         show_metrics(trained.metrics)
-        show_mistakes(trained)
+        show_gallery(trained)
     try_it(trained)
     export(trained)
 
@@ -570,7 +634,7 @@ def runs_section() -> None:
     if not runs:
         return
     st.subheader("Runs in this session")
-    st.dataframe(
+    data_table(
         runs_frame(runs),
         hide_index=True,
         column_config={
@@ -599,7 +663,7 @@ def training_section(dataset: Dataset) -> None:
     st.markdown("**Held back for validation** (the same split for the same images, every time)")
     defaults = TrainConfig()
     train_items, val_items = stratified_split(dataset.items, val_fraction=defaults.val_fraction, seed=defaults.seed)
-    st.dataframe(split_frame(train_items, val_items), hide_index=True)
+    data_table(split_frame(train_items, val_items), hide_index=True)
     chosen = settings(dataset)
     if chosen is None:
         return

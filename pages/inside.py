@@ -1,0 +1,235 @@
+"""Inside: a model's architecture (stages, blocks, skip connections, its graph), what each stage
+sees in a photo, and models side by side."""
+
+import streamlit as st
+
+from core import bundled
+from core.anatomy import Anatomy, anatomy, compound_scaling_frame, stages_long_frame, summary_row
+from core.catalog import all_specs, curated_specs, get_spec
+from core.charts import compound_scaling, params_per_stage
+from core.errors import ZooScopeError
+from core.images import decode_image
+from core.model_graph import DEFAULT_DEPTH, DEPTHS, default_stage, model_dot
+from core.preprocessing import decode_side
+from core.stage_maps import StageMaps, channel_grid, overlay, stage_maps
+from ui.inputs import file_digest, image_inputs
+from ui.loading import load_with_progress
+from ui.navigation import ensure_app
+from ui.session import INSIDE_FOLLOWED, INSIDE_MODEL, reuse
+from ui.tables import data_table
+from ui.text import verbatim
+
+ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
+
+DEFAULT_MODEL = "resnet50"
+CLASSIC = ("resnet50", "vgg16", "efficientnet_b0")  # the side-by-side default: skips, none, compound scaling
+MAX_SIDE_BY_SIDE = 3
+MAP_SIZE = 224
+
+STAGE_COLUMNS = {
+    "stage": st.column_config.TextColumn("stage"),
+    "name": st.column_config.TextColumn("ends at", help="The module whose output ends the stage"),
+    "kind": st.column_config.TextColumn("what it runs"),
+    "output_shape": st.column_config.TextColumn("output", help="Channels x height x width (tokens x width for ViT)"),
+    "blocks": st.column_config.NumberColumn("blocks"),
+    "params_m": st.column_config.NumberColumn("params (M)", format="%.3f"),
+    "gflops": st.column_config.NumberColumn("GFLOPS", format="%.3f", help="Multiply-adds, torchvision's convention"),
+    "receptive_field": st.column_config.TextColumn(
+        "receptive field", help="The input window one output position can see, through convolutions and pooling"
+    ),
+    "skip_connections": st.column_config.NumberColumn("skips"),
+}
+
+
+def model_options() -> list[str]:
+    curated = [spec.name for spec in curated_specs()]
+    extra = [name for name in bundled.NAMES if name not in curated]
+    rest = sorted(name for name in all_specs() if name not in curated and name not in extra)
+    return [*curated, *extra, *rest]
+
+
+def chosen_model(options: list[str]) -> str:
+    """The selectbox's model; a `?model=` address (a "look inside" link) chooses it when it changes."""
+    asked = st.query_params.get("model")
+    if asked is not None and asked != st.session_state.get(INSIDE_FOLLOWED):
+        st.session_state[INSIDE_FOLLOWED] = asked
+        if asked in options:
+            st.session_state[INSIDE_MODEL] = asked
+        else:
+            st.warning(f"There is no model called **{verbatim(asked)}**; showing another.", icon=":material/help:")
+    if st.session_state.get(INSIDE_MODEL) not in options:
+        st.session_state[INSIDE_MODEL] = DEFAULT_MODEL
+    name = st.selectbox("Model", options, key=INSIDE_MODEL, help="Every catalogue model: no weights are needed here")
+    if name != DEFAULT_MODEL or "model" in st.query_params:  # the address says which model, to share it
+        st.query_params["model"] = st.session_state[INSIDE_FOLLOWED] = name
+    return name
+
+
+def show_summary(found: Anatomy) -> None:
+    spec = get_spec(found.model)
+    columns = st.columns(5)
+    columns[0].metric("Parameters", f"{found.params / 1e6:.2f} M", help=f"{found.params:,}, counted from the model")
+    columns[1].metric("GFLOPS", f"{found.gflops:.2f}", help="Multiply-adds per image at the input size")
+    columns[2].metric("Input", f"{found.input_size} px")
+    columns[3].metric("Depth", found.depth, help="Convolution, linear and attention layers on the longest path")
+    columns[4].metric(
+        "Skip connections",
+        found.skip_connections,
+        help="A block's input added to its output (F(x) + x) or concatenated with it",
+    )
+    note = f"{found.params:,} parameters counted from the module itself"
+    if found.auxiliary_params:
+        note += (
+            f"; the weights also carry {found.auxiliary_params:,} in auxiliary classifiers used only in training"
+            + (" (the published count includes them)" if found.params != spec.num_params else "")
+        )
+    st.caption(f"{note}. Built on PyTorch's meta device: shapes without weights or memory.")
+
+
+def show_stages(found: Anatomy) -> None:
+    st.subheader("Stages")
+    data_table(
+        found.stages_frame().drop(columns=["params"]),
+        hide_index=True,
+        column_config=STAGE_COLUMNS,
+        column_order=list(STAGE_COLUMNS),
+    )
+
+
+def show_graph(found: Anatomy) -> None:
+    st.subheader("Graph")
+    left, right = st.columns([2, 3], vertical_alignment="bottom")
+    depth = left.segmented_control("Depth", DEPTHS, default=DEFAULT_DEPTH, required=True, key="inside_depth")
+    stage = None
+    if depth == "layers":
+        labels = [f"{stage.index + 1}. {stage.name}" for stage in found.stages] + ["head"]
+        stage = right.selectbox(
+            "Stage", range(len(labels)), index=default_stage(found), format_func=labels.__getitem__,
+            key=f"inside_graph_stage_{found.model}",
+        )  # fmt: skip
+    st.graphviz_chart(model_dot(found, depth, stage), width="stretch")
+    st.caption(
+        "Dashed blue edges are skip connections: they carry a block's input around it, added to its output "
+        "(+x) or concatenated with it. Long runs of blocks are folded into one node; *layers* shows one stage."
+    )
+
+
+def show_maps(maps: StageMaps, found: Anatomy) -> None:
+    st.markdown(f"**{found.model}** sees **{maps.label}** ({maps.probability:.1%}).")
+    if maps.rollout is not None:
+        left, right, _ = st.columns(3)
+        left.image(maps.view, caption="What the model sees (its crop)", width="stretch")
+        right.image(overlay(maps.view, maps.rollout), caption="Where the class token attends", width="stretch")
+        st.caption(
+            "Attention rollout: each layer's attention (mean over heads, plus the identity for the skip "
+            "connection around it) multiplied through all layers; the class token's row over the patches."
+        )
+    elif get_spec(found.model).traits.cam_layout == "nhwc":
+        st.caption(
+            "Swin has no class token to follow: its attention stays inside shifted windows and its classifier "
+            "averages the last stage's tokens, so there is no single attention map to roll out. The last "
+            "stage's mean activation below is what that average is taken over."
+        )
+    for stage, seen in zip(found.stages, maps.stages, strict=True):
+        rows, columns = seen.mean.shape
+        with st.container(border=True):
+            st.markdown(f"**{stage.index + 1}. {verbatim(stage.name)}** · {stage.kind} · {rows} x {columns} grid")
+            left, right = st.columns([1, 2])
+            left.image(overlay(maps.view, seen.mean), caption="mean |activation| over channels", width="stretch")
+            right.image(
+                channel_grid(seen),
+                caption=f"its {len(seen.channel_ids)} most active of {seen.total_channels} channels",
+                width="stretch",
+            )
+
+
+def show_stage_maps(found: Anatomy) -> None:
+    st.subheader("What each stage sees")
+    files = image_inputs("inside")
+    if not files:
+        st.info("Add a photo above (or press *Try an example*) to see each stage's activations on it.")
+        return
+    names = [name for name, _ in files]
+    chosen = st.selectbox("Photo", range(len(files)), format_func=names.__getitem__, key="inside_photo")
+    try:
+        model = load_with_progress(found.model)
+    except ZooScopeError as error:
+        st.warning(f"{error} The anatomy above needs no weights; the stage maps do.", icon=":material/cloud_off:")
+        return
+    file, data = files[chosen]
+    try:
+        picture = decode_image(data, min_side=decode_side([model.preprocess]))
+        maps = reuse("inside_maps", (found.model, file_digest(((file, data),))), lambda: stage_maps(model, picture))
+    except ZooScopeError as error:
+        st.error(f"**{verbatim(file)}**: {error}", icon=":material/broken_image:")
+        return
+    show_maps(maps, found)
+
+
+def show_side_by_side(name: str, options: list[str]) -> None:
+    st.subheader("Side by side")
+    default = list(dict.fromkeys([name, *CLASSIC]))[:MAX_SIDE_BY_SIDE]
+    picked = st.multiselect("Models", options, default=default, max_selections=MAX_SIDE_BY_SIDE, key="inside_side")
+    if not picked:
+        st.info("Pick up to three models to set side by side.")
+        return
+    with st.spinner("Reading the architectures…"):
+        found = [anatomy(model) for model in picked]
+    for column, model in zip(st.columns(len(found)), found, strict=True):
+        row = summary_row(model)
+        column.markdown(f"**{model.model}**")
+        data_table(
+            {
+                "": ["depth", "blocks", "widest stage", "resolution", "parameters", "GFLOPS", "skip connections"],
+                model.model: [
+                    f"{row['depth']} layers", str(row["blocks"]), f"{row['width']} channels",
+                    f"{row['resolution']} px", f"{row['params_m']:.2f} M", f"{row['gflops']:.2f}",
+                    str(row["skip_connections"]),
+                ],
+            },
+            container=column,
+            hide_index=True,
+        )  # fmt: skip
+    st.altair_chart(params_per_stage(stages_long_frame(found)), width="stretch")
+    st.caption("Parameters per stage (the last bar is the head). Hover a bar for the stage's output and GFLOPS.")
+
+
+def show_compound_scaling() -> None:
+    if not st.toggle(
+        "EfficientNet's compound scaling: depth, width and resolution against accuracy", key="inside_scaling"
+    ):
+        return
+    with st.spinner("Reading EfficientNet b0 to b7 and Lite0 to Lite2…"):
+        frame = compound_scaling_frame(list(all_specs()))
+    st.altair_chart(compound_scaling(frame), width="content")
+    st.caption(
+        "EfficientNet grows depth, width and input resolution together (compound scaling); the Lite models "
+        "keep the stem and head fixed and leave out squeeze-excitation. Depth: layers on the longest path; width: "
+        "channels of the widest stage before the final 1x1 convolution; resolution: the input size. "
+        "Accuracy from each model's weights."
+    )
+
+
+def main() -> None:
+    st.title("Inside")
+    st.caption(
+        "A model's insides: its stages and blocks, its skip connections, its graph, and what each stage "
+        "sees in your photo, from edges to object parts."
+    )
+    options = model_options()
+    name = chosen_model(options)
+    try:
+        with st.spinner(f"Reading {name}'s architecture…"):  # built and traced once, then cached
+            found = anatomy(name)
+    except ZooScopeError as error:
+        st.error(str(error), icon=":material/error:")
+        return
+    show_summary(found)
+    show_stages(found)
+    show_graph(found)
+    show_stage_maps(found)
+    show_side_by_side(name, options)
+    show_compound_scaling()
+
+
+main()

@@ -1,0 +1,81 @@
+"""Inside in a real browser: opened by its address in a fresh context, resnet50's table and graph
+with no weights on disk, then efficientnet_lite0's stage maps on the example photo."""
+
+import re
+
+import pytest
+
+from tests.e2e.conftest import SCREENSHOTS
+from tests.e2e.test_compare_browser import loaded_images
+from tests.e2e.test_navigation_browser import capture, drawn
+
+pytestmark = pytest.mark.e2e
+
+
+def graph_nodes(page) -> int:
+    """Nodes drawn in the SVG st.graphviz_chart rendered in the browser."""
+    return page.locator("[data-testid='stGraphVizChart'] svg g.node").count()
+
+
+def metric(page, value: str):
+    return page.locator("[data-testid='stMetricValue']").filter(has_text=value)
+
+
+def choose(page, label: str, option: str) -> None:
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+    page.keyboard.type(option)
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def shooter(page):
+    """Screenshots of this test's own page (the `screenshot` fixture shoots the default one)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(name: str):
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+def test_inside_by_address_then_stage_maps(browser, server_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(f"{server_url}/inside?model=resnet50")
+        page.get_by_role("heading", name="Inside").first.wait_for()
+        page.get_by_role("heading", name="Stages").wait_for()
+        drawn(page)
+        assert page.locator("[data-testid='stDataFrame']").first.is_visible()
+        metric(page, "25.56 M").wait_for()  # resnet50's parameters, no weights needed
+        page.wait_for_function(
+            "() => document.querySelectorAll(\"[data-testid='stGraphVizChart'] svg g.node\").length > 10"
+        )
+        assert graph_nodes(page) > 10
+        svg = page.locator("[data-testid='stGraphVizChart'] svg")
+        assert svg.get_by_text("0: Bottleneck").first.is_visible()
+        assert page.locator("[data-testid='stGraphVizChart'] svg g.edge path[stroke-dasharray]").count() > 0  # skips
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.get_by_text("Page not found").count() == 0
+        capture(page, shooter(page), "inside-resnet50")
+
+        choose(page, "Model", "efficientnet_lite0")
+        page.wait_for_url(re.compile(r"model=efficientnet_lite0"))
+        metric(page, "4.65 M").wait_for()
+        page.get_by_role("button", name="Try an example").click()
+        page.get_by_text(re.compile(r"efficientnet_lite0 sees .+ \(\d+\.\d%\)")).wait_for()
+        page.locator("[data-testid='stMarkdown']").get_by_text("9. bn2", exact=True).wait_for()  # the last of 9
+        drawn(page)
+        page.wait_for_function(
+            "n => [...document.querySelectorAll(\"[data-testid='stMain'] [data-testid='stImage'] img\")]"
+            ".filter(img => img.complete && img.naturalWidth > 0).length >= n",
+            arg=18,
+        )
+        assert loaded_images(page) == 18  # nine stages: a mean map and a channel grid each
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.get_by_text("Traceback").count() == 0
+        capture(page, shooter(page), "inside-stage-maps")
+    finally:
+        context.close()
