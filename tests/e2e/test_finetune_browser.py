@@ -79,7 +79,7 @@ def test_train_download_and_use_on_classify(page, screenshot, faces_zip, faces, 
     keyed(page, "finetune_train").locator("button").click()
 
     page.get_by_text("Confusion matrix").wait_for(timeout=180_000)
-    page.get_by_text("Validation accuracy").wait_for()
+    page.get_by_text("Validation accuracy", exact=True).wait_for()
     # The curves and the confusion matrix: a heading can be drawn before its chart, so wait for it.
     page.locator("[data-testid='stVegaLiteChart']").nth(1).wait_for(timeout=60_000)
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
