@@ -67,6 +67,7 @@ from skimage import data as skdata  # noqa: E402
 
 from bench.report import run_report, table  # noqa: E402
 from core.engines import load_classifier  # noqa: E402
+from core.finetune.augment import DEFAULT_TRAIN_SIZE  # noqa: E402
 from core.finetune.backbone import backbone_view, frozen_features  # noqa: E402
 from core.finetune.config import TrainConfig  # noqa: E402
 from core.finetune.data import Dataset, dataset_from_uploads, stratified_split  # noqa: E402
@@ -245,7 +246,7 @@ def print_finetune(report: dict, natural: dict, markdown: bool) -> None:
     print(
         f"\nFine-tune mode on rendered digits (tests/glyphs.py): {report['images']} images in 10 classes, "
         f"{report['test_images']} more held out; defaults: unfreeze {config['unfreeze']}, {config['epochs']} epochs, "
-        f"training resolution {config['train_size'] or 'its own'}, {config['views']} cached views, "
+        f"training resolution {config['train_size'] or DEFAULT_TRAIN_SIZE}, {config['views']} cached views, "
         f"lr {config['lr']:g}; {torch.get_num_threads()} torch threads; load average now {os.getloadavg()[0]:.1f}"
     )
     header = ["split", "probe (val)", "fine-tune (val)", "probe (held out)", "fine-tune (held out)", "seconds",

@@ -17,6 +17,7 @@ from core.classifier import Classifier
 from core.compare import compare_files
 from core.engines import Model, load_classifier
 from core.errors import ImageError, ZooScopeError
+from core.finetune.augment import DEFAULT_TRAIN_SIZE
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.data import dataset_from_folder, dataset_from_zip
@@ -320,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{values['epochs']} ({mode})" for mode, values in MODE_DEFAULTS.items())
     finetune.add_argument("--epochs", type=int, help=f"at most (early stopping may end sooner); default: {defaults}")
     finetune.add_argument("--lr", type=float, help=f"the head's learning rate (default {TrainConfig().lr:g})")
-    finetune.add_argument("--train-size", type=int, help="finetune mode: training resolution (default: the model's)")
+    finetune.add_argument(
+        "--train-size",
+        type=int,
+        help=f"finetune mode: training resolution (default {DEFAULT_TRAIN_SIZE} if the model takes it, else its own)",
+    )
     finetune.add_argument("--flip", action="store_true", help="random horizontal flips (not for text or digits)")
     finetune.add_argument("--adapt-batchnorm", action="store_true", help="let batch-norm statistics adapt")
     finetune.add_argument("--out", metavar="BUNDLE.zip", help="where to write the bundle")

@@ -12,6 +12,7 @@ from core.catalog import ModelSpec, all_specs, curated_specs
 from core.charts import lr_finder as lr_finder_chart
 from core.charts import training_curves
 from core.errors import ZooScopeError
+from core.finetune.augment import resolve_train_size
 from core.finetune.bundle import export_bundle, preprocessing
 from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
@@ -200,7 +201,9 @@ def mode_changed() -> None:
 
 
 def training_sizes(spec: ModelSpec) -> list[int | None]:
-    return [None, *(size for size in TRAIN_SIZES if size < spec.input_size)]
+    """None (the default for this model) first, then the model's own and the lower ones."""
+    default = resolve_train_size(spec, None)
+    return [None, *(size for size in (spec.input_size, *TRAIN_SIZES) if size <= spec.input_size and size != default)]
 
 
 def finetune_settings(spec: ModelSpec, columns) -> dict:
@@ -228,7 +231,13 @@ def finetune_settings(spec: ModelSpec, columns) -> dict:
     size = right.selectbox(
         "Training resolution",
         training_sizes(spec),
-        format_func=lambda value: f"{spec.input_size} px (the model's own)" if value is None else f"{value} px",
+        format_func=lambda value: (
+            f"{resolve_train_size(spec, None)} px (default)"
+            if value is None
+            else f"{value} px (the model's own)"
+            if value == spec.input_size
+            else f"{value} px"
+        ),
         key="finetune_train_size",
         help="Lower trains faster; validation, Try it and Classify always use the model's own resolution.",
     )
@@ -265,7 +274,6 @@ def settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
             "Patience",
             1,
             100,
-            5,
             key="finetune_patience",
             help="Stop after this many epochs without a lower validation loss",
         )

@@ -52,6 +52,22 @@ def augmented_batch(augment: v2.Compose, images: Sequence[Image.Image], seed: in
         return torch.stack([augment(image) for image in images])
 
 
+# Fine-tuning's default training resolution where a model takes it: the tail's steps cost about half
+# of the 224-pixel ones, and bench/bench_finetune.py measures the recipe at it.
+DEFAULT_TRAIN_SIZE = 160
+
+
+def resolve_train_size(spec: ModelSpec, size: int | None) -> int:
+    """The training resolution for `spec`: `size` (checked), or for None DEFAULT_TRAIN_SIZE where the model
+    takes it, else its own."""
+    if size is not None:
+        return check_train_size(spec, size)
+    try:
+        return check_train_size(spec, min(DEFAULT_TRAIN_SIZE, spec.input_size))
+    except ZooScopeError:
+        return spec.input_size
+
+
 def check_train_size(spec: ModelSpec, size: int | None) -> int:
     """The training resolution for `spec` (its own when None), or ZooScopeError if it cannot take it."""
     own = spec.input_size

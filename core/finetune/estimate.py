@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from core.errors import ZooScopeError
-from core.finetune.augment import augmentation, augmented_batch, check_train_size, training_image
+from core.finetune.augment import augmentation, augmented_batch, resolve_train_size, training_image
 from core.finetune.backbone import backbone_view
 from core.finetune.config import TrainConfig
 from core.finetune.data import LabelledImage
@@ -105,7 +105,7 @@ def measure_costs(
 ) -> dict[str, DepthCost]:
     """Per-image costs of every depth for `loaded`, timed on one batch of up to SAMPLE_IMAGES of `items`."""
     spec = loaded.spec
-    train_size = check_train_size(spec, config.train_size)
+    train_size = resolve_train_size(spec, config.train_size)
     images = [training_image(item, spec) for item in items[:SAMPLE_IMAGES]]
     if not images:
         raise ZooScopeError("There are no images to time a training step on.")

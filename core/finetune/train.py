@@ -8,7 +8,7 @@ modules that belong to this person:
 - "finetune" mode, fastai's `fine_tune` with timm's ingredients: first that same head on frozen,
   cached features (epoch 0), then copies of the tail of the network (`TrainConfig.unfreeze`,
   core.finetune.depth) train with it on augmented images: AdamW, discriminative learning rates
-  (lower for earlier stages), one-cycle warm-up then cosine decay, label smoothing. The frozen
+  (lower for earlier stages), a linear warm-up then cosine decay, label smoothing. The frozen
   prefix runs without autograd, and its outputs for `views` augmented views of each image are
   computed once and reused every epoch when they fit in memory (the augmentation acts on the
   image, before the prefix, so a cached view is exactly what the prefix would give again).
@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.errors import ZooScopeError
-from core.finetune.augment import augmentation, augmented_batch, check_train_size, training_image
+from core.finetune.augment import augmentation, augmented_batch, resolve_train_size, training_image
 from core.finetune.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import Dataset, LabelledImage, stratified_split
@@ -246,7 +246,7 @@ def train(
     spec = loaded.spec
     dataset.validate()
     cut = cut_for(spec.name, config.depth)  # refuses a depth this model cannot be cut at, before any work
-    train_size = check_train_size(spec, config.train_size) if config.mode == "finetune" else spec.input_size
+    train_size = resolve_train_size(spec, config.train_size) if config.mode == "finetune" else spec.input_size
     check_memory(spec.name, cut)
     classes = list(dataset.classes)
     index_of = {label: i for i, label in enumerate(classes)}
@@ -365,17 +365,15 @@ def _finetune(
 
     head = outcome.head
     optimizer = finetune_optimizer(head, split, config)
-    # fastai's fit_one_cycle (as fine_tune calls it): from a fifth of each group's rate up to it over
-    # the first `warmup` of the steps, then cosine down to nearly zero; Adam's beta1 cycles the other way.
     steps = config.epochs * math.ceil(len(labels.train_items) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=[group["lr"] for group in optimizer.param_groups],
-        total_steps=steps,
-        pct_start=config.warmup,
-        div_factor=5.0,
-        final_div_factor=2e4,
-    )
+    warmup = min(steps - 1, round(config.warmup * steps))
+
+    def schedule(step: int) -> float:  # timm's: a linear warm-up, then cosine decay to zero at the last step
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     stopped_early = stopped_by_user = False
     for epoch in range(1, config.epochs + 1):

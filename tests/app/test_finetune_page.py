@@ -437,7 +437,7 @@ def test_finetune_mode_times_each_choice_trains_and_lists_the_runs(page, glyphs_
     assert all(time.startswith("about ") for time in estimates["time"])  # measured for every choice
     assert "mirrored 2 is not a 2" in helps(page, "finetune_flip")
     assert "ImageNet" in helps(page, "finetune_adapt_batchnorm")
-    assert page.number_input(key="finetune_epochs").value == 10  # fine-tune mode's own default
+    assert page.number_input(key="finetune_epochs").value == 8  # fine-tune mode's own default
 
     page.radio(key="finetune_unfreeze").set_value("last")
     page.selectbox(key="finetune_train_size").set_value(96)
