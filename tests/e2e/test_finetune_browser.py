@@ -208,6 +208,6 @@ def test_finetune_mode_on_the_example_dataset_shows_times_then_trains_and_lists_
     page.get_by_text(re.compile(r"fine-tune mode \(last block and the head trained\)")).wait_for()
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
     assert float(re.search(r"([\d.]+)%", accuracy.inner_text()).group(1)) >= 90.0
-    assert keyed(page, "finetune_download_bundle").count() == 1
+    keyed(page, "finetune_download_bundle").wait_for(timeout=60_000)  # drawn after the results above
     screenshot("finetune-mode")
     assert page.get_by_text("Traceback").count() == 0
