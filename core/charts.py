@@ -152,6 +152,28 @@ def confusion_heatmap(frame: pd.DataFrame, *, selectable: bool = False) -> alt.L
     return alt.layer(cells, counts).properties(width=alt.Step(step), height=alt.Step(step))
 
 
+def lr_finder(frame: pd.DataFrame, suggestion: float) -> alt.LayerChart:
+    """The learning-rate finder's curve: smoothed loss against learning rate (log scale), the
+    suggested rate marked. Columns: lr, loss (one row per step)."""
+    data = frame.reindex(columns=["lr", "loss"])
+    x = alt.X("lr:Q", title="learning rate (log)", scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e"))
+    curve = (
+        alt.Chart(data)
+        .mark_line()
+        .encode(
+            x=x,
+            y=alt.Y("loss:Q", title="loss (smoothed)", scale=alt.Scale(zero=False)),
+            tooltip=[alt.Tooltip("lr:Q", title="learning rate", format=".1e"), alt.Tooltip("loss:Q", format=".3f")],
+        )
+    )
+    marker = (
+        alt.Chart(pd.DataFrame({"lr": [suggestion], "label": [f"suggested {suggestion:.1e}"]}))
+        .mark_rule(color="#dc2626", strokeDash=[4, 3])
+        .encode(x=x, tooltip=[alt.Tooltip("label:N", title="")])
+    )
+    return alt.layer(curve, marker).properties(width=420, height=220)
+
+
 def params_per_stage(frame: pd.DataFrame) -> alt.Chart:
     """Parameters per stage, models side by side in each stage (grouped bars), head last.
 

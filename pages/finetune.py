@@ -7,15 +7,21 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core import bundled, weights
+from core.cache import model_pool
 from core.catalog import ModelSpec, all_specs, curated_specs
+from core.charts import lr_finder as lr_finder_chart
 from core.charts import training_curves
 from core.errors import ZooScopeError
+from core.finetune.augment import resolve_train_size
 from core.finetune.bundle import export_bundle, preprocessing
-from core.finetune.config import MODES, TrainConfig
+from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
+from core.finetune.depth import DEPTH_LABELS, DEPTHS
+from core.finetune.estimate import measure_costs
 from core.finetune.examples import EXAMPLE_DESCRIPTION, example_dataset
 from core.finetune.heads import HEAD_TYPES
+from core.finetune.lr_find import find_lr
 from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
@@ -27,8 +33,10 @@ from ui.finetune_views import (
     LiveTraining,
     TrainingRun,
     dataset_previews,
+    estimates_frame,
     feature_cache,
     history_frame,
+    runs_frame,
     show_dataset,
     show_gallery,
     show_metrics,
@@ -39,7 +47,7 @@ from ui.loading import load_with_progress
 from ui.navigation import CLASSIFY, ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import data_table, top_k_table
+from ui.tables import data_table, share_column, top_k_table
 from ui.text import verbatim
 from ui.threshold import answer_line, threshold_slider
 
@@ -47,11 +55,18 @@ ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.
 
 EXAMPLE_KEY = "finetune_example"  # True once "Try an example dataset" was clicked (until the person brings data)
 RUN_KEY = "finetune_run"  # a ui.finetune_views.TrainingRun: the training in progress, or one a click interrupted
-DEFAULT_EPOCHS = {"fast": 30, "finetune": 5}
+RUNS_KEY = "finetune_runs"  # [(run number, TrainedModel)] of this session, oldest first
+RUN_PICK_KEY = "finetune_run_pick"
+LR_FINDING_KEY = "finetune_lr_finding"
+MAX_RUNS = 8
+RUNS_MEMORY = 256 << 20  # bytes of trained copies the runs table may hold
 MODE_LABELS = {
-    "fast": "Fast: frozen backbone, features computed once (seconds)",
-    "finetune": "Fine-tune: the last block learns too, on augmented images (minutes)",
+    "fast": "Fast: the head alone, on frozen features computed once (seconds)",
+    "finetune": "Fine-tune: the head first, then more of the network, on augmented images (minutes)",
 }
+LR_OPTIONS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+WEIGHT_DECAYS = [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1]
+TRAIN_SIZES = (192, 160, 128, 96)
 MAX_CLASSES = 50
 TRY_TOP_K = 5
 
@@ -180,10 +195,56 @@ def backbone_label(spec: ModelSpec) -> str:
 
 
 def mode_changed() -> None:
-    st.session_state["finetune_epochs"] = DEFAULT_EPOCHS[st.session_state["finetune_mode"]]
+    # Each mode's own defaults (fine-tuning: fewer epochs, weight decay and label smoothing as timm uses them).
+    for name, value in MODE_DEFAULTS[st.session_state["finetune_mode"]].items():
+        st.session_state[f"finetune_{name}"] = value
 
 
-def settings() -> tuple[str, TrainConfig] | None:
+def training_sizes(spec: ModelSpec) -> list[int | None]:
+    """None (the default for this model) first, then the model's own and the lower ones."""
+    default = resolve_train_size(spec, None)
+    return [None, *(size for size in (spec.input_size, *TRAIN_SIZES) if size <= spec.input_size and size != default)]
+
+
+def finetune_settings(spec: ModelSpec, columns) -> dict:
+    """Fine-tune mode's own settings: batch norm, flips, the training resolution."""
+    left, middle, right = columns
+    adapt = left.checkbox(
+        "Let batch-norm statistics adapt",
+        key="finetune_adapt_batchnorm",
+        help=(
+            "Off (recommended): the layers keep the mean and variance they learnt on ImageNet's millions of "
+            "photos and only their weights train. A few hundred images give noisy statistics, and the features "
+            "the head learnt from shift under it when they change. On: the statistics follow your images (in "
+            "your own copy only), which can help when they look nothing like photos."
+        ),
+    )
+    flip = middle.checkbox(
+        "Random horizontal flips",
+        key="finetune_flip",
+        help=(
+            "Off by default: orientation can be what tells classes apart. A mirrored 2 is not a 2, and text, "
+            "arrows, left/right body parts or road signs flipped are other things. Turn it on for photos of "
+            "things that look the same mirrored (animals, plants, objects)."
+        ),
+    )
+    size = right.selectbox(
+        "Training resolution",
+        training_sizes(spec),
+        format_func=lambda value: (
+            f"{resolve_train_size(spec, None)} px (default)"
+            if value is None
+            else f"{value} px (the model's own)"
+            if value == spec.input_size
+            else f"{value} px"
+        ),
+        key="finetune_train_size",
+        help="Lower trains faster; validation, Try it and Classify always use the model's own resolution.",
+    )
+    return {"adapt_batchnorm": adapt, "flip": flip, "train_size": size}
+
+
+def settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
     specs = all_specs()
     model, mode = st.columns([2, 3])
     backbone = model.selectbox(
@@ -196,7 +257,11 @@ def settings() -> tuple[str, TrainConfig] | None:
     mode_name = mode.radio(
         "Mode", MODES, format_func=MODE_LABELS.get, key="finetune_mode", on_change=mode_changed, horizontal=True
     )
-    st.session_state.setdefault("finetune_epochs", DEFAULT_EPOCHS[mode_name])
+    for name, value in MODE_DEFAULTS[mode_name].items():
+        st.session_state.setdefault(f"finetune_{name}", value)
+    finetune = mode_name == "finetune"
+    unfreeze = depth_choice() if finetune else TrainConfig().unfreeze
+    estimates = st.empty()
     with st.expander("Training settings", icon=":material/tune:"):
         left, middle, right = st.columns(3)
         head = left.radio(
@@ -209,33 +274,125 @@ def settings() -> tuple[str, TrainConfig] | None:
             "Patience",
             1,
             100,
-            5,
             key="finetune_patience",
             help="Stop after this many epochs without a lower validation loss",
         )
         lr = middle.select_slider(
-            "Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], 1e-3, format_func="{:g}".format, key="finetune_lr"
+            "Learning rate",
+            LR_OPTIONS,
+            1e-3,
+            format_func="{:g}".format,
+            key="finetune_lr",
+            help="The head's; in fine-tune mode, earlier layers train at lower rates (shares of this one).",
         )
         batch_size = middle.select_slider("Batch size", [8, 16, 32, 64, 128], 32, key="finetune_batch_size")
         weight_decay = right.select_slider(
-            "Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], 1e-4, format_func="{:g}".format, key="finetune_weight_decay"
+            "Weight decay", WEIGHT_DECAYS, format_func="{:g}".format, key="finetune_weight_decay"
         )
-        smoothing = right.slider("Label smoothing", 0.0, 0.3, 0.0, 0.05, key="finetune_label_smoothing")
-    try:
-        config = TrainConfig(
-            mode=mode_name,
-            head=head,
-            epochs=int(epochs),
-            lr=lr,
-            batch_size=batch_size,
-            weight_decay=weight_decay,
-            label_smoothing=smoothing,
-            patience=int(patience),
-        )
-    except ZooScopeError as error:
-        st.error(str(error), icon=":material/error:")
-        return None
+        smoothing = right.slider("Label smoothing", 0.0, 0.3, step=0.05, key="finetune_label_smoothing")
+        extra = finetune_settings(specs[backbone], st.columns(3)) if finetune else {}
+        try:
+            config = TrainConfig(
+                mode=mode_name,
+                head=head,
+                epochs=int(epochs),
+                lr=lr,
+                batch_size=batch_size,
+                weight_decay=weight_decay,
+                label_smoothing=smoothing,
+                patience=int(patience),
+                unfreeze=unfreeze,
+                **extra,
+            )
+        except ZooScopeError as error:
+            st.error(str(error), icon=":material/error:")
+            return None
+        lr_finder(dataset, backbone, config)
+    if finetune:
+        with estimates.container():
+            time_estimates(dataset, backbone, config)
     return backbone, config
+
+
+def depth_choice() -> str:
+    return st.radio(
+        "How much of the network trains",
+        DEPTHS,
+        format_func=DEPTH_LABELS.get,
+        index=DEPTHS.index(TrainConfig().unfreeze),
+        key="finetune_unfreeze",
+        horizontal=True,
+        help=(
+            "The head always trains first, alone, on frozen features. Then: the head again on augmented images, "
+            "or the last block, the last half, or the whole network with it, at lower learning rates for "
+            "earlier layers. The further your images are from everyday photos, the deeper it pays to go; "
+            "the deeper, the longer it takes."
+        ),
+    )
+
+
+def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
+    """About how long each choice takes here: one batch of these images timed on this machine, once."""
+    spec = all_specs()[backbone]
+    if backbone not in model_pool().loaded() and not weights.is_available(spec):
+        st.caption(f"Times appear here once {backbone}'s weights are on this machine (they download when you train).")
+        return
+    try:
+        loaded = load_with_progress(backbone)
+        key = (id(dataset), backbone, config.train_size, config.flip, config.adapt_batchnorm, config.head)
+
+        def measure():
+            with progress_bar("Timing one batch for each choice…") as progress:
+                return measure_costs(loaded, dataset.items, config, progress=progress)
+
+        costs = reuse("finetune_costs", key, measure)
+    except ZooScopeError as error:
+        st.caption(verbatim(str(error)))
+        return
+    train_items, val_items = stratified_split(dataset.items, val_fraction=config.val_fraction, seed=config.seed)
+    cache = feature_cache()
+    uncached = sum((backbone, item.digest) not in cache for item in dataset.items)
+    data_table(
+        estimates_frame(costs, config, len(train_items), len(val_items), uncached=uncached),
+        hide_index=True,
+        key="finetune_estimates",
+    )
+    st.caption("Each time is measured on one batch of your images on this machine; early stopping can make it shorter.")
+
+
+def lr_finder(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
+    """fastai's lr_find on the head: loss against learning rate, and a rate to use."""
+    key = (id(dataset), backbone, config.head, config.batch_size, config.weight_decay, config.label_smoothing)
+    if st.button(
+        "Find a learning rate",
+        key="finetune_find_lr",
+        icon=":material/query_stats:",
+        help="Trains a fresh head for a moment at growing learning rates on the frozen features and plots the loss.",
+    ):
+        try:
+            loaded = load_with_progress(backbone)
+            with progress_bar("Trying learning rates…") as progress:
+                finding = find_lr(loaded, dataset, config, cache=feature_cache(), progress=progress)
+        except ZooScopeError as error:
+            st.error(verbatim(str(error)), icon=":material/error:")
+            return
+        st.session_state[LR_FINDING_KEY] = (key, finding)
+    stored = st.session_state.get(LR_FINDING_KEY)
+    if stored is None or stored[0] != key:
+        return
+    finding = stored[1]
+    nearest = min(LR_OPTIONS, key=lambda option: abs(math.log(option) - math.log(finding.suggestion)))
+    st.altair_chart(lr_finder_chart(finding.frame, finding.suggestion), width="content")
+    st.caption(
+        f"Suggested: {finding.suggestion:.1e}, a tenth of the rate where the loss was lowest (fastai's rule); "
+        "past that the loss climbs."
+    )
+    st.button(
+        f"Use {nearest:g}",
+        key="finetune_use_lr",
+        on_click=lambda: st.session_state.update(finetune_lr=nearest),
+        disabled=config.lr == nearest,
+    )
 
 
 def stop_clicked() -> None:
@@ -290,7 +447,7 @@ def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
         run.finished.set()
     if trained is None:
         return
-    st.session_state[MY_MODEL] = trained
+    add_run(trained)
     st.rerun()  # draw the results without the Stop button and the live view
 
 
@@ -305,7 +462,7 @@ def collect_training_run() -> None:
     del st.session_state[RUN_KEY]
     kept = run.model
     if kept is not None and st.session_state.get(MY_MODEL) is not kept:
-        st.session_state[MY_MODEL] = kept
+        add_run(kept)
     if run.done:
         return
     if kept is None:
@@ -460,12 +617,62 @@ def results(trained: TrainedModel) -> None:
     export(trained)
 
 
+def add_run(trained: TrainedModel) -> None:
+    """A finished (or stopped) run joins the runs table and becomes the model to try, use and export."""
+    runs = st.session_state.setdefault(RUNS_KEY, [])
+    number = runs[-1][0] + 1 if runs else 1
+    runs.append((number, trained))
+    # Each run holds its own trained copies: the oldest go first to keep the session's memory bounded.
+    while len(runs) > 1 and (len(runs) > MAX_RUNS or sum(t.trained_params for _, t in runs) * 4 > RUNS_MEMORY):
+        del runs[0]
+    st.session_state[MY_MODEL] = trained
+    st.session_state[RUN_PICK_KEY] = number
+
+
+def run_picked() -> None:
+    number = st.session_state[RUN_PICK_KEY]
+    for run_number, trained in st.session_state.get(RUNS_KEY, []):
+        if run_number == number:
+            st.session_state[MY_MODEL] = trained
+
+
+def runs_section() -> None:
+    """Every run of this session side by side; any of them can be the model to try, use and export."""
+    runs = st.session_state.get(RUNS_KEY) or []
+    if not runs:
+        return
+    st.subheader("Runs in this session")
+    data_table(
+        runs_frame(runs),
+        hide_index=True,
+        column_config={
+            "learning rate": st.column_config.NumberColumn(format="%g"),
+            "validation accuracy": share_column(help="On the held-back validation images, at the kept epoch"),
+            "seconds": st.column_config.NumberColumn(format="%.1f", help="The whole training, features included"),
+        },
+        key="finetune_runs_table",
+    )
+    current = st.session_state.get(MY_MODEL)
+    numbers = [number for number, _ in runs]
+    picked = next((number for number, trained in runs if trained is current), None)
+    st.session_state[RUN_PICK_KEY] = picked
+    labels = {number: f"Run {number}: {trained.backbone}, {trained.config.mode}" for number, trained in runs}
+    st.selectbox(
+        "The model to try, use on Classify and export",
+        numbers,
+        format_func=labels.get,
+        key=RUN_PICK_KEY,
+        on_change=run_picked,
+        placeholder="A model imported on the Classify page (not one of these runs)",
+    )
+
+
 def training_section(dataset: Dataset) -> None:
     st.markdown("**Held back for validation** (the same split for the same images, every time)")
     defaults = TrainConfig()
     train_items, val_items = stratified_split(dataset.items, val_fraction=defaults.val_fraction, seed=defaults.seed)
     data_table(split_frame(train_items, val_items), hide_index=True)
-    chosen = settings()
+    chosen = settings(dataset)
     if chosen is None:
         return
     if st.button("Train", key="finetune_train", type="primary", icon=":material/school:"):
@@ -484,6 +691,7 @@ def main() -> None:
     if dataset is not None:
         training_section(dataset)
 
+    runs_section()
     trained = st.session_state.get(MY_MODEL)
     if trained is None:
         return

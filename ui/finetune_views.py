@@ -16,6 +16,8 @@ from core.charts import CELL_SELECTION, confusion_heatmap, training_curves
 from core.errors import ImageError
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.data import FOLDER_ENTRY, Dataset, Skipped
+from core.finetune.depth import DEPTH_LABELS
+from core.finetune.estimate import DepthCost, estimate_seconds
 from core.finetune.extraction import FeatureCache
 from core.finetune.metrics import Metrics, Outcome
 from core.finetune.trained import TrainedModel
@@ -138,32 +140,53 @@ class TrainingRun:
 class LiveTraining:
     """What a training run shows while it runs: train()'s progress and on_epoch callbacks land here.
 
-    Each epoch redraws the loss/accuracy chart; that st.* call is also where Streamlit interrupts
-    the run when the person clicks Stop (or changes anything on the page).
+    Two bars: the work before the epochs (features once per image; in finetune mode, then the
+    frozen layers once per image and view) and the epochs, with the images per second that go
+    through the layers that train. Each epoch redraws the loss/accuracy chart; that st.* call is
+    also where Streamlit interrupts the run when the person clicks Stop (or changes anything).
     """
 
     def __init__(self, config: TrainConfig, *, backbone: str):
         self.config = config
         self.logs: list[EpochLog] = []
-        fast = config.mode == "fast"
-        self.features = st.progress(0.0, text=f"Computing {backbone} features once per image…") if fast else None
-        first = "" if fast else " (the last block trains too: each epoch takes a while)"
-        self.epochs = st.progress(0.0, text=f"Epoch 1 of {config.epochs}{first}…")
+        self._epoch_reported = False  # train() calls on_epoch, then progress, for every epoch
+        self.work = st.progress(0.0, text=f"Computing {backbone} features once per image…")
+        if config.mode == "fast":
+            first = f"Epoch 1 of {config.epochs}…"
+        else:
+            first = f"The head first, on frozen features; then {config.epochs} epochs with the {trained_part(config)}…"
+        self.epochs = st.progress(0.0, text=first)
+        self.speed = st.empty()
         self.chart = st.empty()
 
     def progress(self, done: int, total: int, message: str) -> None:
-        bar = self.epochs if self.logs else self.features  # features come first, then one update per epoch
-        if bar is not None:
-            bar.progress(min(done / total, 1.0) if total else 0.0, text=message)
+        bar = self.epochs if self._epoch_reported else self.work
+        self._epoch_reported = False
+        bar.progress(min(done / total, 1.0) if total else 0.0, text=message)
 
     def on_epoch(self, log: EpochLog) -> None:
         self.logs.append(log)
+        self._epoch_reported = True
+        if self.config.mode == "finetune" and log.epoch >= 1:
+            self.speed.caption(
+                f"Epoch {log.epoch}: {log.seconds:.1f} s, {log.images_per_second:,.1f} training images per second "
+                f"through the {trained_part(self.config)}."
+            )
         self.chart.altair_chart(training_curves(history_frame(self.logs)), width="content")
 
     def clear(self) -> None:
-        for element in (self.features, self.epochs, self.chart):
-            if element is not None:
-                element.empty()
+        for element in (self.work, self.epochs, self.speed, self.chart):
+            element.empty()
+
+
+def trained_part(config: TrainConfig) -> str:
+    """What trains besides the head, in words."""
+    return {
+        "head": "head on augmented images",
+        "last": "last block and the head",
+        "half": "last half of the network and the head",
+        "all": "whole network",
+    }[config.depth]
 
 
 def outcome(trained: TrainedModel) -> str:
@@ -172,6 +195,8 @@ def outcome(trained: TrainedModel) -> str:
         epochs = trained.epochs_run or "an unknown number of"
         return f"Imported from a bundle: {epochs} epochs of {trained.config.mode} training."
     kept = f"kept epoch {trained.best_epoch}, the one with the lowest validation loss"
+    if trained.config.mode == "finetune" and trained.best_epoch == 0:
+        kept = "kept epoch 0, the head trained alone on frozen features (no later epoch had a lower validation loss)"
     if trained.stopped_by_user:
         return f"Stopped after epoch {trained.epochs_run} of {trained.config.epochs}; {kept}."
     if trained.stopped_early:
@@ -188,10 +213,46 @@ def show_summary(trained: TrainedModel) -> None:
     accuracy.metric("Validation accuracy", value, help="On the held-back validation images, at the kept epoch.")
     classes.metric("Classes", len(trained.classes))
     epochs.metric("Epochs run", trained.epochs_run, help=f"At most {trained.config.epochs}")
-    best.metric("Kept epoch", trained.best_epoch or "n/a", help="The epoch with the lowest validation loss")
+    best.metric(
+        "Kept epoch",
+        trained.best_epoch if trained.history else "n/a",
+        help="The epoch with the lowest validation loss (in fine-tune mode, 0 is the head trained alone)",
+    )
     config = trained.config
-    settings = f"{config.mode} mode, {config.head} head, learning rate {config.lr:g}, batch size {config.batch_size}"
-    st.caption(f"{outcome(trained)} {trained.backbone} backbone; {settings}.")
+    mode = "fast mode" if config.mode == "fast" else f"fine-tune mode ({trained_part(config)} trained)"
+    settings = f"{mode}, {config.head} head, learning rate {config.lr:g}, batch size {config.batch_size}"
+    took = f" Took {trained.seconds:.1f} s." if math.isfinite(trained.seconds) else ""
+    st.caption(f"{outcome(trained)} {trained.backbone} backbone; {settings}.{took}")
+
+
+def runs_frame(runs: Sequence[tuple[int, TrainedModel]]) -> pd.DataFrame:
+    """One row per training run of this session, side by side: frozen features against fine-tuning."""
+    rows = [
+        {
+            "run": number,
+            "backbone": trained.backbone,
+            "mode": trained.config.mode,
+            "trained": "head" if trained.config.mode == "fast" else trained_part(trained.config),
+            "epochs": trained.epochs_run,
+            "kept epoch": trained.best_epoch,
+            "learning rate": trained.config.lr,
+            "validation accuracy": trained.val_accuracy,
+            "seconds": trained.seconds,
+        }
+        for number, trained in runs
+    ]
+    columns = [
+        "run",
+        "backbone",
+        "mode",
+        "trained",
+        "epochs",
+        "kept epoch",
+        "learning rate",
+        "validation accuracy",
+        "seconds",
+    ]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def confusion_chart_key() -> str:
@@ -321,3 +382,27 @@ def show_gallery(trained: TrainedModel) -> None:
                 column.caption(caption)
     if len(outcomes) > shown:
         st.caption(f"Showing the first {shown} of {len(outcomes)} images.")
+
+
+def duration(seconds: float) -> str:
+    """ "about 2 min 5 s" in words, for an estimate."""
+    seconds = max(1, round(seconds))
+    minutes, rest = divmod(seconds, 60)
+    return f"about {minutes} min {rest:02d} s" if minutes else f"about {rest} s"
+
+
+def estimates_frame(
+    costs: dict[str, DepthCost], config: TrainConfig, n_train: int, n_val: int, *, uncached: int
+) -> pd.DataFrame:
+    """One row per choice of how much trains: its parameters and how long this training would take."""
+    rows = []
+    for depth, cost in costs.items():
+        seconds = estimate_seconds(cost, config, n_train, n_val, uncached=uncached)
+        rows.append(
+            {
+                "choice": DEPTH_LABELS[depth],
+                "parameters that train": "the head" if depth == "head" else f"{cost.trainable_params / 1e6:.1f} M",
+                "time": duration(seconds) if math.isfinite(seconds) else f"not possible: {cost.reason}",
+            }
+        )
+    return pd.DataFrame(rows, columns=["choice", "parameters that train", "time"])

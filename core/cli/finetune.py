@@ -9,9 +9,12 @@ from pathlib import Path
 
 from core.catalog import OFFLINE_DEFAULT
 from core.cli.common import add_runtime_option, load, progress_to_stderr, read_file
+from core.errors import ZooScopeError
+from core.finetune.augment import DEFAULT_TRAIN_SIZE
 from core.finetune.bundle import export_bundle
-from core.finetune.config import TrainConfig
+from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.data import dataset_from_folder, dataset_from_zip
+from core.finetune.depth import DEPTHS
 from core.finetune.threshold import NOT_SURE
 from core.finetune.train import train
 
@@ -26,7 +29,15 @@ def run_finetune(args: argparse.Namespace) -> int:
     for warning in dataset.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     dataset.validate()
-    config = TrainConfig(mode=args.mode, epochs=args.epochs or (30 if args.mode == "fast" else 5))
+    if args.mode == "fast" and args.unfreeze not in (None, "head"):
+        raise ZooScopeError("--unfreeze trains part of the backbone, which only --mode finetune does.")
+    settings = {"epochs": args.epochs, "lr": args.lr, "unfreeze": args.unfreeze, "train_size": args.train_size}
+    config = TrainConfig(
+        mode=args.mode,
+        flip=args.flip,
+        adapt_batchnorm=args.adapt_batchnorm,
+        **{name: value for name, value in settings.items() if value is not None},
+    )
     backbone = load(args.backbone, args)
     trained = train(backbone, dataset, config, progress=progress_to_stderr if args.format == "table" else None)
     out = Path(args.out or f"zooscope-{args.backbone}-{len(trained.classes)}classes.zip")
@@ -37,7 +48,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         "train_size": len(dataset.items) - val_size,
         "val_size": val_size,
         "val_accuracy": trained.val_accuracy,
+        "mode": config.mode,
+        "unfreeze": config.depth,
         "epochs_run": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
+        "seconds": round(trained.seconds, 3),
         "threshold": trained.threshold,
         "bundle": str(out),
     }
@@ -47,18 +62,35 @@ def run_finetune(args: argparse.Namespace) -> int:
         print(
             f"{len(trained.classes)} classes, {report['train_size']} training / {report['val_size']} validation images"
         )
-        print(f"validation accuracy {trained.val_accuracy:.1%} after {trained.epochs_run} epochs")
+        print(
+            f"validation accuracy {trained.val_accuracy:.1%} after {trained.epochs_run} epochs "
+            f"({config.mode} mode, {config.depth} trained) in {trained.seconds:.1f} s"
+        )
         print(f"answers below {trained.threshold:.0%} top-1 probability read '{NOT_SURE}'")
         print(f"bundle written to {out}")
     return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    finetune = commands.add_parser("finetune", help="train a new head on a zip of class folders")
+    finetune = commands.add_parser("finetune", help="train a new head (or more) on a zip or folder of class folders")
     finetune.add_argument("data", metavar="DATA", help="a zip of class folders, or a folder of class folders")
     finetune.add_argument("--backbone", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
-    finetune.add_argument("--epochs", type=int, help="default: 30 (fast), 5 (finetune)")
-    finetune.add_argument("--mode", choices=("fast", "finetune"), default="fast")
+    finetune.add_argument("--mode", choices=MODES, default="fast", help="fast: the head on frozen features (seconds)")
+    finetune.add_argument(
+        "--unfreeze",
+        choices=DEPTHS,
+        help=f"finetune mode: how much of the backbone trains (default {TrainConfig().unfreeze})",
+    )
+    defaults = ", ".join(f"{values['epochs']} ({mode})" for mode, values in MODE_DEFAULTS.items())
+    finetune.add_argument("--epochs", type=int, help=f"at most (early stopping may end sooner); default: {defaults}")
+    finetune.add_argument("--lr", type=float, help=f"the head's learning rate (default {TrainConfig().lr:g})")
+    finetune.add_argument(
+        "--train-size",
+        type=int,
+        help=f"finetune mode: training resolution (default {DEFAULT_TRAIN_SIZE} if the model takes it, else its own)",
+    )
+    finetune.add_argument("--flip", action="store_true", help="random horizontal flips (not for text or digits)")
+    finetune.add_argument("--adapt-batchnorm", action="store_true", help="let batch-norm statistics adapt")
     finetune.add_argument("--out", metavar="BUNDLE.zip", help="where to write the bundle")
     finetune.add_argument("--format", choices=("table", "json"), default="table")
     add_runtime_option(finetune)

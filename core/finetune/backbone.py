@@ -4,8 +4,9 @@ The cached ImageNet model is shared by every browser session, and other threads 
 it while a person trains. So training never touches `LoadedModel.module`: it builds a private
 *view* of it (core.views: the same architecture, the shared tensors assigned, nothing copied),
 replaces the classifier in the view with `nn.Identity()` so the view returns features, and, where
-a block is to train, puts a deep copy of that block (the person's own tensors) in its place.
-Where the head and the last block live comes from the family table (core.families).
+modules are to train, puts deep copies of them (the person's own tensors) in their places
+(core.finetune.tail makes them). Where the head and the last block live comes from the family
+table (core.families).
 
 Fast mode's features come from `frozen_features`: where the backbone runs in ONNX Runtime, its
 export without the head (verified within 1e-4 of PyTorch's features), else the view itself.
@@ -13,10 +14,9 @@ export without the head (verified within 1e-4 of PyTorch's features), else the v
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -42,7 +42,7 @@ def head_path(spec: ModelSpec) -> str:
 
 
 def block_path(spec: ModelSpec) -> str:
-    """Where `spec`'s last block lives (the part "finetune" mode trains), or ZooScopeError."""
+    """Where `spec`'s last block lives (where "last block" training starts), or ZooScopeError."""
     head_path(spec)
     path = spec.traits.last_block
     if path is None:
@@ -66,34 +66,26 @@ def strip_head(model: nn.Module, spec: ModelSpec) -> int:
 class BackboneView:
     """A person's own feature extractor over the shared tensors.
 
-    `module` maps a preprocessed batch (N, 3, S, S) to features (N, feature_dim). In finetune mode
-    `block` is the deep-copied last block (already placed in `module` at `block_path`), the only
-    part with requires_grad=True.
+    `module` maps a preprocessed batch (N, 3, S, S) to features (N, feature_dim). `tuned` holds the
+    person's trained copies (path -> module, already placed in `module`), if any.
     """
 
     name: str
     module: nn.Module
     feature_dim: int
-    block: nn.Module | None = None
-    block_path: str | None = None
+    tuned: dict[str, nn.Module] = field(default_factory=dict)
 
 
-def backbone_view(loaded: LoadedModel, *, finetune: bool = False, block: nn.Module | None = None) -> BackboneView:
-    """A private feature extractor for `loaded`; with finetune=True, its last block is a trainable copy.
-
-    `block` (a trained copy from an earlier run or a bundle) is placed at the last-block path instead.
-    """
+def backbone_view(loaded: LoadedModel, *, tuned: Mapping[str, nn.Module] | None = None) -> BackboneView:
+    """A private feature extractor for `loaded`, with the person's own copies `tuned` (path -> module,
+    trained in an earlier run or read from a bundle) in place of the shared modules at those paths."""
     spec = loaded.spec
-    path = block_path(spec) if (finetune or block is not None) else None
     view = private_view(loaded)
     feature_dim = strip_head(view, spec)
-    if path is not None:
-        if block is None:
-            block = copy.deepcopy(get_layer(view, path, spec.name))  # the person's own tensors
-            block.requires_grad_(finetune)
-        set_layer(view, path, block, spec.name)
-        view.eval()
-    return BackboneView(name=spec.name, module=view, feature_dim=feature_dim, block=block, block_path=path)
+    for path, module in (tuned or {}).items():
+        set_layer(view, path, module, spec.name)
+    view.eval()
+    return BackboneView(name=spec.name, module=view, feature_dim=feature_dim, tuned=dict(tuned or {}))
 
 
 def frozen_features(
@@ -101,8 +93,8 @@ def frozen_features(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """What computes features for a frozen backbone (fast mode): where `loaded` runs in ONNX Runtime
     (core.onnx_engine.OnnxModel), the backbone exported without its head, once its features are
-    within 1e-4 of PyTorch's on the check photos; else, and for a view with a trained block, `view.module`."""
-    if getattr(loaded, "runtime", "torch") == "torch" or view.block is not None:
+    within 1e-4 of PyTorch's on the check photos; else, and for a view with trained copies, `view.module`."""
+    if getattr(loaded, "runtime", "torch") == "torch" or view.tuned:
         return view.module
     try:
         forward, _ = onnx_features(loaded.torch_model, view.module, progress=progress)

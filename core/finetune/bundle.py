@@ -1,18 +1,21 @@
-"""A trained head as a file a person can download and bring back: a zip of JSON and safetensors.
+"""A trained model as a file a person can download and bring back: a zip of JSON and safetensors.
 
     manifest.json         what the model is: backbone, weights, classes, preprocessing, head shape,
-                          the trained block's path (or null), training settings, a metrics summary,
-                          and the "not sure" threshold (optional: older bundles lack it)
-    weights.safetensors   the tensors: "head.*" and, after finetune mode, "block.*"
+                          the paths of the backbone modules it trained (`tuned`, maybe none),
+                          training settings, a metrics summary, and the "not sure" threshold
+                          (optional: older bundles lack it)
+    weights.safetensors   the tensors: "head.*" and, for each trained module, "backbone.<path>.*"
 
 No pickle anywhere, in either direction. A bundle comes from the internet, so importing reads
 exactly those two members, with bounded sizes, through `json.loads` and safetensors (a JSON
 header and raw tensor bytes) and nothing else: a member that is a pickle (or a PyTorch
 checkpoint, which is one) is refused by its name or first bytes and never opened further. The
-manifest is checked against the catalogue, and every tensor's name, shape and dtype against the
-head and block the manifest describes, before anything is loaded (strictly).
+manifest is checked against the catalogue; its trained modules must be exactly those its training
+settings train in that backbone (core.finetune.depth); every tensor's name, shape and dtype is
+checked against the head and modules the manifest describes, before anything is loaded (strictly).
+Version 1 bundles (a head, and at most the last block as "block.*") are still read.
 
-`export_onnx` writes the complete model (backbone + trained block + head) for use elsewhere.
+`export_onnx` writes the complete model (backbone + trained modules + head) for use elsewhere.
 """
 
 from __future__ import annotations
@@ -34,34 +37,33 @@ import torch.nn as nn
 from core.building import build_on_meta
 from core.catalog import ModelSpec, all_specs
 from core.errors import ZooScopeError
-from core.finetune.backbone import backbone_view, block_path, strip_head
+from core.finetune.backbone import block_path, strip_head
 from core.finetune.config import TrainConfig
+from core.finetune.depth import BYTES_PER_TRAINABLE_PARAMETER, TRAINING_MEMORY_BUDGET, trained_paths
 from core.finetune.heads import HEAD_TYPES, build_head
+from core.finetune.tail import private_copies
 from core.finetune.threshold import check_threshold
 from core.finetune.trained import TrainedModel
 from core.loading import LoadedModel
 from core.onnx_export import export_module
 from core.views import get_layer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 MEMBERS = (MANIFEST, WEIGHTS)
 MAX_MANIFEST_BYTES = 1 << 20
-MAX_WEIGHTS_BYTES = 600 << 20
+# The most a person may train (core.finetune.depth: a quarter of the training memory budget is the
+# weights) and a generous head.
+MAX_WEIGHTS_BYTES = TRAINING_MEMORY_BUDGET // BYTES_PER_TRAINABLE_PARAMETER * 4 + (64 << 20)
 
-_REQUIRED_KEYS = (
-    "format_version",
-    "backbone",
-    "weights_id",
-    "classes",
-    "preprocessing",
-    "head",
-    "block",
-    "training",
-    "metrics",
-    "created",
-)
+_COMMON_KEYS = ("format_version", "backbone", "weights_id", "classes", "preprocessing", "head")
+_REQUIRED_KEYS = {
+    1: (*_COMMON_KEYS, "block", "training", "metrics", "created"),
+    2: (*_COMMON_KEYS, "tuned", "training", "metrics", "created"),
+}
+TUNED_PREFIX = "backbone."
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
 _NEVER_LOADED = "pickles can run code and are never loaded"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same weights bytes
@@ -105,7 +107,7 @@ def manifest_for(trained: TrainedModel) -> dict:
         "classes": list(trained.classes),
         "preprocessing": preprocessing(spec),
         "head": _head_description(trained),
-        "block": trained.block_path if trained.block is not None else None,
+        "tuned": list(trained.tuned),
         "training": trained.config.as_dict(),
         "metrics": {
             "val_accuracy": None if math.isnan(trained.val_accuracy) else float(trained.val_accuracy),
@@ -118,13 +120,13 @@ def manifest_for(trained: TrainedModel) -> dict:
 
 def _tensors(trained: TrainedModel) -> dict[str, torch.Tensor]:
     tensors = {f"head.{k}": v for k, v in trained.head.state_dict().items()}
-    if trained.block is not None:
-        tensors.update({f"block.{k}": v for k, v in trained.block.state_dict().items()})
+    for path, module in trained.tuned.items():
+        tensors.update({f"{TUNED_PREFIX}{path}.{k}": v for k, v in module.state_dict().items()})
     return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
 
 
 def export_bundle(trained: TrainedModel) -> bytes:
-    """The trained head (and block) as a zip: manifest.json + weights.safetensors."""
+    """The trained head (and trained backbone modules) as a zip: manifest.json + weights.safetensors."""
     manifest = json.dumps(manifest_for(trained), indent=2, sort_keys=False).encode("utf-8")
     weights = safetensors.torch.save(_tensors(trained), metadata={"format": "pt", "producer": "ZooScope"})
     buffer = io.BytesIO()
@@ -213,11 +215,12 @@ def _manifest(content: bytes) -> dict:
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST} in the bundle is not a JSON object.")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         raise BundleError(
-            f"The bundle has format version {version!r}; this version of ZooScope reads version {FORMAT_VERSION}."
+            f"The bundle has format version {version!r}; this version of ZooScope reads versions {readable}."
         )
-    if missing := [key for key in _REQUIRED_KEYS if key not in manifest]:
+    if missing := [key for key in _REQUIRED_KEYS[version] if key not in manifest]:
         raise BundleError(f"{MANIFEST} in the bundle lacks {', '.join(missing)}.")
     return manifest
 
@@ -226,7 +229,8 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig]:
+def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig, dict[str, str]]:
+    """The backbone, the training settings, and the trained modules (path -> tensor name prefix)."""
     backbone = manifest["backbone"]
     specs = all_specs()
     if not isinstance(backbone, str) or backbone not in specs:
@@ -258,18 +262,14 @@ def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig]:
     if not isinstance(training, dict):
         raise BundleError("The bundle's training settings are not a JSON object.")
     known = {name: training[name] for name in TrainConfig.__dataclass_fields__ if name in training}
+    if manifest["format_version"] == 1 and known.get("mode") == "finetune":
+        known["unfreeze"] = "last"  # version 1 trained the last block only
     try:
         config = TrainConfig(**known)
     except (ZooScopeError, TypeError) as error:
         reason = str(error).removeprefix("Invalid training settings: ")
         raise BundleError(f"The bundle's training settings are invalid: {reason}") from None
-    block = manifest["block"]
-    try:
-        expected_block = block_path(spec) if block is not None else None
-    except ZooScopeError as error:
-        raise BundleError(str(error)) from None
-    if block != expected_block or (block is None) != (config.mode == "fast"):
-        raise BundleError(f"The bundle's trained block {block!r} does not fit {backbone} ({config.mode} mode).")
+    tuned = _v1_block(manifest, spec, config) if manifest["format_version"] == 1 else _tuned(manifest, spec, config)
     metrics = manifest["metrics"]
     if not isinstance(metrics, dict):
         raise BundleError("The bundle's metrics are not a JSON object.")
@@ -278,7 +278,39 @@ def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig]:
             check_threshold(manifest["threshold"])
         except ValueError as error:
             raise BundleError(f"The bundle's {error}.") from None
-    return spec, config
+    return spec, config, tuned
+
+
+def _tuned(manifest: dict, spec: ModelSpec, config: TrainConfig) -> dict[str, str]:
+    """Version 2: the trained modules must be none (the head alone was best) or exactly the ones the
+    settings' depth trains in this backbone."""
+    tuned = manifest["tuned"]
+    if not isinstance(tuned, list) or not all(isinstance(path, str) for path in tuned):
+        raise BundleError("The bundle's trained modules ('tuned') must be a list of module paths.")
+    if not tuned:
+        return {}
+    try:
+        expected = trained_paths(spec.name, config.depth)
+    except ZooScopeError as error:
+        raise BundleError(str(error)) from None
+    if tuned != list(expected):
+        raise BundleError(
+            f"The bundle's trained modules do not fit {spec.name} trained to depth '{config.depth}' "
+            f"({config.mode} mode): expected {', '.join(expected) or 'none'}."
+        )
+    return {path: f"{TUNED_PREFIX}{path}." for path in tuned}
+
+
+def _v1_block(manifest: dict, spec: ModelSpec, config: TrainConfig) -> dict[str, str]:
+    """Version 1: at most the family's last block, stored as "block.*", in finetune mode only."""
+    block = manifest["block"]
+    try:
+        expected_block = block_path(spec) if block is not None else None
+    except ZooScopeError as error:
+        raise BundleError(str(error)) from None
+    if block != expected_block or (block is None) != (config.mode == "fast"):
+        raise BundleError(f"The bundle's trained block {block!r} does not fit {spec.name} ({config.mode} mode).")
+    return {} if block is None else {block: "block."}
 
 
 def _weights(content: bytes) -> dict[str, torch.Tensor]:
@@ -320,11 +352,11 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
     """A TrainedModel from bundle bytes, or BundleError. Only JSON and safetensors are ever parsed.
 
     `loaded_for(backbone_name)` gives the shared backbone; it is called only when the bundle holds
-    a trained block (whose untrained copy comes from it).
+    trained backbone modules (whose untrained copies come from it).
     """
     manifest_bytes, weights_bytes = _members(bytes(data))
     manifest = _manifest(manifest_bytes)
-    spec, config = _check_manifest(manifest)
+    spec, config, tuned_prefixes = _check_manifest(manifest)
     tensors = _weights(weights_bytes)
 
     meta_model = build_on_meta(spec)
@@ -336,19 +368,18 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
         )
     head = build_head(head_info["type"], feature_dim, len(manifest["classes"]), hidden=head_info.get("hidden") or 1)
     expected = _expected("head", head)
-    path = manifest["block"]
-    if path is not None:
-        expected.update(_expected("block", get_layer(meta_model, path, spec.name)))
+    for path, prefix in tuned_prefixes.items():
+        expected.update(_expected(prefix.removesuffix("."), get_layer(meta_model, path, spec.name)))
     _check_tensors(tensors, expected)
 
     head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}, strict=True)
-    block = None
-    if path is not None:
-        loaded = loaded_for(spec.name)
-        block = backbone_view(loaded, finetune=True).block  # a private copy of the shared block
-        block_state = {k.removeprefix("block."): v for k, v in tensors.items() if k.startswith("block.")}
-        block.load_state_dict(block_state, strict=True)
-        block.eval().requires_grad_(False)
+    tuned: dict[str, nn.Module] = {}
+    if tuned_prefixes:
+        copies = private_copies(loaded_for(spec.name), list(tuned_prefixes))  # the person's own tensors
+        for path, prefix in tuned_prefixes.items():
+            state = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+            copies[path].load_state_dict(state, strict=True)
+            tuned[path] = copies[path].eval().requires_grad_(False)
     metrics = manifest["metrics"]
     accuracy = metrics.get("val_accuracy")
     epochs_run = metrics.get("epochs_run")
@@ -358,8 +389,7 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
         classes=list(manifest["classes"]),
         config=config,
         head=head.eval().requires_grad_(False),
-        block=block,
-        block_path=path,
+        tuned=tuned,
         epochs_run=epochs_run if _whole(epochs_run) else 0,
         val_accuracy=float(accuracy)
         if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)

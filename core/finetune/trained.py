@@ -1,10 +1,10 @@
-"""A person's trained model: a head (and perhaps a trained copy of the last block) on a shared backbone.
+"""A person's trained model: a head (and perhaps trained copies of the network's tail) on a shared backbone.
 
-It holds no backbone tensors itself. To classify, `classifier(loaded)` puts it on the shared
-`LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained block in
-it, then the head, answering to core.classifier's protocol like any catalogue model. Where the
-backbone runs in ONNX Runtime and no block was trained, the features come from its verified export
-(core.finetune.backbone.frozen_features), as in training.
+It holds no shared backbone tensors itself. To classify, `classifier(loaded)` puts it on the
+shared `LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained
+copies in it, then the head, answering to core.classifier's protocol like any catalogue model.
+Where the backbone runs in ONNX Runtime and nothing of it was trained, the features come from its
+verified export (core.finetune.backbone.frozen_features), as in training.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from core.preprocessing import Transform
 
 
 class HeadOnBackbone(nn.Module):
-    """Backbone view (with any trained block in it) followed by the new head: images -> logits."""
+    """Backbone view (with any trained copies in it) followed by the new head: images -> logits."""
 
     def __init__(self, features: nn.Module | Callable[[torch.Tensor], torch.Tensor], head: nn.Module):
         super().__init__()
@@ -65,15 +65,15 @@ class TrainedModel:
     classes: list[str]
     config: TrainConfig
     head: nn.Module
-    block: nn.Module | None = None
-    block_path: str | None = None
+    tuned: dict[str, nn.Module] = field(default_factory=dict)  # module path -> the trained copy that replaces it
     history: list[EpochLog] = field(default_factory=list)
     metrics: Metrics | None = None
     epochs_run: int = 0
     stopped_early: bool = False  # early stopping (patience) ended the training
     stopped_by_user: bool = False  # should_stop() ended it
-    best_epoch: int = 0
+    best_epoch: int = 0  # in finetune mode, 0 is the head trained alone on frozen features
     val_accuracy: float = float("nan")
+    seconds: float = float("nan")  # how long the training took, everything included
     # Below this top-1 probability the answer is "not sure: none of the classes" (core.finetune.threshold).
     # Training sets it from the validation results; None means there are none to set it from.
     threshold: float | None = None
@@ -91,6 +91,16 @@ class TrainedModel:
         return f"my model ({self.backbone}, {len(self.classes)} classes)"
 
     @property
+    def depth(self) -> str:
+        """How much of the backbone was set to train ("head" in fast mode)."""
+        return self.config.depth
+
+    @property
+    def trained_params(self) -> int:
+        """Parameters of the backbone this model changed (its own copies); the head's not counted."""
+        return sum(p.numel() for module in self.tuned.values() for p in module.parameters())
+
+    @property
     def feature_dim(self) -> int:
         first = self.head if isinstance(self.head, nn.Linear) else self.head[0]
         return first.in_features
@@ -104,9 +114,9 @@ class TrainedModel:
             )
 
     def full_module(self, loaded: LoadedModel) -> nn.Module:
-        """The complete model (private backbone view + trained block + head): images -> logits, eval."""
+        """The complete model (private backbone view + trained copies + head): images -> logits, eval."""
         self._check_backbone(loaded)
-        view = backbone_view(loaded, block=self.block)
+        view = backbone_view(loaded, tuned=self.tuned)
         return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
 
     def _inference_module(self, loaded: LoadedModel) -> nn.Module:
@@ -120,7 +130,7 @@ class TrainedModel:
 
     def _for_inference(self, loaded: LoadedModel) -> nn.Module:
         """full_module(loaded), with the frozen backbone's features from ONNX Runtime where it runs there."""
-        if self.block is not None or getattr(loaded, "runtime", "torch") == "torch":
+        if self.tuned or getattr(loaded, "runtime", "torch") == "torch":
             return self.full_module(loaded)
         self._check_backbone(loaded)
         features = frozen_features(loaded, backbone_view(loaded))

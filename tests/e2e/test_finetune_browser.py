@@ -45,9 +45,9 @@ def open_fine_tune(page) -> None:
     page.get_by_role("heading", name="Fine-tune").first.wait_for()
 
 
-def upload_zip(page, path: Path) -> None:
+def upload_zip(page, path: Path, heading: str = "60 images in 2 classes") -> None:
     keyed(page, "finetune_zip").locator("input[type='file']").set_input_files(str(path))
-    page.get_by_text("60 images in 2 classes").wait_for()
+    page.get_by_text(heading).wait_for()
     settle(page)
 
 
@@ -79,7 +79,7 @@ def test_train_download_and_use_on_classify(page, screenshot, faces_zip, faces, 
     keyed(page, "finetune_train").locator("button").click()
 
     page.get_by_text("Confusion matrix").wait_for(timeout=180_000)
-    page.get_by_text("Validation accuracy").wait_for()
+    page.get_by_text("Validation accuracy", exact=True).wait_for()
     # The curves and the confusion matrix: a heading can be drawn before its chart, so wait for it.
     page.locator("[data-testid='stVegaLiteChart']").nth(1).wait_for(timeout=60_000)
     accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
@@ -183,4 +183,31 @@ def test_example_dataset_trains_in_one_click(page, screenshot):
     keyed(page, "finetune_try_files").locator("input[type='file']").set_input_files(str(EXAMPLES / "chelsea.jpg"))
     page.get_by_text("Not sure: none of the classes").wait_for()
     screenshot("finetune-example")
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_finetune_mode_on_the_example_dataset_shows_times_then_trains_and_lists_the_run(page, screenshot):
+    open_fine_tune(page)
+    page.get_by_role("button", name="Try an example dataset").click()
+    page.get_by_text("75 images in 3 classes").wait_for()
+    settle(page)
+    keyed(page, "finetune_mode").get_by_text("Fine-tune:").click()
+    settle(page)
+    # Every choice of how much trains, timed on this machine before training.
+    estimates = page.get_by_text("measured on one batch of your images")
+    estimates.wait_for(timeout=180_000)
+    keyed(page, "finetune_unfreeze").get_by_text("Last block").click()
+    settle(page)
+    open_settings(page)
+    set_number(page, "finetune_epochs", 3)
+    keyed(page, "finetune_train").locator("button").click()
+
+    page.get_by_text(re.compile(r"training images per second through the last block")).first.wait_for(timeout=300_000)
+    page.get_by_text("Confusion matrix").wait_for(timeout=300_000)
+    page.get_by_text("Runs in this session").wait_for()
+    page.get_by_text(re.compile(r"fine-tune mode \(last block and the head trained\)")).wait_for()
+    accuracy = page.locator("[data-testid='stMetric']").filter(has_text="Validation accuracy")
+    assert float(re.search(r"([\d.]+)%", accuracy.inner_text()).group(1)) >= 90.0
+    keyed(page, "finetune_download_bundle").wait_for(timeout=60_000)  # drawn after the results above
+    screenshot("finetune-mode")
     assert page.get_by_text("Traceback").count() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,7 @@ def test_finetune_json_then_classify_with_the_bundle(capsys, tmp_path):
     assert report["classes"] == ["face", "not_face"]
     assert report["train_size"] + report["val_size"] == 60 and report["val_size"] == 12
     assert report["val_accuracy"] >= 0.9 and report["epochs_run"] >= 1
+    assert report["mode"] == "fast" and report["unfreeze"] == "head" and report["seconds"] > 0
     assert report["bundle"] == str(bundle) and bundle.is_file()
 
     code, out, _ = run(
@@ -241,6 +243,32 @@ def test_finetune_json_then_classify_with_the_bundle(capsys, tmp_path):
     (result,) = json.loads(out)
     assert result["model"] == "my model (efficientnet_lite0, 2 classes)"
     assert [p["label"] for p in result["predictions"]] == ["face", "not_face"]
+
+
+def test_finetune_mode_trains_the_chosen_depth(capsys, tmp_path):
+    from tests.faces import zip_of
+    from tests.glyphs import glyph_pngs
+
+    data = tmp_path / "glyphs.zip"
+    data.write_bytes(zip_of({label: images for label, images in glyph_pngs(5).items() if label in "01"}))
+    bundle = tmp_path / "glyphs-model.zip"
+    argv = ["finetune", str(data), "--mode", "finetune", "--unfreeze", "last", "--epochs", "1", "--lr", "0.002"]
+    code, out, _ = run(capsys, *argv, "--train-size", "96", "--out", str(bundle), "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert (report["mode"], report["unfreeze"], report["epochs_run"]) == ("finetune", "last", 1)
+    assert report["seconds"] > 0 and 0 <= report["best_epoch"] <= 1
+    manifest = json.loads(zipfile.ZipFile(bundle).read("manifest.json"))
+    assert manifest["training"]["lr"] == 0.002 and manifest["training"]["train_size"] == 96
+    assert manifest["tuned"] in ([], ["blocks.6", "conv_head", "bn2"])  # [] when the head alone stayed best
+
+
+def test_finetune_refuses_contradictory_or_invalid_settings(capsys, tmp_path):
+    data = _lfw_zip(tmp_path / "lfw.zip", per_class=3)
+    code, _, err = run(capsys, "finetune", str(data), "--unfreeze", "half")
+    assert code == 2 and "only --mode finetune does" in err
+    code, _, err = run(capsys, "finetune", str(data), "--mode", "finetune", "--lr", "-1")
+    assert code == 2 and "lr must be positive" in err
 
 
 def test_finetune_bad_zip_exits_2_with_message(capsys, tmp_path):

@@ -37,6 +37,7 @@ from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.loading import load_model
 from tests.faces import lfw_pngs
+from tests.glyphs import glyph_uploads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,10 +59,20 @@ def fast_model(lite0, small_faces) -> TrainedModel:
 
 
 @pytest.fixture(scope="module")
-def finetune_model(lite0, small_faces) -> TrainedModel:
-    items = small_faces.items[:4] + small_faces.items[-4:]
-    dataset = type(small_faces)(classes=small_faces.classes, items=items)
-    return train(lite0, dataset, TrainConfig(mode="finetune", epochs=1, batch_size=8))
+def glyphs():
+    return dataset_from_uploads(glyph_uploads(6, classes=3))
+
+
+@pytest.fixture(scope="module")
+def finetune_model(lite0, glyphs) -> TrainedModel:
+    # The head alone for one epoch only: the epochs with the last block then lower the validation loss, so
+    # the kept model is one with trained copies to store.
+    config = TrainConfig(
+        mode="finetune", unfreeze="last", epochs=2, head_epochs=1, batch_size=8, views=1, train_size=96
+    )
+    trained = train(lite0, glyphs, config)
+    assert trained.best_epoch >= 1 and trained.tuned  # the kept model has trained copies to store
+    return trained
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +122,7 @@ def test_bundle_holds_exactly_json_and_safetensors(bundle, fast_model):
         "interpolation": "bicubic",
     }
     assert manifest["head"] == {"type": "mlp", "in_features": 1280, "hidden": 256, "num_classes": 2}
-    assert manifest["block"] is None
+    assert manifest["tuned"] == []
     assert manifest["training"]["mode"] == "fast" and manifest["training"]["epochs"] == 10
     assert manifest["metrics"] == {"val_accuracy": fast_model.val_accuracy, "epochs_run": fast_model.epochs_run}
     assert manifest["created"].endswith("+00:00")
@@ -121,7 +132,7 @@ def test_bundle_holds_exactly_json_and_safetensors(bundle, fast_model):
 
 def test_fast_bundle_round_trip_predicts_identically(bundle, fast_model, lite0, images):
     imported = import_bundle(bundle, no_backbone)
-    assert imported.classes == fast_model.classes and imported.block is None
+    assert imported.classes == fast_model.classes and imported.tuned == {}
     assert imported.config == fast_model.config and imported.epochs_run == fast_model.epochs_run
     fresh = load_model("efficientnet_lite0")  # a new process would load its own copy
     expected = fast_model.predict(images, lite0)
@@ -130,16 +141,53 @@ def test_fast_bundle_round_trip_predicts_identically(bundle, fast_model, lite0, 
 
 def test_finetune_bundle_round_trip_predicts_identically(finetune_model, lite0, images):
     data = export_bundle(finetune_model)
+    manifest = json.loads(members(data)[MANIFEST])
+    assert manifest["tuned"] == ["blocks.6", "conv_head", "bn2"] and manifest["training"]["unfreeze"] == "last"
     tensors = safetensors.torch.load(members(data)[WEIGHTS])
-    assert any(name.startswith("block.") for name in tensors) and "head.weight" in tensors
+    assert {name.split(".")[1] for name in tensors if name.startswith("backbone.")} == {"blocks", "conv_head", "bn2"}
+    assert "backbone.bn2.running_var" in tensors and "head.weight" in tensors
     asked = []
     fresh = load_model("efficientnet_lite0")
     imported = import_bundle(data, lambda name: asked.append(name) or fresh)
-    assert asked == ["efficientnet_lite0"] and imported.block_path == "blocks.-1"
-    for name, tensor in finetune_model.block.state_dict().items():
-        assert torch.equal(imported.block.state_dict()[name], tensor), name
+    assert asked == ["efficientnet_lite0"] and list(imported.tuned) == list(finetune_model.tuned)
+    for path, module in finetune_model.tuned.items():
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(imported.tuned[path].state_dict()[name], tensor), f"{path}.{name}"
     expected = finetune_model.predict(images, lite0)
     assert torch.allclose(imported.predict(images, fresh), expected, atol=1e-6, rtol=0)
+
+
+def test_finetune_bundle_must_hold_exactly_the_modules_its_depth_trains(finetune_model):
+    data = export_bundle(finetune_model)
+    refused_with = "trained modules do not fit efficientnet_lite0 trained to depth 'last'"
+    with pytest.raises(BundleError, match=refused_with):
+        import_bundle(with_manifest(data, tuned=["blocks.6", "conv_head"]), no_backbone)
+    with pytest.raises(BundleError, match=refused_with):
+        import_bundle(with_manifest(data, tuned=["conv_stem", "blocks.6", "conv_head", "bn2"]), no_backbone)
+    training = json.loads(members(data)[MANIFEST])["training"] | {"unfreeze": "all"}
+    with pytest.raises(BundleError, match="depth 'all'"):
+        import_bundle(with_manifest(data, training=training), no_backbone)
+    with pytest.raises(BundleError, match="must be a list of module paths"):
+        import_bundle(with_manifest(data, tuned="blocks.6"), no_backbone)
+
+
+def test_version_1_bundles_still_import(finetune_model, lite0, images):
+    """Version 1 stored the last block as "block.*" under "block": the same model must come back."""
+    contents = members(export_bundle(finetune_model))
+    manifest = json.loads(contents[MANIFEST])
+    manifest = {k: v for k, v in manifest.items() if k != "tuned"} | {"format_version": 1, "block": "blocks.-1"}
+    del manifest["training"]["unfreeze"]
+    tensors = safetensors.torch.load(contents[WEIGHTS])
+    # The old layout: blocks.6 alone (its conv_head and bn2 copies did not exist then).
+    old = {k: v for k, v in tensors.items() if k.startswith("head.")}
+    block = "backbone.blocks.6."
+    old |= {k.replace(block, "block."): v for k, v in tensors.items() if k.startswith(block)}
+    data = rezip({MANIFEST: json.dumps(manifest).encode(), WEIGHTS: safetensors.torch.save(old)})
+    imported = import_bundle(data, lambda name: lite0)
+    assert list(imported.tuned) == ["blocks.-1"] and imported.config.unfreeze == "last"
+    for name, tensor in finetune_model.tuned["blocks.6"].state_dict().items():
+        assert torch.equal(imported.tuned["blocks.-1"].state_dict()[name], tensor), name
+    assert imported.predict(images, lite0).shape == (len(images), 3)
 
 
 # --- refusals -------------------------------------------------------------------------------------
@@ -259,7 +307,7 @@ def test_bad_manifests_are_refused(bundle):
     contents = members(bundle)
     refused(rezip(contents | {MANIFEST: b"{not json"}), "not valid JSON")
     refused(rezip(contents | {MANIFEST: b"[1, 2]"}), "not a JSON object")
-    refused(with_manifest(bundle, format_version=2), "format version 2.*reads version 1")
+    refused(with_manifest(bundle, format_version=3), "format version 3.*reads versions 1 and 2")
     refused(with_manifest(bundle, backbone="resnet9000"), "'resnet9000', a model this app does not know")
     refused(with_manifest(bundle, weights_id="Other.IMAGENET1K_V9"), "weights")
     refused(with_manifest(bundle, classes=["face", "face"]), "classes")
@@ -288,7 +336,7 @@ def test_mismatched_tensors_are_refused(bundle):
 
     refused(weights_with(tensors | {"head.3.weight": torch.zeros(3, 256)}), r"head.3.weight.*\(3, 256\).*\(2, 256\)")
     refused(weights_with(tensors | {"head.0.weight": tensors["head.0.weight"].double()}), "torch.float64")
-    refused(weights_with(tensors | {"block.extra": torch.zeros(1)}), "no place for: block.extra")
+    refused(weights_with(tensors | {"backbone.blocks.6.extra": torch.zeros(1)}), "no place for: backbone.blocks.6")
     refused(weights_with({k: v for k, v in tensors.items() if k != "head.0.bias"}), "lacks tensors.*head.0.bias")
     nan = tensors["head.3.bias"].clone()
     nan[0] = float("nan")
@@ -311,12 +359,12 @@ def test_onnx_export_matches_pytorch(finetune_model, lite0, images):
     model = export_onnx(finetune_model, lite0)
     assert hashes(lite0.module) == before
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == ["face", "not_face"]
+    assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == ["digit_0", "digit_1", "digit_2"]
     batch = torch.stack([lite0.preprocess(image.convert("RGB")) for image in images[:2]])  # the two photos
     with torch.inference_mode():
         expected = finetune_model.full_module(lite0)(batch).numpy()
     (logits,) = session.run(["logits"], {"image": batch.numpy()})
-    assert logits.shape == (2, 2)
+    assert logits.shape == (2, 3)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
     (single,) = session.run(["logits"], {"image": batch[:1].numpy()})  # dynamic batch axis
     np.testing.assert_allclose(single, expected[:1], atol=1e-4, rtol=0)

@@ -39,6 +39,7 @@ from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.views import get_layer
 from tests.faces import lfw_pngs, png
+from tests.glyphs import glyph_uploads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,7 +92,7 @@ def val_loss_of(trained: TrainedModel, loaded, dataset: Dataset, cache: FeatureC
 def test_fast_mode_learns_faces(faces_model):
     assert faces_model.val_accuracy >= 0.95
     assert faces_model.classes == ["face", "not_face"]
-    assert faces_model.block is None and faces_model.block_path is None
+    assert faces_model.tuned == {} and faces_model.depth == "head"
     assert faces_model.epochs_run == len(faces_model.history) <= 30
     assert all(isinstance(log, EpochLog) for log in faces_model.history)
     best = faces_model.history[faces_model.best_epoch - 1]
@@ -224,13 +225,25 @@ def test_early_stopping_restores_the_best_epoch(lite0, random_labels, cache, fac
 
 
 @pytest.fixture(scope="module")
-def concurrent_run(lite0, faces, photos):
-    """4 threads classify with the shared model while a fast and a finetune training run beside them."""
+def glyphs() -> Dataset:
+    """Rendered digits (tests/glyphs.py): images unlike ImageNet's, where fine-tuning has work to do."""
+    return dataset_from_uploads(glyph_uploads(6, classes=3))
+
+
+@pytest.fixture(scope="module")
+def concurrent_run(lite0, faces, glyphs, photos):
+    """4 threads classify with the shared model while a fast and a finetune training run beside them.
+
+    The finetune run trains the last half with batch-norm statistics adapting: the most it can change.
+    """
     module = lite0.module
     before = parameter_hashes(module)
     reference = predict.classify_images(lite0, photos, ["cat", "coffee"])
     reference_probs = predict.probabilities(lite0, predict.preprocess(lite0, photos))
     small = Dataset(classes=faces.classes, items=faces.items[:8] + faces.items[-8:])
+    finetune_config = TrainConfig(
+        mode="finetune", unfreeze="half", adapt_batchnorm=True, epochs=2, batch_size=8, views=1, train_size=128
+    )
     training_done = threading.Event()
 
     def classify_while_training() -> list:
@@ -243,7 +256,7 @@ def concurrent_run(lite0, faces, photos):
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         fast = pool.submit(train, lite0, small, TrainConfig(mode="fast", epochs=5))  # no cache: real forwards
-        finetune = pool.submit(train, lite0, small, TrainConfig(mode="finetune", epochs=2, batch_size=8))
+        finetune = pool.submit(train, lite0, glyphs, finetune_config)
         classifiers = [pool.submit(classify_while_training) for _ in range(4)]
         trained = fast.result(), finetune.result()
         training_done.set()
@@ -273,28 +286,36 @@ def test_shared_module_parameters_unchanged(lite0, concurrent_run):
     assert isinstance(lite0.module.classifier, nn.Linear) and lite0.module.classifier.out_features == 1000
 
 
-def test_finetune_mode_trains_a_private_copy_of_the_last_block(lite0, concurrent_run, photos):
+def test_finetune_mode_trains_private_copies_of_the_tail(lite0, concurrent_run, photos):
     trained = concurrent_run["finetune"]
-    assert trained.block_path == "blocks.-1" and trained.epochs_run == 2
-    shared_block = get_layer(lite0.module, "blocks.-1")
+    assert trained.epochs_run == 2 and trained.best_epoch >= 1  # the tail's epochs beat the head alone
+    assert tuple(trained.tuned) == ("blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2")
     shared_storage = {t.untyped_storage().data_ptr() for t in [*lite0.module.parameters(), *lite0.module.buffers()]}
-    own = dict(trained.block.named_parameters())
-    assert not any(t.untyped_storage().data_ptr() in shared_storage for t in own.values())
-    changed = [name for name, p in shared_block.named_parameters() if not torch.equal(p, own[name])]
-    assert changed, "the copied block did not train"
+    for path, copy in trained.tuned.items():
+        shared = get_layer(lite0.module, path)
+        own = dict(copy.state_dict())
+        assert not any(t.untyped_storage().data_ptr() in shared_storage for t in own.values()), path
+        changed = [name for name, t in shared.state_dict().items() if not torch.equal(t, own[name])]
+        assert changed, f"the copy of {path} did not train"
+    # Statistics adapted (adapt_batchnorm) in the person's copies; the shared ones are unchanged (above).
+    assert not torch.equal(trained.tuned["bn2"].running_mean, lite0.module.bn2.running_mean)
     probabilities = trained.predict(photos, lite0)
-    assert probabilities.shape == (2, 2)
+    assert probabilities.shape == (2, 3)
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(2))
     assert concurrent_run["fast"].predict(photos, lite0).shape == (2, 2)
 
 
-def test_finetune_mode_is_deterministic(lite0, faces):
-    small = Dataset(classes=faces.classes, items=faces.items[:4] + faces.items[-4:])
-    config = TrainConfig(mode="finetune", epochs=1, batch_size=8)
-    first, second = train(lite0, small, config), train(lite0, small, config)
-    assert first.history[0].train_loss == second.history[0].train_loss
-    for (name, a), (_, b) in zip(first.block.state_dict().items(), second.block.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+def test_finetune_mode_is_deterministic(lite0, glyphs):
+    config = TrainConfig(mode="finetune", unfreeze="last", epochs=1, batch_size=8, views=1, train_size=96)
+    first, second = train(lite0, glyphs, config), train(lite0, glyphs, config)
+    assert [log.train_loss for log in first.history] == [log.train_loss for log in second.history]
+    assert [log.val_loss for log in first.history] == [log.val_loss for log in second.history]
+    assert list(first.tuned) == list(second.tuned)
+    for path in first.tuned:
+        for (name, a), (_, b) in zip(
+            first.tuned[path].state_dict().items(), second.tuned[path].state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), f"{path}.{name}"
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -378,7 +399,7 @@ def test_families_without_entries_are_refused(monkeypatch, lite0, faces):
         FAMILIES, "efficientnet_lite", dataclasses.replace(FAMILIES["efficientnet_lite"], last_block=None)
     )
     with pytest.raises(ZooScopeError, match="efficientnet_lite0 can't be fine-tuned here"):
-        train(lite0, faces, TrainConfig(mode="finetune"))
+        train(lite0, faces, TrainConfig(mode="finetune", unfreeze="last"))
 
 
 def test_heads():
@@ -396,7 +417,20 @@ def test_heads():
 
 @pytest.mark.parametrize(
     "settings",
-    [{"mode": "slow"}, {"head": "cnn"}, {"epochs": 0}, {"lr": 0}, {"val_fraction": 1.0}, {"label_smoothing": 1.0}],
+    [
+        {"mode": "slow"},
+        {"head": "cnn"},
+        {"epochs": 0},
+        {"lr": 0},
+        {"val_fraction": 1.0},
+        {"label_smoothing": 1.0},
+        {"unfreeze": "most"},
+        {"train_size": 16},
+        {"views": 0},
+        {"layer_decay": 0},
+        {"flip": "yes"},
+        {"crop_scale": 0},
+    ],
 )
 def test_invalid_settings_are_refused(settings):
     with pytest.raises(ZooScopeError, match="Invalid training settings"):

@@ -1,0 +1,270 @@
+"""How much of the network trains: the head only, the last block, the last half, or all of it.
+
+The network is cut in two at the input of one module, `start`: the *prefix* before it stays
+frozen (the shared tensors, run without autograd), the *tail* from it on trains (the person's
+own copies). Where the cut may fall comes from the family table (core.families):
+
+- "head": nothing of the backbone trains;
+- "last": the family's `last_block` and everything that runs after it;
+- "half": everything after the middle stage end (`stages`: the modules whose output ends a
+  stage, in network order), so the later half of the stages, rounded up;
+- "all": every module.
+
+Which modules run before or after the cut comes from one forward pass on the meta device (no
+weights, no arithmetic), with a hook on every module: a module trains if it first runs at or
+after `start`, and a container that holds a stage end is split into its children, so that the
+tail comes as units within one stage each (the groups discriminative learning rates need).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from core.building import build_on_meta
+from core.catalog import ModelSpec, all_specs
+from core.errors import ZooScopeError
+from core.finetune.backbone import block_path, head_path, strip_head
+from core.views import resolve_layer
+
+DEPTHS = ("head", "last", "half", "all")
+DEPTH_LABELS = {
+    "head": "Head only",
+    "last": "Last block",
+    "half": "Last half",
+    "all": "Whole network",
+}
+# Training memory per trainable parameter: the weight, its gradient and AdamW's two moments, float32.
+BYTES_PER_TRAINABLE_PARAMETER = 16
+# What one person's training may hold: well inside Community Cloud's 2.7 GB beside the shared models,
+# and its bundle (the weights, a quarter of this) stays under the 200 MB upload limit.
+TRAINING_MEMORY_BUDGET = 768 << 20
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a model is cut for a depth; every path is concrete (no negative indices, no patterns)."""
+
+    depth: str
+    start: str | None  # the first module that trains (its input is the cut); None: the backbone is frozen
+    tail: tuple[str, ...]  # the modules that train, each within one stage, in the order they run
+    tuned: tuple[str, ...]  # those of them that hold tensors: the person's copies, what a bundle stores
+    prefix: tuple[str, ...]  # the outermost frozen modules that run before `start`
+    groups: tuple[tuple[str, ...], ...]  # tail modules with parameters, by stage, earliest first
+    trainable_params: int
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.trainable_params * BYTES_PER_TRAINABLE_PARAMETER
+
+
+# --- paths ----------------------------------------------------------------------------------------
+
+
+def concrete_path(model: nn.Module, path: str, model_name: str = "the model") -> str:
+    """`path` with every position ("-1", "3") replaced by the child's name ("blocks.-1" -> "blocks.6")."""
+    parts, module = [], model
+    for part in path.split("."):
+        parent, key = resolve_layer(module, part, model_name)
+        parts.append(key)
+        module = parent._modules[key]
+    return ".".join(parts)
+
+
+def expand_stages(model: nn.Module, patterns: tuple[str, ...], model_name: str = "the model") -> list[str]:
+    """The family table's `stages` as concrete module paths, in network order.
+
+    "features.*" stands for every child of `features`, "features.*MaxPool2d" for every child of
+    that class; any other entry is a path.
+    """
+    ends: list[str] = []
+    for pattern in patterns:
+        if "*" not in pattern:
+            ends.append(concrete_path(model, pattern, model_name))
+            continue
+        parent_path, _, kind = pattern.partition("*")
+        parent_path = parent_path.rstrip(".")
+        parent = model.get_submodule(concrete_path(model, parent_path, model_name)) if parent_path else model
+        prefix = f"{concrete_path(model, parent_path, model_name)}." if parent_path else ""
+        ends.extend(
+            f"{prefix}{name}" for name, child in parent.named_children() if not kind or type(child).__name__ == kind
+        )
+    return ends
+
+
+def _within(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith(f"{ancestor}.")
+
+
+# --- the order modules run in ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Run:
+    """When each module first started and last finished in one forward pass (event numbers)."""
+
+    entered: dict[str, int]
+    exited: dict[str, int]
+    first: str  # the first module to run
+
+    def began(self, path: str) -> int:
+        """When `path`, or the first of its children to run (a ModuleList is never called itself), began."""
+        return min(t for p, t in self.entered.items() if _within(p, path))
+
+
+def _meta_run(model: nn.Module, size: int) -> _Run:
+    entered: dict[str, int] = {}
+    exited: dict[str, int] = {}
+    clock = iter(range(1 << 62))
+
+    def on_enter(name: str) -> None:
+        if name not in entered:
+            entered[name] = next(clock)
+
+    def on_exit(name: str) -> None:
+        exited[name] = next(clock)
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:  # hooks return None: they only watch
+            handles.append(module.register_forward_pre_hook(lambda m, a, name=name: on_enter(name)))
+            handles.append(module.register_forward_hook(lambda m, a, o, name=name: on_exit(name)))
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, size, size, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _Run(entered, exited, first=min(entered, key=entered.get))
+
+
+def meta_model(spec: ModelSpec) -> nn.Module:
+    """`spec`'s architecture on the meta device with its head replaced by nn.Identity(), eval."""
+    model = build_on_meta(spec).to("meta")  # a few builders build for real: move those too
+    strip_head(model, spec)
+    return model.eval()
+
+
+@functools.cache
+def shapes_model(name: str) -> nn.Module:
+    """One meta model per catalogue model, to find output shapes: only ever run, never hooked or changed."""
+    return meta_model(all_specs()[name])
+
+
+def _units(model: nn.Module, path: str, stage_ends: list[str], run: _Run) -> Iterator[str]:
+    """`path`, or, where it holds a stage end, its children that run (recursively)."""
+    if not any(end.startswith(f"{path}.") for end in stage_ends):
+        yield path
+        return
+    for name, _ in model.get_submodule(path).named_children():
+        child = f"{path}.{name}"
+        if any(_within(ran, child) for ran in run.entered):
+            yield from _units(model, child, stage_ends, run)
+
+
+def cut_for(name: str, depth: str) -> Cut:
+    """Where `name` (a catalogue model) is cut for `depth`; ZooScopeError where it cannot be."""
+    if depth not in DEPTHS:
+        raise ZooScopeError(f"How much to train must be one of {', '.join(DEPTHS)}, not '{depth}'.")
+    found = all_specs()[name].traits
+    return _cut(name, depth, found.head, found.last_block, found.stages)
+
+
+@functools.cache
+def _cut(name: str, depth: str, *traits: object) -> Cut:
+    """cut_for, once per model, depth and the family-table entries it reads (`traits`)."""
+    spec = all_specs()[name]
+    head_path(spec)  # no linear head to replace: nothing to train at any depth
+    if depth == "head":
+        return Cut(depth, None, (), (), (), (), 0)
+    model = meta_model(spec)  # its head is nn.Identity() now, still at the head's path
+    head = concrete_path(model, head_path(spec), name)
+    if depth == "last":
+        stage_ends = expand_stages(model, spec.traits.stages, name)
+        run = _meta_run(model, spec.input_size)
+        start = concrete_path(model, block_path(spec), name)
+    else:
+        if not spec.traits.stages:
+            raise ZooScopeError(f"{name} can't train its {DEPTH_LABELS[depth].lower()} here: its stages are unknown.")
+        stage_ends = expand_stages(model, spec.traits.stages, name)
+        run = _meta_run(model, spec.input_size)
+        if depth == "all":
+            start = run.first
+        else:
+            middle = stage_ends[len(stage_ends) // 2 - 1] if len(stage_ends) > 1 else stage_ends[0]
+            after = run.exited[middle]
+            start = min((p for p, t in run.entered.items() if t > after), key=run.entered.get)
+    return _partition(model, spec, depth, start, head, stage_ends, run)
+
+
+def _partition(
+    model: nn.Module, spec: ModelSpec, depth: str, start: str, head: str, stage_ends: list[str], run: _Run
+) -> Cut:
+    begin = run.entered[start]
+    tail: list[str] = []
+    prefix: list[str] = []
+
+    def visit(module: nn.Module, path: str) -> None:
+        for name, child in module.named_children():
+            child_path = f"{path}.{name}" if path else name
+            if child_path == head:
+                continue  # replaced by the new head
+            if child_path not in run.entered:
+                if any(_within(path, child_path) for path in run.entered):
+                    visit(child, child_path)  # a ModuleList: never called itself, its children are
+                continue  # modules that never run (auxiliary heads in eval) stay as they are
+            if _within(start, child_path) and child_path != start or _within(head, child_path):
+                visit(child, child_path)  # an ancestor of the cut or of the head: look inside
+            elif run.entered[child_path] >= begin:
+                tail.extend(_units(model, child_path, stage_ends, run))
+            elif run.exited[child_path] < begin:
+                prefix.append(child_path)
+            else:
+                raise ZooScopeError(f"{spec.name} can't be cut before '{start}': '{child_path}' runs on both sides.")
+
+    visit(model, "")
+    tail.sort(key=run.began)
+    if not tail or not _within(tail[0], start):
+        raise ZooScopeError(f"{spec.name} can't be cut before '{start}'.")
+    start = tail[0]  # a container holding stage ends was split into its children: the first one is the cut
+    groups: dict[int, list[str]] = {}
+    params: dict[int, nn.Parameter] = {}
+    tuned = []
+    for path in tail:
+        module = model.get_submodule(path)
+        if any(True for _ in module.buffers()) or any(True for _ in module.parameters()):
+            tuned.append(path)
+        own = {id(p): p for p in module.parameters()}
+        if not own:
+            continue
+        params.update(own)
+        stage = sum(run.exited.get(end, -1) < run.began(path) for end in stage_ends)
+        groups.setdefault(stage, []).append(path)
+    return Cut(
+        depth=depth,
+        start=start,
+        tail=tuple(tail),
+        tuned=tuple(tuned),
+        prefix=tuple(prefix),
+        groups=tuple(tuple(paths) for _, paths in sorted(groups.items())),
+        trainable_params=sum(p.numel() for p in params.values()),
+    )
+
+
+def trained_paths(name: str, depth: str) -> tuple[str, ...]:
+    """The modules of `name` that training to `depth` makes copies of (what a bundle stores)."""
+    return cut_for(name, depth).tuned
+
+
+def check_memory(name: str, cut: Cut) -> None:
+    """ZooScopeError when training `cut` would take more memory than one person may use."""
+    if cut.memory_bytes > TRAINING_MEMORY_BUDGET:
+        raise ZooScopeError(
+            f"Training {name}'s {DEPTH_LABELS[cut.depth].lower()} ({cut.trainable_params / 1e6:.0f} M parameters) "
+            f"needs about {cut.memory_bytes / 2**20:,.0f} MB for its weights, gradients and optimiser state, over "
+            f"the {TRAINING_MEMORY_BUDGET / 2**20:,.0f} MB this app allows: train less of it, or a smaller backbone."
+        )
