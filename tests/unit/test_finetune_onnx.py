@@ -3,6 +3,7 @@ ONNX files (fp32 and int8) with their agreement measured."""
 
 from __future__ import annotations
 
+import copy
 import io
 
 import numpy as np
@@ -18,6 +19,7 @@ from core.finetune.backbone import backbone_view, frozen_features
 from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_uploads, stratified_split
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
+from core.finetune.depth import cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.train import train
 from core.onnx_engine import OnnxModel, SessionForward
@@ -62,7 +64,9 @@ def test_fast_mode_features_come_from_onnx_runtime_within_1e4_of_pytorchs(backbo
 def test_pytorch_models_and_trained_blocks_keep_the_pytorch_view(backbone):
     torch_view = backbone_view(backbone.torch_model)
     assert frozen_features(backbone.torch_model, torch_view) is torch_view.module
-    with_block = backbone_view(backbone, finetune=True)
+    block = cut_for("efficientnet_lite0", "last").tuned[0]
+    own_copy = copy.deepcopy(backbone.torch_model.module.get_submodule(block))
+    with_block = backbone_view(backbone, tuned={block: own_copy})
     assert frozen_features(backbone, with_block) is with_block.module  # its block is the person's own
 
 
