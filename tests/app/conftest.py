@@ -21,6 +21,18 @@ def fresh_streamlit_caches():
 
 
 @pytest.fixture
+def offline(monkeypatch):
+    """The bundled models only: no download is tried (a page test's own machine may have network)."""
+    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+
+
+def ok(at: AppTest) -> AppTest:
+    """`at` after a run that raised nothing."""
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
 def app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()

@@ -15,9 +15,7 @@ LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat"}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture

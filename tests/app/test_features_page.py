@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import features
 from core.charts import POINT_SELECTION
-from tests.app.conftest import select_on_chart, shown
+from tests.app.conftest import ok, select_on_chart, shown
 from ui.navigation import FEATURES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,14 +23,7 @@ EXAMPLES = ROOT / "assets" / "examples"
 TEXTURES = ROOT / "assets" / "datasets" / "textures"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
-
-
-def ok(app: AppTest) -> AppTest:
-    assert not app.exception, app.exception
-    return app
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture

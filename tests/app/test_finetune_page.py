@@ -27,7 +27,7 @@ from core.finetune.bundle import import_bundle
 from core.finetune.threshold import passing_share
 from core.finetune.trained import TrainedModel
 from core.loading import load_model
-from tests.app.conftest import chart_key, select_on_chart
+from tests.app.conftest import chart_key, ok, select_on_chart
 from tests.faces import lfw_pngs, zip_of
 from tests.glyphs import glyph_pngs
 from ui.finetune_views import ALL_MISTAKES
@@ -51,9 +51,7 @@ def faces_zip(faces) -> bytes:
     return zip_of({label: images[:PER_CLASS] for label, images in faces.items()})
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture
@@ -76,11 +74,6 @@ def page() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.run()
     ok(at)
-    return at
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, at.exception
     return at
 
 

@@ -25,9 +25,7 @@ GOOD = [case for case in CASES if case.expect == "ok"]
 BATCH = [COFFEE, *(case.upload() for case in CASES)]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def test_the_corpus_is_what_the_issue_lists():

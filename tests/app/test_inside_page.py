@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.anatomy import anatomy
 from core.catalog import get_spec
-from tests.app.conftest import shown
+from tests.app.conftest import ok, shown
 from ui.navigation import COMPARE, INSIDE, MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,14 +19,7 @@ CHELSEA = (ROOT / "assets/examples/chelsea.jpg").read_bytes()
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
-
-
-def ok(app: AppTest) -> AppTest:
-    assert not app.exception, app.exception
-    return app
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture

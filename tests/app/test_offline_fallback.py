@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import weights
 from core.catalog import get_spec
-from tests.app.conftest import APP, TIMEOUT, shown
+from tests.app.conftest import APP, TIMEOUT, ok, shown
 from ui.navigation import COMPARE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +39,6 @@ def no_network(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     return calls
-
-
-def ok(app):
-    assert not app.exception, app.exception
-    return app
 
 
 def notes(app) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.conftest import TIMEOUT, shown
+from tests.app.conftest import TIMEOUT, ok, shown
 from tests.faces import lfw_pngs
 from ui.navigation import COMPARE, FINETUNE, MODELS
 from ui.tables import MISSING
@@ -24,14 +24,7 @@ CHELSEA = (ROOT / "assets/examples/chelsea.jpg").read_bytes()
 BROKEN = ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "image/png")
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, at.exception
-    return at
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def assert_missing_drawn_empty(at: AppTest, at_least: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.__main__ import main
+from tests.cli import run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 COFFEE, CHELSEA = str(EXAMPLES / "coffee.jpg"), str(EXAMPLES / "chelsea.jpg")
@@ -16,12 +17,6 @@ LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -13,17 +13,12 @@ from PIL import Image, ImageOps
 
 from core.__main__ import main
 from core.features import DEFAULT_DUPLICATE_THRESHOLD
+from tests.cli import run
 from tests.planted import altered
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
