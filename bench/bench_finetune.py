@@ -66,8 +66,8 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from bench.report import run_report, table  # noqa: E402
+from core.catalog import get_spec  # noqa: E402
 from core.engines import load_classifier  # noqa: E402
-from core.finetune.augment import DEFAULT_TRAIN_SIZE  # noqa: E402
 from core.finetune.backbone import backbone_view, frozen_features  # noqa: E402
 from core.finetune.config import TrainConfig  # noqa: E402
 from core.finetune.data import Dataset, dataset_from_uploads, stratified_split  # noqa: E402
@@ -243,10 +243,11 @@ def natural_photos(loaded: LoadedModel, splits: int) -> dict:
 def print_finetune(report: dict, natural: dict, markdown: bool) -> None:
     mean, goals = report["mean"], FINETUNE_GOALS
     config = report["config"]
+    spec_size = f"{get_spec(MODEL).input_size} (the model's own)"
     print(
         f"\nFine-tune mode on rendered digits (tests/glyphs.py): {report['images']} images in 10 classes, "
         f"{report['test_images']} more held out; defaults: unfreeze {config['unfreeze']}, {config['epochs']} epochs, "
-        f"training resolution {config['train_size'] or DEFAULT_TRAIN_SIZE}, {config['views']} cached views, "
+        f"training resolution {config['train_size'] or spec_size}, {config['views']} cached views, "
         f"lr {config['lr']:g}; {torch.get_num_threads()} torch threads; load average now {os.getloadavg()[0]:.1f}"
     )
     header = ["split", "probe (val)", "fine-tune (val)", "probe (held out)", "fine-tune (held out)", "seconds",

@@ -10,7 +10,6 @@ from pathlib import Path
 from core.catalog import OFFLINE_DEFAULT
 from core.cli.common import add_runtime_option, load, progress_to_stderr, read_file
 from core.errors import ZooScopeError
-from core.finetune.augment import DEFAULT_TRAIN_SIZE
 from core.finetune.bundle import export_bundle
 from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.data import dataset_from_folder, dataset_from_zip
@@ -87,7 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     finetune.add_argument(
         "--train-size",
         type=int,
-        help=f"finetune mode: training resolution (default {DEFAULT_TRAIN_SIZE} if the model takes it, else its own)",
+        help="finetune mode: training resolution (default: the model's own; lower is faster and less accurate)",
     )
     finetune.add_argument("--flip", action="store_true", help="random horizontal flips (not for text or digits)")
     finetune.add_argument("--adapt-batchnorm", action="store_true", help="let batch-norm statistics adapt")

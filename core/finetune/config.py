@@ -48,8 +48,7 @@ class TrainConfig:
     head_epochs: int = 20  # the head alone on frozen features first (at most; early stopping applies)
     adapt_batchnorm: bool = False  # let batch-norm statistics follow the new images (in the person's copies)
     flip: bool = False  # random horizontal flips (wrong where orientation matters: a mirrored 2 is not a 2)
-    train_size: int | None = None  # training resolution; None: core.finetune.augment.DEFAULT_TRAIN_SIZE where
-    # the model takes it, else its own (evaluation is always at the model's own)
+    train_size: int | None = None  # training resolution; None: the model's own (evaluation is always at its own)
     crop_scale: float = 0.6  # random resized crops keep at least this share of the image's area
     views: int = 4  # augmented views per image whose frozen-part outputs are computed once and reused
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 from core.catalog import all_specs, get_spec
 from core.errors import ZooScopeError
 from core.finetune import depth as depth_module
+from core.finetune.augment import resolve_train_size
 from core.finetune.backbone import backbone_view
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import EpochLog, TrainConfig
@@ -38,14 +39,14 @@ from tests.glyphs import glyph_uploads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# The gap test: fine-tune mode's defaults (the last half, 160 px, 8 epochs) with two cached views instead
-# of four, on a set small enough for the suite: 10 digits x 12 (96 training images), judged on 100 more
-# drawn with another seed; the probe is scikit-learn's, on the same training images. At this size the gap
-# is 0.14 (0.48 -> 0.62); the 0.15 is measured at full size (250 images) by bench/bench_finetune.py.
+# The gap test: fine-tune mode's defaults (the last half, the model's own 224 px, 8 epochs) with two cached
+# views instead of four, on a set small enough for the suite: 10 digits x 12 (96 training images), judged
+# on 100 more drawn with another seed; the probe is scikit-learn's, on the same training images. The goal is
+# the issue's own, 0.15; measured 0.33 at this size (0.48 -> 0.81; bench/bench_finetune.py measures 250 images).
 GAP_CLASSES = 10
 GAP_PER_CLASS = 12
 GAP_TEST_PER_CLASS = 10
-GAP = 0.10
+GAP = 0.15
 GAP_CONFIG = TrainConfig(mode="finetune", views=2)
 
 
@@ -159,6 +160,15 @@ def test_the_tail_fed_the_prefix_output_computes_the_whole_network(name):
             assert torch.allclose(split.tail(split.prefix(batch), side), expected, atol=1e-5), depth
             assert torch.allclose(split.full.module(batch), expected, atol=1e-5), depth
     assert hashes(loaded.module) == before
+
+
+def test_training_is_at_the_models_own_resolution_unless_asked():
+    # Lower resolutions train faster but, with batch norm frozen, judge worse at the model's own
+    # (core.finetune.augment.resolve_train_size): the default is the model's own.
+    assert resolve_train_size(get_spec("efficientnet_lite0"), None) == 224
+    assert resolve_train_size(get_spec("efficientnet_lite0"), 160) == 160
+    assert resolve_train_size(get_spec("vit_b_16"), None) == 224
+    assert resolve_train_size(get_spec("inception_v3"), None) == 299
 
 
 def test_too_much_to_train_is_refused_with_the_reason():
