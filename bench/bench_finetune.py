@@ -1,7 +1,8 @@
 """Fast mode against one feature pass and a naive loop; fine-tune mode against a linear probe, in one run.
 
     python bench/bench_finetune.py [--images 200] [--epochs 20] [--naive-epochs 3] [--repeats 1] [--threads N]
-                                   [--splits 3] [--per-class 31] [--skip-finetune] [--markdown] [--json PATH]
+                                   [--splits 3] [--per-class 31] [--train-size N] [--skip-finetune] [--markdown]
+                                   [--json PATH]
 
 Offline and self-contained: the images are skimage's LFW subset (faces vs non-faces, 25x25 grey,
 as PNG bytes), the backbone is the bundled EfficientNet-Lite0 (real ImageNet weights). Three timings,
@@ -161,7 +162,7 @@ def _accuracy(trained, items, loaded: LoadedModel) -> float:
     return float((predicted == torch.tensor([trained.classes.index(item.label) for item in items])).float().mean())
 
 
-def finetune_vs_probe(loaded: LoadedModel, per_class: int, splits: int) -> dict:
+def finetune_vs_probe(loaded: LoadedModel, per_class: int, splits: int, train_size: int | None = None) -> dict:
     """Fine-tune mode against a logistic-regression probe on rendered digits, split by split."""
     from sklearn.linear_model import LogisticRegression
 
@@ -180,7 +181,7 @@ def finetune_vs_probe(loaded: LoadedModel, per_class: int, splits: int) -> dict:
     y_test = np.array([label[item.label] for item in held_out])
     runs = []
     for seed in range(splits):
-        config = TrainConfig(mode="finetune", seed=seed)
+        config = TrainConfig(mode="finetune", seed=seed, train_size=train_size)
         train_items, val_items = stratified_split(dataset.items, val_fraction=config.val_fraction, seed=seed)
         rows_train = [row_of[item.digest] for item in train_items]
         rows_val = [row_of[item.digest] for item in val_items]
@@ -209,7 +210,7 @@ def finetune_vs_probe(loaded: LoadedModel, per_class: int, splits: int) -> dict:
         "images": len(dataset.items),
         "train_images": len(dataset.items) - round(len(dataset.items) * TrainConfig().val_fraction),
         "test_images": len(held_out),
-        "config": TrainConfig(mode="finetune").as_dict(),
+        "config": TrainConfig(mode="finetune", train_size=train_size).as_dict(),
         "one_pass_s": one_pass,
         "runs": runs,
         "mean": mean,
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         "--finetune-threads", type=int, default=None, help="fine-tune mode's torch threads (default: ZooScope's own)"
     )
     parser.add_argument("--per-class", type=int, default=31, help="fine-tune vs probe: rendered digits per class")
+    parser.add_argument(
+        "--train-size", type=int, help="fine-tune vs probe: training resolution (default: the model's own)"
+    )
     parser.add_argument("--skip-finetune", action="store_true", help="fast mode only")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -391,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_finetune:
         torch.set_num_threads(args.finetune_threads or configure_threads(force=True))
         figures["finetune_threads"] = torch.get_num_threads()
-        report = finetune_vs_probe(loaded, args.per_class, args.splits)
+        report = finetune_vs_probe(loaded, args.per_class, args.splits, args.train_size)
         natural = natural_photos(loaded, args.splits)
         print_finetune(report, natural, args.markdown)
         figures["finetune"] = report | {"natural": natural, "goals": FINETUNE_GOALS, "load": os.getloadavg()}

@@ -236,12 +236,13 @@ def _finetune_mode_rows(data: dict) -> list[Row]:
             _mark(mean["seconds"] <= goals["seconds"]),
         ),
         (
-            "fine-tune mode vs fast mode on natural photos (LFW faces vs non-faces)",
+            f"fine-tune mode vs fast mode on natural photos (the example dataset: {natural['images']} photos of "
+            "brick, grass, gravel; mean of the splits)",
             f"{natural['finetune_val']:.3f}",
             f"{natural['fast_val']:.3f} (fast mode)",
             f"{natural['difference']:+.3f}",
-            f"≥ {goals['natural_vs_fast']}",
-            _mark(natural["difference"] >= goals["natural_vs_fast"]),
+            f"≥ {goals['natural_vs_fast']} on every split",
+            _mark(natural["worst_difference"] >= goals["natural_vs_fast"]),
         ),
     ]
 

@@ -14,6 +14,8 @@ modules that belong to this person:
   image, before the prefix, so a cached view is exactly what the prefix would give again).
   Batch-norm layers keep their ImageNet statistics (eval mode) unless `adapt_batchnorm` is set:
   a few hundred images make noisy statistics, and the features the head learnt move under it.
+  Each batch runs through the tail in micro-batches whose saved activations fit a budget
+  (core.finetune.micro_batch), their gradients summed before one optimiser step.
 
 Both modes keep the state with the lowest validation loss (in finetune mode, epoch 0 competes
 too: fine-tuning never returns a model worse on validation than the head alone), stop after
@@ -45,6 +47,7 @@ from core.finetune.depth import Cut, check_memory, cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.heads import build_head
 from core.finetune.metrics import evaluate
+from core.finetune.micro_batch import activation_bytes_per_image, micro_batch_size, saved_bytes
 from core.finetune.tail import SplitBackbone, split_backbone
 from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
@@ -375,6 +378,7 @@ def _finetune(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    micro = inputs.micro_batch_size(head)
     stopped_early = stopped_by_user = False
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -385,15 +389,17 @@ def _finetune(
         views = torch.randint(config.views, (len(labels.train_items),), generator=generator)
         for batch_number, indices in enumerate(order.split(config.batch_size)):
             cut_input = inputs.train_batch(indices, views[indices], seed=_batch_seed(config.seed, epoch, batch_number))
-            logits = head(split.tail(cut_input, train_size))
             targets = labels.y_train[indices].to(device)
-            loss = criterion(logits, targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for first in range(0, len(indices), micro):  # gradients add up: one step for the whole batch
+                rows = slice(first, first + micro)
+                logits = head(split.tail(cut_input[rows], train_size))
+                loss = criterion(logits, targets[rows]) * (len(logits) / len(indices))  # the batch's mean
+                loss.backward()
+                total_loss += float(loss.detach()) * len(indices)
+                total_correct += int((logits.detach().argmax(dim=1) == targets[rows]).sum())
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss.detach()) * len(indices)
-            total_correct += int((logits.detach().argmax(dim=1) == targets).sum())
         train_seconds = time.perf_counter() - start
         head.eval()
         split.eval()
@@ -458,6 +464,7 @@ class _TailInputs:
         self.channels_last = channels_last
         self.progress = progress
         self.augment = augmentation(loaded.spec, size=train_size, flip=config.flip, crop_scale=config.crop_scale)
+        self.augment_size = train_size
         self.images = [training_image(item, loaded.spec) for item in labels.train_items]
         shape = self._prefix_shape(train_size)
         per_view = math.prod(shape) * 4 * len(self.images)
@@ -515,6 +522,22 @@ class _TailInputs:
             outputs.append(self.split.prefix(batch))
             done(first + len(images))
         return torch.cat(outputs)
+
+    def micro_batch_size(self, head: nn.Module) -> int:
+        """Images per micro-batch of a training step (core.finetune.micro_batch), measured on the first
+        training images' cut inputs through the tail and `head`."""
+        count = min(2, len(self.images))
+        sample = self.train_batch(torch.arange(count), torch.zeros(count, dtype=torch.long), seed=self.config.seed)
+        side = self.augment_size
+
+        def forward(rows: slice) -> torch.Tensor:
+            return head(self.split.tail(sample[rows], side))
+
+        # Eval mode: batch-norm layers that adapt would otherwise learn from this measurement.
+        head.eval()
+        self.split.eval()
+        per_image = activation_bytes_per_image(forward) if count == 2 else saved_bytes(lambda: forward(slice(0, 1)))
+        return micro_batch_size(per_image, self.config.batch_size)
 
     def train_batch(self, indices: torch.Tensor, views: torch.Tensor, *, seed: int) -> torch.Tensor:
         """The tail's input for these training images: a cached view of each, or a fresh one."""
