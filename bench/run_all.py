@@ -52,6 +52,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_compare.py": ["--repeats", "5", *t],
         # Fine-tune mode's 3-minute goal is for the app's own threads on a 2-core CPU, not --threads.
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", "--splits", "3", *t],
+        "bench_finetune_memory.py": t,
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
         "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
@@ -291,6 +292,21 @@ def _finetune_rows(data: dict) -> list[Row]:
     ]
 
 
+def _finetune_memory_rows(data: list[dict]) -> list[Row]:
+    return [
+        (
+            f"fine-tune mode's peak RSS, efficientnet_lite0 to depth '{run['depth']}' at 224 px "
+            f"(micro-batches of {run['ours']['micro']} of 32)",
+            f"{run['ours']['peak'] / 1e9:.2f} GB",
+            f"{run['whole']['peak'] / 1e9:.2f} GB (the whole batch at once)",
+            f"{run['ours']['peak'] / run['whole']['peak']:.2f}x",
+            f"< {run['goal_peak_gb']} GB",
+            _mark(run["ours"]["peak"] <= run["goal_peak_gb"] * 1e9),
+        )
+        for run in data
+    ]
+
+
 def _memory_rows(data: dict) -> list[Row]:
     ours, tv = data["zooscope"], data["torchvision"]
     rows: list[Row] = [
@@ -481,6 +497,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_classify.py": _classify_rows,
     "bench_compare.py": _compare_rows,
     "bench_finetune.py": _finetune_rows,
+    "bench_finetune_memory.py": _finetune_memory_rows,
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
     "bench_inside.py": _inside_rows,
@@ -494,6 +511,7 @@ ORDER = [
     "bench_classify.py",
     "bench_compare.py",
     "bench_finetune.py",
+    "bench_finetune_memory.py",
     "bench_memory.py",
     "bench_allocator.py",
     "bench_inside.py",

@@ -46,3 +46,11 @@ def micro_batch_size(per_image: int, batch_size: int, budget: int | None = None)
     """The most images (at least one, at most the batch) whose activations fit `budget` (ACTIVATION_BUDGET)."""
     budget = ACTIVATION_BUDGET if budget is None else budget
     return max(1, min(batch_size, budget // max(per_image, 1)))
+
+
+def even_slices(count: int, most: int) -> list[slice]:
+    """`count` rows in as few slices of at most `most` as possible, as even as possible (32 by 15:
+    11, 11, 10, not 15, 15, 2: a tiny last micro-batch costs nearly a full one's overhead)."""
+    parts = -(-count // max(most, 1))
+    bounds = [round(i * count / parts) for i in range(parts + 1)]
+    return [slice(start, end) for start, end in zip(bounds, bounds[1:], strict=False)]

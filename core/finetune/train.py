@@ -47,7 +47,7 @@ from core.finetune.depth import Cut, check_memory, cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.heads import build_head
 from core.finetune.metrics import evaluate
-from core.finetune.micro_batch import activation_bytes_per_image, micro_batch_size, saved_bytes
+from core.finetune.micro_batch import activation_bytes_per_image, even_slices, micro_batch_size, saved_bytes
 from core.finetune.tail import SplitBackbone, split_backbone
 from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
@@ -391,8 +391,7 @@ def _finetune(
             cut_input = inputs.train_batch(indices, views[indices], seed=_batch_seed(config.seed, epoch, batch_number))
             targets = labels.y_train[indices].to(device)
             optimizer.zero_grad(set_to_none=True)
-            for first in range(0, len(indices), micro):  # gradients add up: one step for the whole batch
-                rows = slice(first, first + micro)
+            for rows in even_slices(len(indices), micro):  # gradients add up: one step for the whole batch
                 logits = head(split.tail(cut_input[rows], train_size))
                 loss = criterion(logits, targets[rows]) * (len(logits) / len(indices))  # the batch's mean
                 loss.backward()

@@ -11,7 +11,7 @@ from core.finetune import micro_batch
 from core.finetune.config import TrainConfig
 from core.finetune.data import dataset_from_uploads
 from core.finetune.extraction import FeatureCache
-from core.finetune.micro_batch import activation_bytes_per_image, micro_batch_size, saved_bytes
+from core.finetune.micro_batch import activation_bytes_per_image, even_slices, micro_batch_size, saved_bytes
 from core.finetune.train import train
 from tests.glyphs import glyph_uploads
 
@@ -36,6 +36,15 @@ def test_saved_bytes_count_the_activations_autograd_keeps_for_the_backward():
 )
 def test_micro_batches_fit_the_budget_within_one_batch(per_image, batch_size, budget, expected):
     assert micro_batch_size(per_image, batch_size, budget) == expected
+
+
+@pytest.mark.parametrize(("count", "most"), [(32, 15), (32, 32), (32, 1), (7, 3), (1, 8), (31, 10)])
+def test_a_batch_is_cut_in_as_few_and_as_even_micro_batches_as_fit(count, most):
+    slices = even_slices(count, most)
+    sizes = [s.stop - s.start for s in slices]
+    assert sum(sizes) == count and slices[0].start == 0 and slices[-1].stop == count
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:], strict=False))
+    assert max(sizes) <= most and len(slices) == -(-count // most) and max(sizes) - min(sizes) <= 1
 
 
 def test_a_batch_in_micro_batches_trains_the_model_the_whole_batch_would(lite0, monkeypatch):
