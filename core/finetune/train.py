@@ -142,6 +142,30 @@ class _Outcome:
         )
 
 
+def _epoch_log(
+    epoch: int,
+    labels: _Labels,
+    total_loss: float,
+    total_correct: int,
+    val_loss: float,
+    val_acc: float,
+    seconds: float,
+    train_seconds: float,
+) -> EpochLog:
+    """An epoch's log from its summed training loss and correct answers; images per second over the
+    `train_seconds` spent training (validation not included where the caller times it apart)."""
+    n = len(labels.train_items)
+    return EpochLog(
+        epoch=epoch,
+        train_loss=total_loss / n,
+        train_acc=total_correct / n,
+        val_loss=val_loss,
+        val_acc=val_acc,
+        seconds=seconds,
+        images_per_second=n / train_seconds,
+    )
+
+
 def _validation(head: nn.Module, features: torch.Tensor, y_val: torch.Tensor) -> tuple[float, float, torch.Tensor]:
     """(loss, accuracy, probabilities) of the head on validation features."""
     with torch.inference_mode():
@@ -202,15 +226,7 @@ def _fit_head(
         head.eval()
         val_loss, val_acc, probs = _validation(head, val_features, labels.y_val)
         seconds = time.perf_counter() - start
-        log = EpochLog(
-            epoch=epoch,
-            train_loss=total_loss / len(labels.train_items),
-            train_acc=total_correct / len(labels.train_items),
-            val_loss=val_loss,
-            val_acc=val_acc,
-            seconds=seconds,
-            images_per_second=len(labels.train_items) / seconds,
-        )
+        log = _epoch_log(epoch, labels, total_loss, total_correct, val_loss, val_acc, seconds, train_seconds=seconds)
         improved = record(log, probs)  # before the callbacks, so that an interruption there keeps this epoch too
         best_epoch = epoch if improved else best_epoch
         report(log)
@@ -404,15 +420,8 @@ def _finetune(
         split.eval()
         with torch.no_grad():
             val_loss, val_acc, probs = _validation(head, inputs.val_features(), labels.y_val)
-        log = EpochLog(
-            epoch=epoch,
-            train_loss=total_loss / len(labels.train_items),
-            train_acc=total_correct / len(labels.train_items),
-            val_loss=val_loss,
-            val_acc=val_acc,
-            seconds=time.perf_counter() - start,
-            images_per_second=len(labels.train_items) / train_seconds,
-        )
+        seconds = time.perf_counter() - start
+        log = _epoch_log(epoch, labels, total_loss, total_correct, val_loss, val_acc, seconds, train_seconds)
         improved = outcome.record(log, probs)
         report(log)
         if not improved and epoch - outcome.best_epoch >= config.patience:

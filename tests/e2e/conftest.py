@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,9 +123,25 @@ def browser():
         browser.close()
 
 
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+@contextmanager
+def fresh_page(browser, url: str, *, timeout: int = 60_000):
+    """`url` opened in a browser context of its own (no cookies, no earlier session), as a link opens it."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout)
+        page.goto(url)
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser, server_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(server_url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Server, settle
+from tests.e2e.conftest import Server, fresh_page, settle
 from ui.navigation import DEFAULT, PAGES
 
 pytestmark = pytest.mark.e2e
@@ -31,13 +31,9 @@ def nav_titles(page) -> list[str]:
 
 @pytest.mark.parametrize("entry", PAGES, ids=[page.url_path for page in PAGES])
 def test_a_deep_link_opened_first_shows_the_app(browser, fresh_servers, entry):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        # The default page's address is the root: Streamlit serves it there and nowhere else.
-        address = "" if entry == DEFAULT else entry.url_path
-        page.goto(f"{fresh_servers[entry.url_path].url}/{address}")
+    # The default page's address is the root: Streamlit serves it there and nowhere else.
+    address = "" if entry == DEFAULT else entry.url_path
+    with fresh_page(browser, f"{fresh_servers[entry.url_path].url}/{address}") as page:
         page.get_by_role("heading", name=entry.title).first.wait_for()
         page.get_by_text("This server").wait_for()  # app.py's sidebar ran
         settle(page)
@@ -47,5 +43,3 @@ def test_a_deep_link_opened_first_shows_the_app(browser, fresh_servers, entry):
         assert page.get_by_text("does not seem to exist").count() == 0  # Streamlit's "page not found" dialog
         assert page.get_by_role("dialog").count() == 0
         assert page.url.rstrip("/") == f"{fresh_servers[entry.url_path].url}/{address}".rstrip("/")
-    finally:
-        context.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from tests.e2e.conftest import settle
+from tests.e2e.conftest import fresh_page, settle
 from tests.faces import zip_of
 
 pytestmark = pytest.mark.e2e
@@ -89,13 +89,7 @@ def test_photos_and_a_zip_map_neighbours_and_duplicates(page, screenshot, tmp_pa
 
 
 def test_features_opens_by_its_address(browser, server_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(f"{server_url}/features")
+    with fresh_page(browser, f"{server_url}/features") as page:
         page.get_by_role("heading", name="Features").first.wait_for()
         page.get_by_text("Add photos above, or a zip of images: the set is empty.").wait_for()
         assert page.locator("[data-testid='stException']").count() == 0
-    finally:
-        context.close()

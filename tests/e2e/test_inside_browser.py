@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import SCREENSHOTS
+from tests.e2e.conftest import SCREENSHOTS, fresh_page
 from tests.e2e.test_compare_browser import loaded_images
 from tests.e2e.test_navigation_browser import capture, drawn
 
@@ -40,11 +40,7 @@ def shooter(page):
 
 
 def test_inside_by_address_then_stage_maps(browser, server_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(90_000)
-        page.goto(f"{server_url}/inside?model=resnet50")
+    with fresh_page(browser, f"{server_url}/inside?model=resnet50", timeout=90_000) as page:
         page.get_by_role("heading", name="Inside").first.wait_for()
         page.get_by_role("heading", name="Stages").wait_for()
         drawn(page)
@@ -77,5 +73,3 @@ def test_inside_by_address_then_stage_maps(browser, server_url):
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.get_by_text("Traceback").count() == 0
         capture(page, shooter(page), "inside-stage-maps")
-    finally:
-        context.close()

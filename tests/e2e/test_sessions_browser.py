@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SCREENSHOTS
+from tests.e2e.conftest import SCREENSHOTS, VIEWPORT
 from tests.e2e.test_navigation_browser import capture, drawn, photo_input
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def rocket_top1() -> str:
 
 @pytest.fixture
 def people(browser, server_url):
-    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in PHOTOS]
+    contexts = [browser.new_context(viewport=VIEWPORT) for _ in PHOTOS]
     pages = {}
     for name, context in zip(PHOTOS, contexts, strict=True):
         page = context.new_page()

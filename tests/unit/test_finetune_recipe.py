@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.catalog import all_specs, get_spec
+from core.catalog import get_spec
 from core.errors import ZooScopeError
 from core.finetune import depth as depth_module
 from core.finetune.augment import resolve_train_size
@@ -35,6 +35,7 @@ from core.finetune.tail import split_backbone
 from core.finetune.train import finetune_optimizer, train
 from core.images import decode_image
 from core.loading import LoadedModel
+from tests.families import smallest_of_each_family
 from tests.glyphs import glyph_uploads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -112,17 +113,7 @@ def test_lite0_cuts_follow_the_family_table():
     assert last.trainable_params < half.trainable_params < whole.trainable_params
 
 
-def _one_per_family() -> list[str]:
-    smallest: dict[str, str] = {}
-    for name, spec in all_specs().items():
-        if spec.traits.head is not None and (
-            spec.family not in smallest or spec.num_params < get_spec(smallest[spec.family]).num_params
-        ):
-            smallest[spec.family] = name
-    return sorted(smallest.values())
-
-
-@pytest.mark.parametrize("name", _one_per_family())
+@pytest.mark.parametrize("name", smallest_of_each_family())
 def test_every_family_cuts_into_a_prefix_and_a_tail(name):
     previous = None
     for depth in DEPTHS[1:]:

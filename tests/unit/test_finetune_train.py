@@ -26,7 +26,7 @@ from skimage import data as skdata
 from core import embedding as embedding_module
 from core import predict
 from core.building import build_on_meta
-from core.catalog import all_specs, get_spec
+from core.catalog import get_spec
 from core.errors import ZooScopeError
 from core.families import FAMILIES
 from core.finetune.backbone import backbone_view, block_path, strip_head
@@ -39,6 +39,7 @@ from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.views import get_layer
 from tests.faces import lfw_pngs, png
+from tests.families import smallest_of_each_family
 from tests.glyphs import glyph_uploads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -362,17 +363,7 @@ def test_metrics_never_divide_by_zero():
 # --- tables, heads, settings ----------------------------------------------------------------------
 
 
-def _one_per_family() -> list[str]:
-    smallest: dict[str, str] = {}
-    for name, spec in all_specs().items():
-        if spec.traits.head is not None and (
-            spec.family not in smallest or spec.num_params < get_spec(smallest[spec.family]).num_params
-        ):
-            smallest[spec.family] = name
-    return sorted(smallest.values()) + ["vgg16_bn"]
-
-
-@pytest.mark.parametrize("name", _one_per_family())
+@pytest.mark.parametrize("name", [*smallest_of_each_family(), "vgg16_bn"])
 def test_head_and_block_tables_fit_the_architectures(name):
     spec = get_spec(name)
     model = build_on_meta(spec)
