@@ -1,8 +1,9 @@
 """How many images a training step runs through the tail at once, so its memory stays bounded.
 
 A training step keeps every activation the backward needs until the backward has run: for the
-last half of efficientnet_lite0 at 224 pixels that is about 35 MB per image, over 1 GB for a batch
-of 32, more than a 2.7 GB host can spare beside the shared models. So a batch is run in micro-
+last half of efficientnet_lite0 at 224 pixels that is about 24 MB per image, and a batch of 32 grew
+the process by about 1 GB with the backward's own buffers (bench/bench_finetune_memory.py), more
+than a 2.7 GB host can spare beside the shared models. So a batch is run in micro-
 batches, each one's gradients added to the last (gradient accumulation) before the one optimiser
 step: with batch-norm statistics frozen (the default) the step is the same as the whole batch's,
 up to rounding. When they adapt, each micro-batch's statistics are its own.

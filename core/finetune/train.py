@@ -47,7 +47,7 @@ from core.finetune.depth import Cut, check_memory, cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.heads import build_head
 from core.finetune.metrics import evaluate
-from core.finetune.micro_batch import activation_bytes_per_image, even_slices, micro_batch_size, saved_bytes
+from core.finetune.micro_batch import activation_bytes_per_image, even_slices, micro_batch_size
 from core.finetune.tail import SplitBackbone, split_backbone
 from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
@@ -472,7 +472,7 @@ class _TailInputs:
         self.channels_last = channels_last
         self.progress = progress
         self.augment = augmentation(loaded.spec, size=train_size, flip=config.flip, crop_scale=config.crop_scale)
-        self.augment_size = train_size
+        self.train_size = train_size
         self.images = [training_image(item, loaded.spec) for item in labels.train_items]
         shape = self._prefix_shape(train_size)
         per_view = math.prod(shape) * 4 * len(self.images)
@@ -532,20 +532,18 @@ class _TailInputs:
         return torch.cat(outputs)
 
     def micro_batch_size(self, head: nn.Module) -> int:
-        """Images per micro-batch of a training step (core.finetune.micro_batch), measured on the first
-        training images' cut inputs through the tail and `head`."""
-        count = min(2, len(self.images))
-        sample = self.train_batch(torch.arange(count), torch.zeros(count, dtype=torch.long), seed=self.config.seed)
-        side = self.augment_size
+        """Images per micro-batch of a training step (core.finetune.micro_batch), measured on the first two
+        training images' cut inputs through the tail and `head` (a valid dataset trains on at least two:
+        two classes, one of each)."""
+        sample = self.train_batch(torch.arange(2), torch.zeros(2, dtype=torch.long), seed=self.config.seed)
 
         def forward(rows: slice) -> torch.Tensor:
-            return head(self.split.tail(sample[rows], side))
+            return head(self.split.tail(sample[rows], self.train_size))
 
         # Eval mode: batch-norm layers that adapt would otherwise learn from this measurement.
         head.eval()
         self.split.eval()
-        per_image = activation_bytes_per_image(forward) if count == 2 else saved_bytes(lambda: forward(slice(0, 1)))
-        return micro_batch_size(per_image, self.config.batch_size)
+        return micro_batch_size(activation_bytes_per_image(forward), self.config.batch_size)
 
     def train_batch(self, indices: torch.Tensor, views: torch.Tensor, *, seed: int) -> torch.Tensor:
         """The tail's input for these training images: a cached view of each, or a fresh one."""
