@@ -7,9 +7,9 @@ glibc reads MALLOC_* only when a process starts, so each variant runs in a fresh
 (a) glibc's defaults (any MALLOC_* in this environment removed) and (b) the settings in
 malloc.env, which `make run` starts the app with. The child works as the app does: page code
 runs in a thread Streamlit starts (so earlier threads have already left arenas behind), the
-models load through `core.loading.load_model` (efficientnet_lite0 is bundled; any other model
+models load through `core.models.loading.load_model` (efficientnet_lite0 is bundled; any other model
 gets random weights written to a temporary hub cache, as in bench_classify.py), and each
-measures `core.predict.classify_images` on the example photos at batch 1 and at `--batch`.
+measures `core.classify.predict.classify_images` on the example photos at batch 1 and at `--batch`.
 
 Reported per variant: images/s (median of --repeats after a warm-up) and resident memory after
 the run and at its peak. A report, not a test: it always exits 0.
@@ -65,9 +65,9 @@ def _child(args: argparse.Namespace) -> dict:
 
     from bench.bench_classify import _photos
     from bench.fake_weights import use_hub, write_random_weights
+    from core.classify.predict import classify_images
     from core.images import decode_image
-    from core.loading import load_model
-    from core.predict import classify_images
+    from core.models.loading import load_model
 
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     hub = Path(args.hub)

@@ -149,7 +149,7 @@ def split(model_name: str, folder: Path, batch_size: int, repeats: int = 3) -> d
     """Per image, on one thread: decode + preprocess, and its share of a batch's forward."""
     import torch
 
-    from core.engines import load_classifier
+    from core.engines.choice import load_classifier
     from core.images import decode_image
     from core.preprocessing import decode_side, model_batch
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     total_bytes = write_photos(folder, args.images, width, height)
 
     from core.batch.work import BatchJob
-    from core.engines import load_classifier
+    from core.engines.choice import load_classifier
     from core.runtime import available_cpus
 
     job = BatchJob("classify", args.model, batch_size=args.batch_size)

@@ -10,7 +10,7 @@ another's freed memory:
 
 - forward: the model loaded, then one forward of a zero batch of `batch_size`, the largest batch
   the app runs: the model's weights plus the forward's activations, measured;
-- ours: `core.predict.classify_files(model, files, thumbnails=True)` as the Classify page calls it:
+- ours: `core.classify.predict.classify_files(model, files, thumbnails=True)` as the Classify page calls it:
   each batch of 16 decoded, classified, kept as a thumbnail, and freed before the next;
 - naive: decode all the photos first (and keep them, as an app that shows them would), then
   classify them in the same batches with thumbnails.
@@ -117,10 +117,10 @@ def child(variant: str, model_name: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from core.catalog import get_spec
+    from core.classify.predict import DEFAULT_BATCH_SIZE, classify_files, classify_images
     from core.images import decode_image
-    from core.loading import load_model
-    from core.predict import DEFAULT_BATCH_SIZE, classify_files, classify_images
+    from core.models.catalog import get_spec
+    from core.models.loading import load_model
 
     files = pickle.load(sys.stdin.buffer)
     batch_size = DEFAULT_BATCH_SIZE

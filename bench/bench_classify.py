@@ -5,21 +5,21 @@
 
 Offline and self-contained: efficientnet_lite0 is the bundled model (real weights); any other model
 gets random weights written under torchvision's real file name into a temporary hub cache and is
-loaded through `core.loading.load_model` like the app does (forward time does not depend on values).
+loaded through `core.models.loading.load_model` like the app does (forward time does not depend on values).
 
 Two CPU figures per model, each against the bare forward `model.module(x)` under inference_mode on
 a ready preprocessed tensor, measured in the same process, alternating the order on each repeat:
 
-- warm classify of one photo: `core.predict.classify_files(model, [(name, jpeg bytes)])`, i.e.
+- warm classify of one photo: `core.classify.predict.classify_files(model, [(name, jpeg bytes)])`, i.e.
   decode + the weights' own preprocessing + forward + softmax + top-k, against the bare forward of
   that one image (goal: at most 1.15x). The pieces are timed apart to say where the rest goes.
-- batch throughput: `core.predict.classify_images` on decoded photos at batch 1, 8 and 32
+- batch throughput: `core.classify.predict.classify_images` on decoded photos at batch 1, 8 and 32
   (preprocess + forward + top-k) against the bare forward at the same batch size, in images/s
   (goal: at least 1/1.15 = 0.87 of the bare throughput).
 
 The runtimes table (`--runtime-models`, default efficientnet_lite0, mobilenet_v3_large, resnet50,
 vit_b_16): warm classify of one photo in each runtime, PyTorch, ONNX Runtime fp32 and ONNX Runtime
-int8, each model loaded through `core.engines.load_classifier` as the app does (exported, checked
+int8, each model loaded through `core.engines.choice.load_classifier` as the app does (exported, checked
 against PyTorch and quantized on first use, into a temporary ZOOSCOPE_CACHE_DIR: that first use is
 timed too), against two bare baselines on the same ready tensor in the same rotation of runs: the
 bare eager forward `module(x)` and the bare ONNX Runtime session `session.run` (fp32, and int8).
@@ -117,8 +117,8 @@ def _photos() -> list[tuple[str, bytes]]:
 def bench_single(model, runs: int, warmup: int) -> dict:
     import torch
 
+    from core.classify.predict import classify_files, preprocess, probabilities, top_k
     from core.images import decode_image
-    from core.predict import classify_files, preprocess, probabilities, top_k
 
     data = PHOTO.read_bytes()
     files = [(PHOTO.name, data)]
@@ -155,8 +155,8 @@ def bench_single(model, runs: int, warmup: int) -> dict:
 def bench_batches(model, batches: list[int], repeats: int, warmup: int, sync=lambda: None, bare_module=None) -> list:
     import torch
 
+    from core.classify.predict import classify_images, preprocess
     from core.images import decode_image
-    from core.predict import classify_images, preprocess
     from core.runtime import autocast
 
     photos = [decode_image(data) for _, data in _photos()]
@@ -217,10 +217,10 @@ def bench_runtimes(name: str, runs: int, warmup: int) -> dict:
     and the bare sessions on the same ready tensor."""
     import torch
 
-    from core.engines import load_classifier
+    from core.classify.predict import classify_files, preprocess
+    from core.engines.choice import load_classifier
     from core.images import decode_image
-    from core.loading import load_model
-    from core.predict import classify_files, preprocess
+    from core.models.loading import load_model
     from core.runtime import variant_name
 
     files = [(PHOTO.name, PHOTO.read_bytes())]
@@ -260,10 +260,10 @@ def bench_gpu(device: str, hub_dir: Path, batches: list[int], repeats: int, warm
     import torch
 
     from core import runtime
-    from core.building import read_state_dict
-    from core.catalog import get_spec
-    from core.loading import load_model
-    from core.precision_check import bf16_check
+    from core.models.building import read_state_dict
+    from core.models.catalog import get_spec
+    from core.models.loading import load_model
+    from core.models.precision_check import bf16_check
 
     device_obj = torch.device(device)
 
@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from core.loading import load_model
+    from core.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

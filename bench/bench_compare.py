@@ -1,11 +1,11 @@
-"""What `core.compare.compare_files` costs on top of the models' own forward passes.
+"""What `core.classify.compare.compare_files` costs on top of the models' own forward passes.
 
     python bench/bench_compare.py [--image PATH] [--models resnet18,...] [--repeats 7] [--threads 1] [--markdown]
                                   [--json PATH]
 
 Offline, in one process, with the three bundled models (efficientnet_lite0/1/2, real weights) and
 optionally `--models`: torchvision models with random weights, written to a temporary TORCH_HOME
-under their real file names and loaded through `core.loading.load_model` as bench/bench_load.py
+under their real file names and loaded through `core.models.loading.load_model` as bench/bench_load.py
 does (forward time does not depend on the values).
 
 For each photo (the repo's coffee.jpg, 600x400, and the same photo re-encoded at phone size,
@@ -85,7 +85,7 @@ def _phone_jpeg(data: bytes) -> bytes:
 
 def _load_random_weights(names: list[str], torch_home: Path) -> list:
     """torchvision models with random weights under their real file names, loaded by load_model."""
-    from core.loading import load_model
+    from core.models.loading import load_model
 
     write_random_weights(names, torch_home / "hub")
     use_hub(torch_home / "hub")
@@ -102,9 +102,9 @@ def _header_size(data: bytes) -> tuple[int, int]:
 def bench_image(models: list, label: str, data: bytes, repeats: int, warmup: int) -> dict:
     import torch
 
-    from core.compare import compare_files
+    from core.classify.compare import compare_files
+    from core.classify.predict import preprocess
     from core.images import decode_image
-    from core.predict import preprocess
     from core.preprocessing import decode_side
 
     files = [(label, data)]
@@ -196,9 +196,9 @@ def report(results: list[dict], models: list, args: argparse.Namespace, load: tu
 
     import torch
 
-    import core.compare
+    import core.classify.compare
 
-    decide = getattr(core.compare, "_overlap_preprocessing", None)
+    decide = getattr(core.classify.compare, "_overlap_preprocessing", None)
     overlap = "n/a" if decide is None else ("yes" if decide(models) else "no")
 
     out = [
@@ -214,7 +214,7 @@ def report(results: list[dict], models: list, args: argparse.Namespace, load: tu
         "(c) the textbook path: full-size decode, each weights' transforms() on the whole photo, forward, softmax.",
         "decode / preprocess: those steps of (a) timed apart (preprocess summed over the models); "
         "rest = a - b - decode - preprocess (softmax, top-k, consensus, bookkeeping, noise).",
-        f"Preprocessing overlapped with the forwards: {overlap} (core.compare overlaps the next model's "
+        f"Preprocessing overlapped with the forwards: {overlap} (core.classify.compare overlaps the next model's "
         "preprocessing with this model's forward only where a core is free for it; then all but the first "
         "model's preprocessing hides behind the forwards and rest goes negative).",
     ]
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from core.loading import load_model
+    from core.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

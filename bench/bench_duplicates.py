@@ -6,14 +6,14 @@
 The images are tests/planted.py's: 22 distinct photos (the example photos and skimage's), each with
 three copies made in advance (half size re-saved as JPEG quality 75, a 90% crop, a mirror image), and
 hard negatives: the texture tiles of the example dataset, the left and right halves of each photo,
-skimage's LFW faces and non-faces. Everything is embedded as the app does it (core.embedding, in the
+skimage's LFW faces and non-faces. Everything is embedded as the app does it (core.features.embedding, in the
 runtime the app would choose: ONNX Runtime on the CPU), and the cosine similarities are measured:
 
 - each copy against its original (what the threshold must reach);
 - every pair of images of different photos, copies included (what it must stay above);
 - the threshold halfway between the two (the widest margin on both sides), against
-  core.features.DEFAULT_DUPLICATE_THRESHOLD;
-- the groups core.features.find_duplicates makes at the default: every copy with its original, and no
+  core.features.analysis.DEFAULT_DUPLICATE_THRESHOLD;
+- the groups core.features.analysis.find_duplicates makes at the default: every copy with its original, and no
   group holding two photos;
 - for a range of thresholds, the copies found and the share of hard-negative pairs that would merge.
 
@@ -44,8 +44,8 @@ SWEEP = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
 def embed_bytes(embedder, blobs: list[bytes]) -> np.ndarray:
-    from core.features import embed, unit_vectors
-    from core.sources import from_uploads
+    from core.datasets.sources import from_uploads
+    from core.features.analysis import embed, unit_vectors
 
     embeddings = embed(embedder, from_uploads([(str(i), data) for i, data in enumerate(blobs)]))
     assert not embeddings.failures, embeddings.failures
@@ -61,8 +61,8 @@ def pair_values(unit: np.ndarray, groups: list[str], *, same: bool) -> np.ndarra
 
 
 def measure(embedder) -> dict:
-    from core.features import DEFAULT_DUPLICATE_THRESHOLD, embed, find_duplicates
-    from core.sources import from_uploads
+    from core.datasets.sources import from_uploads
+    from core.features.analysis import DEFAULT_DUPLICATE_THRESHOLD, embed, find_duplicates
     from tests.faces import lfw_pngs
     from tests.planted import ALTERATIONS, halves, planted_set, texture_tiles
 
@@ -198,8 +198,8 @@ def main() -> None:
     cache = tempfile.mkdtemp(prefix="zooscope-bench-duplicates-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)  # the exports made for this run only
     os.environ.setdefault("ZOOSCOPE_CACHE_DIR", cache)
-    from core.embedding import embedder_for
-    from core.engines import load_classifier
+    from core.engines.choice import load_classifier
+    from core.features.embedding import embedder_for
 
     embedder = embedder_for(load_classifier(args.model, runtime_choice=args.runtime))
     data = measure(embedder)

@@ -7,8 +7,8 @@ model in the same run, and the peak memory of 2,000 images.
 Throughput, in this process, on --images JPEGs (random crops of the example photos and skimage's, 400 x 300,
 quality 85), the model in the runtime the app would choose (ONNX Runtime on the CPU):
 
-  (a) embed: `core.features.embed` (decode, the weights' transforms, the penultimate layer), batches of 32;
-  (b) classify: `core.predict.classify_files` on the same bytes, the same batch size (decode, transforms,
+  (a) embed: `core.features.analysis.embed` (decode, the weights' transforms, the penultimate layer), batches of 32;
+  (b) classify: `core.classify.predict.classify_files` on the same bytes, the same batch size (decode, transforms,
       logits, softmax, top-5): Classify's own throughput, the baseline.
 
 Goal: a / b >= 0.9 images per second (an embedding costs what a classification costs). Runs alternate (a, b,
@@ -16,11 +16,11 @@ a, b, ...) after a warm-up so that a shared machine's noise falls on both; media
 process's CPU time with one thread (the work, not the waits for a core other jobs hold); the wall-clock ratio
 of the same runs is shown beside it.
 
-t-SNE: the time `core.features.project(..., "tsne")` takes for --tsne-sizes images (embeddings of the
+t-SNE: the time `core.features.analysis.project(..., "tsne")` takes for --tsne-sizes images (embeddings of the
 throughput photos, repeated with a little noise to reach the size), against PCA on the same vectors: where
-core.features.TSNE_MAX_IMAGES comes from (above it the page refuses t-SNE and says why; PCA maps any number).
+core.features.analysis.TSNE_MAX_IMAGES comes from (above it the page refuses t-SNE and says why; PCA maps any number).
 
-Memory: a fresh process embeds --memory-images JPEGs read from a folder (core.sources.from_paths, one batch
+Memory: a fresh process embeds --memory-images JPEGs read from a folder (core.datasets.sources.from_paths, one batch
 in memory at a time) and reports its peak RSS; the baseline is a fresh process that embeds one batch (32
 images) the same way: the difference is what the set itself costs (one 1280-number vector, 5 KB, per image).
 
@@ -88,9 +88,9 @@ def _timed(function) -> tuple[float, float]:
 
 
 def throughput(model, embedder, blobs: list[bytes], repeats: int) -> dict:
-    from core.features import embed
-    from core.predict import classify_files
-    from core.sources import from_uploads
+    from core.classify.predict import classify_files
+    from core.datasets.sources import from_uploads
+    from core.features.analysis import embed
 
     files = [(f"{i}.jpg", data) for i, data in enumerate(blobs)]
 
@@ -120,8 +120,8 @@ def throughput(model, embedder, blobs: list[bytes], repeats: int) -> dict:
 def tsne_times(embedder, blobs: list[bytes], sizes: list[int]) -> list[dict]:
     import numpy as np
 
-    from core.features import embed, project, unit_vectors
-    from core.sources import from_uploads
+    from core.datasets.sources import from_uploads
+    from core.features.analysis import embed, project, unit_vectors
 
     base = embed(embedder, from_uploads([(f"{i}.jpg", data) for i, data in enumerate(blobs)])).vectors
     rng = np.random.default_rng(0)
@@ -140,10 +140,10 @@ def memory_child(folder: str, model_name: str, runtime: str | None, threads: int
     import torch
 
     torch.set_num_threads(threads)
-    from core.embedding import embedder_for
-    from core.engines import load_classifier
-    from core.features import embed
-    from core.sources import from_paths
+    from core.datasets.sources import from_paths
+    from core.engines.choice import load_classifier
+    from core.features.analysis import embed
+    from core.features.embedding import embedder_for
 
     embedder = embedder_for(load_classifier(model_name, runtime_choice=runtime))
     sources = from_paths([folder])
@@ -186,8 +186,8 @@ def report(data: dict, markdown: bool) -> str:
     rows = [
         [name, f"{t[key]['ips']:.1f}", f"{t[key]['wall_ips']:.1f}", f"{t[key]['cpu_s']:.2f}", f"{t[key]['wall_s']:.2f}"]
         for name, key in (
-            ("embed (core.features.embed)", "embed"),
-            ("classify (core.predict.classify_files)", "classify"),
+            ("embed (core.features.analysis.embed)", "embed"),
+            ("classify (core.classify.predict.classify_files)", "classify"),
         )
     ]
     lines.append(table(["path", "images/s (CPU time)", "images/s (wall)", "CPU s", "wall s"], rows, markdown))
@@ -195,11 +195,11 @@ def report(data: dict, markdown: bool) -> str:
     lines += ["", f"embed / classify throughput: {t['ratio']:.3f} (CPU time), {t['wall_ratio']:.3f} (wall); "
               f"goal >= {GOAL}: {verdict}", ""]  # fmt: skip
     if data.get("tsne"):
-        from core.features import TSNE_MAX_IMAGES
+        from core.features.analysis import TSNE_MAX_IMAGES
 
         rows = [[f"{r['images']:,}", f"{r['tsne_s']:.1f}", f"{r['pca_s']:.2f}"] for r in data["tsne"]]
         lines.append(table(["images", "t-SNE wall s", "PCA CPU s"], rows, markdown))
-        lines += ["", f"t-SNE is refused above {TSNE_MAX_IMAGES:,} images (core.features.TSNE_MAX_IMAGES).", ""]
+        lines += ["", f"t-SNE is refused above {TSNE_MAX_IMAGES:,} images (TSNE_MAX_IMAGES).", ""]
     if "memory" in data:
         m = data["memory"]
         small, big = m[str(data["memory_counts"][0])], m[str(data["memory_counts"][1])]
@@ -235,8 +235,8 @@ def main() -> None:
     cache = tempfile.mkdtemp(prefix="zooscope-bench-features-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)  # the exports made for this run only
     os.environ.setdefault("ZOOSCOPE_CACHE_DIR", cache)
-    from core.embedding import embedder_for
-    from core.engines import load_classifier
+    from core.engines.choice import load_classifier
+    from core.features.embedding import embedder_for
 
     model = load_classifier(args.model, runtime_choice=args.runtime)
     embedder = embedder_for(model)

@@ -22,8 +22,8 @@ Ratios: ours / one feature pass (goal <= 1.5x: the head's epochs cost almost not
 naive / ours (goal >= 5x).
 
 Both runtimes: the feature pass and ours are timed with the backbone in PyTorch and in ONNX Runtime
-(`core.engines.load_classifier(..., runtime_choice="onnx")`: fast mode then extracts through the
-backbone's ONNX export without its head, core.finetune.backbone.frozen_features), alternated. The
+(`core.engines.choice.load_classifier(..., runtime_choice="onnx")`: fast mode then extracts through the
+backbone's ONNX export without its head, core.features.backbone.frozen_features), alternated. The
 export is made first, into a temporary ZOOSCOPE_CACHE_DIR, and not timed (it is paid once per
 model and weights). The PyTorch figures are the ones the goals above are read on.
 
@@ -67,17 +67,17 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from bench.report import run_report, table  # noqa: E402
-from core.catalog import get_spec  # noqa: E402
-from core.engines import load_classifier  # noqa: E402
-from core.finetune.backbone import backbone_view, frozen_features  # noqa: E402
+from core.datasets.labelled import Dataset, dataset_from_uploads, stratified_split  # noqa: E402
+from core.engines.choice import load_classifier  # noqa: E402
+from core.features.backbone import backbone_view, frozen_features  # noqa: E402
 from core.finetune.config import TrainConfig  # noqa: E402
-from core.finetune.data import Dataset, dataset_from_uploads, stratified_split  # noqa: E402
 from core.finetune.examples import example_dataset  # noqa: E402
 from core.finetune.extraction import FeatureCache, extract_features  # noqa: E402
 from core.finetune.heads import build_head  # noqa: E402
 from core.finetune.train import train  # noqa: E402
 from core.images import decode_image  # noqa: E402
-from core.loading import LoadedModel, load_model  # noqa: E402
+from core.models.catalog import get_spec  # noqa: E402
+from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.runtime import configure_threads  # noqa: E402
 
 MODEL = "efficientnet_lite0"

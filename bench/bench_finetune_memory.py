@@ -39,8 +39,8 @@ torch.set_num_threads({threads})
 import core.finetune.micro_batch as micro_batch
 import core.finetune.train as train_module
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_uploads
-from core.loading import load_model
+from core.datasets.labelled import dataset_from_uploads
+from core.models.loading import load_model
 from tests.glyphs import glyph_uploads
 
 chosen = []

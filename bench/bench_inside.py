@@ -6,7 +6,7 @@ against one plain forward pass of it.
 
 Anatomy, for every catalogue model (or --models), in this one process:
 
-  (a) cold: the first `core.anatomy.anatomy(name)`: build on the meta device, trace it with
+  (a) cold: the first `core.inside.anatomy.anatomy(name)`: build on the meta device, trace it with
       torch.fx and run the graph once under torch's FlopCounterMode (shapes, FLOPs, skips,
       receptive fields, where each module ran);
   (b) the floor it cannot avoid: building the same model on the meta device and one FlopCounterMode
@@ -17,7 +17,7 @@ Stage maps, for the bundled efficientnet_lite0 (real weights) and optionally --m
 (torchvision architectures with random weights, written to a temporary hub as bench_compare.py
 does), on the repo's chelsea.jpg:
 
-  (d) `core.stage_maps.stage_maps(model, photo)`: preprocessing, a forward through a private view
+  (d) `core.inside.stage_maps.stage_maps(model, photo)`: preprocessing, a forward through a private view
       with a hook on every stage, each stage's mean map and top channels, the top-1;
   (e) one plain forward pass of the same photo: the same preprocessing (core.preprocessing) and
       `model.forward`, as Classify runs it.
@@ -63,8 +63,8 @@ def _seconds(function) -> float:
 def bench_anatomy(names: list[str]) -> list[dict]:
     import torch
 
-    from core.anatomy import _FlopCounter, _on_meta, anatomy
-    from core.catalog import get_spec
+    from core.inside.anatomy import _FlopCounter, _on_meta, anatomy
+    from core.models.catalog import get_spec
 
     rows = []
     for name in names:
@@ -88,7 +88,7 @@ def bench_maps(model, repeats: int) -> dict:
     from PIL import Image
 
     from core import preprocessing
-    from core.stage_maps import stage_maps
+    from core.inside.stage_maps import stage_maps
 
     image = Image.open(PHOTO).convert("RGB")
 
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from core.catalog import all_specs
-    from core.loading import load_model
+    from core.models.catalog import all_specs
+    from core.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""How much faster and leaner `core.loading.load_model` is than torchvision's standard load.
+"""How much faster and leaner `core.models.loading.load_model` is than torchvision's standard load.
 
     python bench/bench_load.py [--models vgg16,resnet50,efficientnet_b0,vit_b_16] [--repeats 3] [--markdown]
 
@@ -8,14 +8,14 @@ TORCH_HOME, then loads it in fresh subprocesses, alternating the order:
 
 - baseline: `torchvision.models.get_model(name, weights="DEFAULT")`, which finds the file in the
   hub cache (torchvision does not re-hash a cached file);
-- ours: `core.loading.load_model(name)` (meta-device build, mmap'd `torch.load`, `assign=True`).
+- ours: `core.models.loading.load_model(name)` (meta-device build, mmap'd `torch.load`, `assign=True`).
 
 Each variant runs `--repeats` times; the table shows medians. Figures per load call: wall time,
 and peak RSS growth (the exact `ru_maxrss` peak when the call sets a new process peak, else the
 peak of a 5 ms RSS sampler). A last subprocess loads both and checks that their logits on one
 random input are identical. Ratios: speedup = baseline time / our time (goal >= 5x for vgg16);
 memory ratio = peak RSS growth / file size (goal <= 1.2 for ours). If `load_model` runs a warm-up
-forward pass (`core.loading.warm_up`), its time is also shown apart ("without warm-up").
+forward pass (`core.models.loading.warm_up`), its time is also shown apart ("without warm-up").
 
 Forward passes are very sensitive to other work on a small machine (torch's OpenMP threads wait
 on each other): `--threads 1` gives steadier figures there.
@@ -109,11 +109,11 @@ def _prepare_child(torch_home: str) -> None:
 def _load(variant: str, name: str, timings: dict | None = None):
     import torchvision
 
-    import core.loading
+    import core.models.loading
 
     if variant == "torchvision":
         return torchvision.models.get_model(name, weights="DEFAULT").eval()
-    warm_up = getattr(core.loading, "warm_up", None)
+    warm_up = getattr(core.models.loading, "warm_up", None)
     if warm_up is not None and timings is not None:
         # load_model runs one forward pass at load time: time it, to report it apart.
         def timed_warm_up(*args, **kwargs):
@@ -123,15 +123,15 @@ def _load(variant: str, name: str, timings: dict | None = None):
             finally:
                 timings["warm_up_seconds"] = time.perf_counter() - start
 
-        core.loading.warm_up = timed_warm_up
-    return core.loading.load_model(name).module
+        core.models.loading.warm_up = timed_warm_up
+    return core.models.loading.load_model(name).module
 
 
 def _child_measure(variant: str, name: str, torch_home: str) -> dict:
     _prepare_child(torch_home)
     import torch
 
-    from core.catalog import get_spec
+    from core.models.catalog import get_spec
 
     size = get_spec(name).input_size
     timings: dict = {}
@@ -172,7 +172,7 @@ def _child_check(name: str, torch_home: str) -> dict:
     _prepare_child(torch_home)
     import torch
 
-    from core.catalog import get_spec
+    from core.models.catalog import get_spec
 
     size = get_spec(name).input_size
     baseline = _load("torchvision", name)
@@ -246,7 +246,7 @@ def bench_model(name: str, repeats: int, threads: int | None = None) -> dict:
         result[variant]["runs"] = variant_runs
         result[variant]["memory_ratio"] = result[variant]["peak_growth"] / file_size
     result["speedup"] = result["torchvision"]["seconds"] / result["zooscope"]["seconds"]
-    # load_model may run a warm-up forward pass (core.loading.warm_up): the load path without it.
+    # load_model may run a warm-up forward pass (core.models.loading.warm_up): the load path without it.
     ours = result["zooscope"]
     ours["load_only_seconds"] = statistics.median(run["seconds"] - run["warm_up_seconds"] for run in runs["zooscope"])
     result["load_only_speedup"] = result["torchvision"]["seconds"] / ours["load_only_seconds"]

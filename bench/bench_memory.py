@@ -6,11 +6,11 @@
 Offline and self-contained: the script writes each model's weights file itself (random values under
 torchvision's real file name) into a temporary hub cache, then, in a fresh subprocess per variant:
 
-- ours: the app's pool, `core.loading.ModelPool("cpu")` with its default memory budget, `get(name)`
+- ours: the app's pool, `core.models.loading.ModelPool("cpu")` with its default memory budget, `get(name)`
   for each model (meta-device build, mmap'd weights assigned, not copied);
 - baseline: `torchvision.models.get_model(name, weights="DEFAULT")` for each (torchvision's standard
   builder: random initialisation, then the cached file loaded and copied in);
-- ours in ONNX Runtime: the same pool loading through `core.engines.load_classifier` with
+- ours in ONNX Runtime: the same pool loading through `core.engines.choice.load_classifier` with
   runtime onnx, as the app does on the CPU: one ONNX Runtime session per model, the PyTorch module
   beside it memory-mapped and untouched. The exports are made (and checked against PyTorch) first,
   in another process, into a temporary ZOOSCOPE_CACHE_DIR, so this process is an app restarted with
@@ -80,8 +80,8 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
     import torchvision
 
     from bench.fake_weights import use_hub
-    from core.catalog import get_spec
-    from core.loading import ModelPool
+    from core.models.catalog import get_spec
+    from core.models.loading import ModelPool
 
     use_hub(Path(hub_dir))
     before = _status()
@@ -93,7 +93,7 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
         forwards = [pool.get(name, on_evict=evicted.append).module for name in names]
         kept = pool.loaded()
     elif variant == "zooscope-onnx":
-        from core.engines import load_classifier
+        from core.engines.choice import load_classifier
 
         pool = ModelPool("cpu", loader=functools.partial(load_classifier, runtime_choice="onnx"))
         models = [pool.get(name, on_evict=evicted.append) for name in names]
@@ -128,7 +128,7 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
 def _prepare(names: list[str], hub_dir: str) -> dict:
     """Export and check each model for ONNX Runtime into the cache (the app's first use of each)."""
     from bench.fake_weights import use_hub
-    from core.engines import load_classifier
+    from core.engines.choice import load_classifier
 
     use_hub(Path(hub_dir))
     start = time.perf_counter()

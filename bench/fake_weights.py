@@ -16,7 +16,7 @@ def write_random_weights(names: list[str], hub_dir: Path) -> dict[str, Path]:
 
     import torch
 
-    from core.catalog import get_spec
+    from core.models.catalog import get_spec
 
     paths = {}
     for name in names:
@@ -35,13 +35,13 @@ def write_random_weights(names: list[str], hub_dir: Path) -> dict[str, Path]:
 
 
 def use_hub(hub_dir: Path) -> None:
-    """Make torchvision and core.weights find only the files in `hub_dir`, and trust them."""
+    """Make torchvision and core.models.weights find only the files in `hub_dir`, and trust them."""
     import torch.hub
 
-    import core.weights
+    import core.models.weights
 
     torch.hub.set_dir(str(hub_dir))
     os.environ["ZOOSCOPE_OFFLINE"] = "1"
     os.environ.pop("ZOOSCOPE_WEIGHTS_DIR", None)
     # Our random file can never match the SHA-256 prefix in torchvision's name: skip that check.
-    core.weights.expected_hash_prefix = lambda file_name: None
+    core.models.weights.expected_hash_prefix = lambda file_name: None

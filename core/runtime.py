@@ -8,7 +8,7 @@ Every decision about how the hardware is used lives here, made once per process:
 - `use_channels_last(traits, device)`: channels-last memory layout for CNNs on CUDA only;
 - `train_channels_last(traits, device)`: the same for the modules fine-tuning trains (CPU too);
 - `model_precision(traits, device)`: "fp32" or "bf16" (autocast) from `ZOOSCOPE_PRECISION` and,
-  for `auto`, a measured agreement the caller supplies (core.precision_check);
+  for `auto`, a measured agreement the caller supplies (core.models.precision_check);
 - `resolve_runtime(requested, device)`: which engine runs a model, PyTorch or ONNX Runtime (fp32 or
   int8), from `ZOOSCOPE_RUNTIME` or `--runtime`; `int8_verdict(...)`: whether a measured int8
   variant is the fast choice; `onnx_threads()`: ONNX Runtime's threads, the same count as torch's.
@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from core.families import FamilyTraits
+from core.models.families import FamilyTraits
 
 _log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def resolve_runtime(requested: str, device: torch.device | str) -> str:
       auto never picks int8: int8 changes answers, so it runs only when asked for.
 
     This is the intent. The engine that exports the model runs it only once its graph is verified
-    against PyTorch (core.onnx_engine), and keeps PyTorch, with a note, where it is not.
+    against PyTorch (core.engines.onnx_engine), and keeps PyTorch, with a note, where it is not.
     """
     if requested not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {requested!r}")

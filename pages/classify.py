@@ -2,16 +2,9 @@
 
 import streamlit as st
 
-from core import runtime, weights
-from core.cache import model_pool
-from core.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
-from core.charts import top_k_bars
-from core.classifier import Classifier
-from core.engines import Model
-from core.errors import NetworkUnavailable, ZooScopeError
-from core.finetune.bundle import import_bundle
-from core.finetune.threshold import answers, predictions_with_threshold, with_threshold
-from core.predict import (
+from core import runtime
+from core.classify.classifier import Classifier
+from core.classify.predict import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
     Classification,
@@ -21,9 +14,17 @@ from core.predict import (
     summary_frame,
     top_k_frame,
 )
+from core.engines.choice import Model
+from core.errors import NetworkUnavailable, ZooScopeError
+from core.finetune.bundle import import_bundle
+from core.finetune.threshold import answers, predictions_with_threshold, with_threshold
+from core.models import weights
+from core.models.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from ui import fallback
+from ui.charts import top_k_bars
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
+from ui.model_pool import model_pool
 from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse

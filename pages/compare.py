@@ -2,20 +2,21 @@
 
 import streamlit as st
 
-from core import bundled, runtime
-from core.cache import model_pool
-from core.catalog import all_specs, curated_specs
-from core.charts import accuracy_vs_latency
-from core.compare import Comparison, ImageComparison, compare_files
-from core.engines import Model
+from core import runtime
+from core.classify.compare import Comparison, ImageComparison, compare_files
+from core.classify.explain import grad_cam, overlay
+from core.classify.predict import DEFAULT_TOP_K, MAX_TOP_K
+from core.engines.choice import Model
 from core.errors import NetworkUnavailable, ZooScopeError
-from core.explain import grad_cam, overlay
 from core.images import decode_image
-from core.predict import DEFAULT_TOP_K, MAX_TOP_K
+from core.models import bundled
+from core.models.catalog import all_specs, curated_specs
 from core.preprocessing import decode_side
 from ui import fallback
+from ui.charts import accuracy_vs_latency
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
+from ui.model_pool import model_pool
 from ui.navigation import ensure_app, look_inside
 from ui.progress import progress_bar
 from ui.session import reuse

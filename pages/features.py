@@ -1,6 +1,6 @@
 """Features: a pre-trained model as an eye on your own photos: a map, neighbours, near-duplicates, a score.
 
-Every image goes through one to three backbones' penultimate layer (core.embedding, core.features);
+Every image goes through one to three backbones' penultimate layer (core.features.embedding, core.features.analysis);
 the page draws what those embeddings say. Embeddings are kept in the session per (images, backbone),
 so moving a slider never embeds again.
 """
@@ -9,14 +9,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import bundled
-from core.catalog import all_specs, curated_specs
-from core.charts import POINT_SELECTION, embedding_map, image_data_url
-from core.embedding import Embedded, embed_encoded, embedder_for
-from core.engines import Model
+from core.datasets.sources import SourceSet, from_uploads, from_zip
+from core.engines.choice import Model
 from core.errors import NetworkUnavailable, ZooScopeError
-from core.feature_files import to_csv, to_parquet
-from core.features import (
+from core.features.analysis import (
     DEFAULT_DUPLICATE_THRESHOLD,
     PROJECTION_LABELS,
     PROJECTIONS,
@@ -33,9 +29,13 @@ from core.features import (
     projection_refusal,
     similar_pairs,
 )
+from core.features.embedding import Embedded, embed_encoded, embedder_for
+from core.features.feature_files import to_csv, to_parquet
 from core.images import SUPPORTED_TYPES
-from core.sources import SourceSet, from_uploads, from_zip
+from core.models import bundled
+from core.models.catalog import all_specs, curated_specs
 from ui import fallback
+from ui.charts import POINT_SELECTION, embedding_map, image_data_url
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_many
 from ui.navigation import ensure_app

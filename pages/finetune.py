@@ -6,15 +6,11 @@ from collections.abc import Callable
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from core import bundled, weights
-from core.cache import model_pool
-from core.catalog import ModelSpec, all_specs, curated_specs
-from core.charts import lr_finder as lr_finder_chart
-from core.charts import training_curves
+from core.classify.predict import Classification, Failure
+from core.datasets.labelled import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
 from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle, preprocessing
 from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
-from core.finetune.data import Dataset, dataset_from_uploads, dataset_from_zip, split_frame, stratified_split
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.depth import DEPTH_LABELS, DEPTHS
 from core.finetune.estimate import measure_costs
@@ -25,9 +21,12 @@ from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
-from core.predict import Classification, Failure
+from core.models import bundled, weights
+from core.models.catalog import ModelSpec, all_specs, curated_specs
 from core.progress import Progress
 from core.runtime import int8_verdict
+from ui.charts import lr_finder as lr_finder_chart
+from ui.charts import training_curves
 from ui.finetune_views import (
     LiveTraining,
     TrainingRun,
@@ -43,6 +42,7 @@ from ui.finetune_views import (
 )
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
+from ui.model_pool import model_pool
 from ui.navigation import CLASSIFY, ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse

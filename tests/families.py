@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.catalog import all_specs, get_spec
+from core.models.catalog import all_specs, get_spec
 
 
 def smallest_of_each_family() -> list[str]:

@@ -103,7 +103,7 @@ def glyph_pngs(per_class: int, *, seed: int = 0, side: int = SIDE) -> dict[str, 
 
 
 def glyph_uploads(per_class: int, *, seed: int = 0, classes: int = len(CLASSES)) -> dict[str, list[tuple[str, bytes]]]:
-    """What `core.finetune.data.dataset_from_uploads` takes: label -> [(file name, PNG bytes)]."""
+    """What `core.datasets.labelled.dataset_from_uploads` takes: label -> [(file name, PNG bytes)]."""
     images = glyph_pngs(per_class, seed=seed)
     return {
         f"digit_{label}": [(f"{label}_{i:03d}.png", data) for i, data in enumerate(images[label])]

@@ -3,7 +3,7 @@ a download that cannot happen now, one note says so, and one click goes back.
 
 The model widget itself is switched (so it shows what runs); the person's own choice is kept
 for "Try the network again", which forgets the network failure and puts that choice back.
-core.fallback decides what runs; this module only keeps it in the session and draws it.
+core.models.fallback decides what runs; this module only keeps it in the session and draws it.
 
 A page calls `prepare` before drawing its model widget (a widget's value can only be set before
 it is drawn), `show_note` after it, and `fall_back` whenever the models might need the network.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core import fallback, weights
+from core.models import fallback, weights
 
 
 @dataclass(frozen=True)

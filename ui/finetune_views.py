@@ -12,16 +12,17 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core.charts import CELL_SELECTION, confusion_heatmap, training_curves
+from core.datasets.labelled import Dataset
+from core.datasets.zips import FOLDER_ENTRY, Skipped
 from core.errors import ImageError
 from core.finetune.config import EpochLog, TrainConfig
-from core.finetune.data import FOLDER_ENTRY, Dataset, Skipped
 from core.finetune.depth import DEPTH_LABELS
 from core.finetune.estimate import DepthCost, estimate_seconds
 from core.finetune.extraction import FeatureCache
 from core.finetune.metrics import Metrics, Outcome
 from core.finetune.trained import TrainedModel
 from core.images import decode_image, thumbnail
+from ui.charts import CELL_SELECTION, confusion_heatmap, training_curves
 from ui.session import reuse
 from ui.tables import data_table, share_column
 from ui.text import verbatim
@@ -63,7 +64,7 @@ def dataset_previews(dataset: Dataset) -> dict[str, list[tuple[str, Image.Image]
 
 
 def history_frame(logs: Sequence[EpochLog]) -> pd.DataFrame:
-    """EpochLogs in the long form `core.charts.training_curves` draws: epoch, split, metric, value."""
+    """EpochLogs in the long form `ui.charts.training_curves` draws: epoch, split, metric, value."""
     rows = [
         {"epoch": log.epoch, "split": split, "metric": metric, "value": value}
         for log in logs

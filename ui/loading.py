@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from core.cache import get_model, model_pool
-from core.engines import Model
+from core.engines.choice import Model
 from core.errors import NetworkUnavailable, ZooScopeError
+from ui.model_pool import get_model, model_pool
 from ui.progress import progress_bar
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.cache import model_pool
 from core.runtime import (
     ENGINE_LABELS,
     RUNTIME_ENV,
@@ -14,6 +13,7 @@ from core.runtime import (
     requested_runtime,
     resolve_runtime,
 )
+from ui.model_pool import model_pool
 
 
 def runtime_line() -> str:

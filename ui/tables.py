@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.predict import Classification, top_k_frame
+from core.classify.predict import Classification, top_k_frame
 
 # What a missing value (None, NaN) looks like in every table: nothing, like an empty string. Streamlit
 # otherwise draws the word "None" (a failed file's top-1 and latency, a model with no latency measured).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.classify.predict import Classification
 from core.finetune.threshold import MAX_DEFAULT, NOT_SURE, PASS_RATE
 from core.finetune.trained import TrainedModel
-from core.predict import Classification
 from ui.text import verbatim
 
 HELP = (

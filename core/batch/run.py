@@ -17,8 +17,8 @@ from typing import Literal
 from core.batch.output import Output, prepare_output, read_rows
 from core.batch.sources import list_source
 from core.batch.work import BatchJob, BatchWorker
-from core.catalog import get_spec
 from core.errors import ZooScopeError
+from core.models.catalog import get_spec
 from core.progress import Progress
 
 Engine = Literal["local", "ray"]

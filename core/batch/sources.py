@@ -4,7 +4,7 @@ SOURCE is read through pyarrow's filesystems, so a local path and `s3://bucket/p
 `hdfs://`, with the person's own credentials, as pyarrow finds them) are listed the same way:
 
 - a folder: every file under it, at any depth, whose name says it is an image the app reads
-  (core.sources.looks_like_image, as `python -m core embed` and the Features page decide); hidden
+  (core.datasets.sources.looks_like_image, as `python -m core embed` and the Features page decide); hidden
   files and folders (a name starting with ".": `.DS_Store`, `._IMG_1.jpg` from macOS, `.git/`) are
   skipped;
 - a glob (`photos/*.jpg`, `s3://bucket/**/*.png`): every file it matches, whatever its extension,
@@ -15,7 +15,7 @@ Ray Data can list a folder too, but it skips every name that starts with "_" as 
 Sony camera's `_DSC0001.JPG` would be lost) and fails on a path it cannot resolve: listing here
 keeps every file a person means, and the engines read exactly this list.
 
-core.sources lists uploads, local files and zips for the pages and `embed`; this lists what pyarrow
+core.datasets.sources lists uploads, local files and zips for the pages and `embed`; this lists what pyarrow
 can reach (a bucket too), one file's bytes at a time, for runs of any size.
 
 Entries that are not regular files (a named pipe, a socket) are kept as rows with an error, never
@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from core.datasets.sources import SourceError, looks_like_image
 from core.images import SUPPORTED_TYPES
-from core.sources import SourceError, looks_like_image
 
 if TYPE_CHECKING:
     import pyarrow as pa

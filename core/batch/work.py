@@ -2,9 +2,9 @@
 
 `BatchWorker` is what Ray Data's actor pool runs (a callable class: the model loads once per actor,
 in its constructor) and what the local engine runs in its loop. It loads the model through
-core.engines (the runtime core.runtime chooses: ONNX Runtime on the CPU where verified), then
-classifies with core.predict.classify_files, as `python -m core classify` does, or embeds with
-core.embedding.embed_encoded, as core.features does: decoding (core.images), preprocessing
+core.engines.choice (the runtime core.runtime chooses: ONNX Runtime on the CPU where verified), then
+classifies with core.classify.predict.classify_files, as `python -m core classify` does, or embeds with
+core.features.embedding.embed_encoded, as core.features.analysis does: decoding (core.images), preprocessing
 (core.preprocessing) and the forward are theirs. No second copy of the ML code.
 
 Output columns:
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from core.embedding import Embedded, embed_encoded, embedder_for
-from core.engines import load_classifier
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, classify_files
+from core.classify.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, classify_files
+from core.engines.choice import load_classifier
+from core.features.embedding import Embedded, embed_encoded, embedder_for
 from core.runtime import pick_device
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ import argparse
 import json
 import sys
 
-from core.catalog import OFFLINE_DEFAULT
+from core.classify.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, MAX_TOP_K
 from core.cli.common import add_runtime_option, positive, top_k
-from core.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, MAX_TOP_K
+from core.models.catalog import OFFLINE_DEFAULT
 from core.runtime import ENGINE_LABELS
 
 

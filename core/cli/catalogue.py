@@ -8,16 +8,16 @@ import sys
 
 import pandas as pd
 
-from core import weights
-from core.anatomy import anatomy
-from core.catalog import all_specs, curated_specs, get_spec
 from core.cli.common import read_file
 from core.errors import ImageError, ZooScopeError
 from core.images import decode_image
-from core.loading import load_model
+from core.inside.anatomy import anatomy
+from core.inside.stage_maps import stage_maps
+from core.models import weights
+from core.models.catalog import all_specs, curated_specs, get_spec
+from core.models.loading import load_model
 from core.preprocessing import decode_side
 from core.runtime import pick_device
-from core.stage_maps import stage_maps
 
 
 def run_models(args: argparse.Namespace) -> int:

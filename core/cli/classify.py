@@ -7,15 +7,15 @@ import argparse
 import json
 import sys
 
-from core.catalog import OFFLINE_DEFAULT
-from core.classifier import Classifier
+from core.classify.classifier import Classifier
+from core.classify.compare import compare_files
+from core.classify.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
 from core.cli.common import add_runtime_option, load, read_file, read_inputs, top_k
-from core.compare import compare_files
-from core.engines import Model
+from core.engines.choice import Model
 from core.errors import ZooScopeError
 from core.finetune.bundle import import_bundle
 from core.finetune.threshold import NOT_SURE, check_threshold, predictions_with_threshold, with_threshold
-from core.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
+from core.models.catalog import OFFLINE_DEFAULT
 from core.runtime import ENGINE_LABELS
 
 # The bundled offline models: `compare` works with no network (the web page defaults differ).

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.engines import Model, load_classifier
+from core.classify.predict import MAX_TOP_K, Failure
+from core.engines.choice import Model, load_classifier
 from core.errors import ZooScopeError
-from core.predict import MAX_TOP_K, Failure
 from core.runtime import RUNTIME_ENV, RUNTIMES, pick_device
 
 

@@ -8,12 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.catalog import OFFLINE_DEFAULT
 from core.cli.common import add_runtime_option, load, positive, progress_if_watched, read_file
-from core.embedding import Embedder, embed_encoded, embedder_for
+from core.datasets.sources import SourceSet, from_paths
 from core.errors import ImageError, ZooScopeError
-from core.feature_files import read_parquet, to_parquet
-from core.features import (
+from core.features.analysis import (
     DEFAULT_DUPLICATE_THRESHOLD,
     Embeddings,
     embed,
@@ -21,8 +19,10 @@ from core.features import (
     group_similarity,
     most_similar,
 )
+from core.features.embedding import Embedder, embed_encoded, embedder_for
+from core.features.feature_files import read_parquet, to_parquet
+from core.models.catalog import OFFLINE_DEFAULT
 from core.runtime import ENGINE_LABELS
-from core.sources import SourceSet, from_paths
 
 SOURCES_HELP = "image files, folders (class folders give labels) or zips of class folders"
 

@@ -7,15 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from core.catalog import OFFLINE_DEFAULT
 from core.cli.common import add_runtime_option, load, progress_to_stderr, read_file
+from core.datasets.labelled import dataset_from_folder, dataset_from_zip
 from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle
 from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
-from core.finetune.data import dataset_from_folder, dataset_from_zip
 from core.finetune.depth import DEPTHS
 from core.finetune.threshold import NOT_SURE
 from core.finetune.train import train
+from core.models.catalog import OFFLINE_DEFAULT
 
 
 def run_finetune(args: argparse.Namespace) -> int:

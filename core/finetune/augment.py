@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from core.catalog import ModelSpec
+from core.datasets.labelled import LabelledImage
 from core.errors import ZooScopeError
-from core.finetune.data import LabelledImage
 from core.finetune.depth import shapes_model
 from core.finetune.extraction import decode_item
+from core.models.catalog import ModelSpec
 from core.preprocessing import centre_for_model
 
 # torchvision's random transforms draw from the global generator: fork it under this lock.

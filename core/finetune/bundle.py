@@ -34,19 +34,19 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from core.building import build_on_meta
-from core.catalog import ModelSpec, all_specs
+from core.engines.onnx_export import export_module
 from core.errors import ZooScopeError
-from core.finetune.backbone import block_path, strip_head
+from core.features.backbone import block_path, strip_head
 from core.finetune.config import TrainConfig
 from core.finetune.depth import BYTES_PER_TRAINABLE_PARAMETER, TRAINING_MEMORY_BUDGET, trained_paths
 from core.finetune.heads import HEAD_TYPES, build_head
 from core.finetune.tail import private_copies
 from core.finetune.threshold import check_threshold
 from core.finetune.trained import TrainedModel
-from core.loading import LoadedModel
-from core.onnx_export import export_module
-from core.views import get_layer
+from core.models.building import build_on_meta
+from core.models.catalog import ModelSpec, all_specs
+from core.models.loading import LoadedModel
+from core.models.views import get_layer
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)

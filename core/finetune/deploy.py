@@ -1,9 +1,9 @@
 """A trained model as ONNX files to take elsewhere, fp32 and int8, each with its agreement measured.
 
-- fp32: the whole model (backbone, any trained block, the head) exported by core.onnx_export, run by
+- fp32: the whole model (backbone, any trained block, the head) exported by core.engines.onnx_export, run by
   ONNX Runtime on the check images and compared with the PyTorch model: same top-1 on how many,
   probabilities how far apart.
-- int8: that export quantized (core.quantize) with activation ranges measured on the person's own
+- int8: that export quantized (core.engines.quantize) with activation ranges measured on the person's own
   training images, then compared with fp32 on the check images, and both timed at batch 1.
 
 The check images are the person's validation images (held back from training, and from the
@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from core.check_images import calibration_images, check_images
+from core.datasets.labelled import Dataset, stratified_split
+from core.engines.check_images import calibration_images, check_images
+from core.engines.onnx_engine import SessionForward, open_session
+from core.engines.onnx_export import INPUT, check_batches, compare_classifiers, export_module
+from core.engines.quantize import median_ms, quantize_int8
 from core.finetune.bundle import onnx_file_bytes
-from core.finetune.data import Dataset, stratified_split
 from core.finetune.extraction import decode_item
 from core.finetune.trained import TrainedModel
-from core.loading import LoadedModel
-from core.onnx_engine import SessionForward, open_session
-from core.onnx_export import INPUT, check_batches, compare_classifiers, export_module
+from core.models.loading import LoadedModel
 from core.preprocessing import model_batch
 from core.progress import Progress
-from core.quantize import median_ms, quantize_int8
 
 MAX_CALIBRATION = 64  # training images int8's ranges are measured on
 MAX_CHECK = 200  # validation images the exports are compared on

@@ -2,7 +2,7 @@
 
 The network is cut in two at the input of one module, `start`: the *prefix* before it stays
 frozen (the shared tensors, run without autograd), the *tail* from it on trains (the person's
-own copies). Where the cut may fall comes from the family table (core.families):
+own copies). Where the cut may fall comes from the family table (core.models.families):
 
 - "head": nothing of the backbone trains;
 - "last": the family's `last_block` and everything that runs after it;
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from core.building import build_on_meta
-from core.catalog import ModelSpec, all_specs
 from core.errors import ZooScopeError
-from core.finetune.backbone import block_path, head_path, strip_head
-from core.views import resolve_layer
+from core.features.backbone import block_path, head_path, strip_head
+from core.models.building import build_on_meta
+from core.models.catalog import ModelSpec, all_specs
+from core.models.views import resolve_layer
 
 DEPTHS = ("head", "last", "half", "all")
 DEPTH_LABELS = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.finetune.data import Dataset, dataset_from_folder
+from core.datasets.labelled import Dataset, dataset_from_folder
 from core.progress import Progress
 
 EXAMPLE_FOLDER = Path(__file__).resolve().parents[2] / "assets" / "datasets" / "textures"

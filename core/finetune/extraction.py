@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from core.embedding import Embedder
+from core.datasets.labelled import LabelledImage
 from core.errors import ImageError
-from core.finetune.data import LabelledImage
+from core.features.embedding import Embedder
 from core.images import decode_image
 from core.progress import Progress
 
@@ -90,7 +90,7 @@ def extract_features(
     """Features (N, D) of `items`, in order, on the CPU. Only images missing from `cache` run forward.
 
     `backbone_view` maps a preprocessed batch to features: the PyTorch view, or its ONNX Runtime
-    export (core.finetune.backbone.frozen_features).
+    export (core.features.backbone.frozen_features).
 
     `backbone` names the backbone for the cache keys (required with a cache).
     """
@@ -106,7 +106,7 @@ def extract_features(
     done = len(found)
     if progress:
         progress(done, total, f"Extracting features: {done} of {total} images")
-    # The one extraction (core.embedding): the same decoding and preprocessing as Classify, so the
+    # The one extraction (core.features.embedding): the same decoding and preprocessing as Classify, so the
     # head is trained on exactly the features it will see in use.
     embedder = Embedder(backbone or "backbone", backbone_view, preprocess, torch.device(device))
     for start in range(0, len(missing), batch_size):

@@ -18,13 +18,13 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from core.datasets.labelled import Dataset, stratified_split
 from core.errors import ZooScopeError
-from core.finetune.backbone import backbone_view
+from core.features.backbone import backbone_view
 from core.finetune.config import TrainConfig
-from core.finetune.data import Dataset, stratified_split
 from core.finetune.extraction import FeatureCache, extract_features
 from core.finetune.heads import build_head
-from core.loading import LoadedModel
+from core.models.loading import LoadedModel
 from core.progress import Progress
 
 SMOOTHING = 0.98  # fastai's exponential moving average of the loss

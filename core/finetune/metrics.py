@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
-from core.finetune.data import LabelledImage
+from core.datasets.labelled import LabelledImage
 
 
 class Outcome(NamedTuple):

@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 from torch.utils import _pytree as pytree
 
-from core.finetune.backbone import BackboneView, backbone_view
+from core.features.backbone import BackboneView, backbone_view
 from core.finetune.depth import Cut, shapes_model
-from core.loading import LoadedModel
-from core.views import get_layer, private_view, set_layer
+from core.models.loading import LoadedModel
+from core.models.views import get_layer, private_view, set_layer
 
 
 class _ReachedCut(Exception):  # noqa: N818 - control flow, not an error

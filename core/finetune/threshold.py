@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from core.classify.predict import Classification, Failure, predictions_frame
 from core.finetune.metrics import Outcome
-from core.predict import Classification, Failure, predictions_frame
 
 NOT_SURE = "not sure: none of the classes"
 PASS_RATE = 0.95  # share of correctly classified validation images the default threshold lets through
@@ -89,7 +89,7 @@ def answers(results: Sequence[Classification | Failure]) -> list[str]:
 
 
 def predictions_with_threshold(results: Sequence[Classification | Failure], threshold: float) -> pd.DataFrame:
-    """core.predict.predictions_frame (every top-k row) with the threshold and whether each image is below it."""
+    """predictions_frame (every top-k row) with the threshold and whether each image is below it."""
     frame = predictions_frame(results)
     judged = with_threshold(results, threshold)
     below = [r.below_threshold for r in judged if isinstance(r, Classification) for _ in r.predictions]

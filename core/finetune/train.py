@@ -1,6 +1,6 @@
 """Transfer learning on a shared, read-only backbone: a new head, then, in finetune mode, more of the network.
 
-Training builds private views of the shared model (core.finetune.backbone) and trains only
+Training builds private views of the shared model (core.features.backbone) and trains only
 modules that belong to this person:
 
 - "fast" mode: the backbone is frozen, so every image's features are computed once (and kept in
@@ -38,11 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.datasets.labelled import Dataset, LabelledImage, stratified_split
 from core.errors import ZooScopeError
+from core.features.backbone import backbone_view, frozen_features
 from core.finetune.augment import augmentation, augmented_batch, resolve_train_size, training_image
-from core.finetune.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
-from core.finetune.data import Dataset, LabelledImage, stratified_split
 from core.finetune.depth import Cut, check_memory, cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.heads import build_head
@@ -51,7 +51,7 @@ from core.finetune.micro_batch import activation_bytes_per_image, even_slices, m
 from core.finetune.tail import SplitBackbone, split_backbone
 from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
-from core.loading import LoadedModel
+from core.models.loading import LoadedModel
 from core.preprocessing import model_batch
 from core.progress import Progress
 from core.runtime import configure_threads, train_channels_last

@@ -2,9 +2,9 @@
 
 It holds no shared backbone tensors itself. To classify, `classifier(loaded)` puts it on the
 shared `LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained
-copies in it, then the head, answering to core.classifier's protocol like any catalogue model.
+copies in it, then the head, answering to core.classify.classifier's protocol like any catalogue model.
 Where the backbone runs in ONNX Runtime and nothing of it was trained, the features come from its
-verified export (core.finetune.backbone.frozen_features), as in training.
+verified export (core.features.backbone.frozen_features), as in training.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from core import predict as core_predict
+from core.classify import predict as core_predict
 from core.errors import ZooScopeError
-from core.finetune.backbone import backbone_view, frozen_features
+from core.features.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.metrics import Metrics
 from core.finetune.threshold import fallback_threshold, with_threshold
-from core.loading import LoadedModel
+from core.models.loading import LoadedModel
 from core.preprocessing import Transform
 
 
@@ -42,7 +42,7 @@ class HeadOnBackbone(nn.Module):
 
 @dataclass(frozen=True, eq=False)
 class TrainedClassifier:
-    """A trained model ready to classify (core.classifier.Classifier): its own name and classes,
+    """A trained model ready to classify (core.classify.classifier.Classifier): its own name and classes,
     the backbone's preprocessing and device."""
 
     name: str
@@ -137,7 +137,7 @@ class TrainedModel:
         return HeadOnBackbone(features, self.head).eval().requires_grad_(False)
 
     def classifier(self, loaded: LoadedModel) -> TrainedClassifier:
-        """This model on its shared backbone, ready for core.predict."""
+        """This model on its shared backbone, ready for core.classify.predict."""
         self._check_backbone(loaded)
         return TrainedClassifier(
             name=self.name,
@@ -166,7 +166,7 @@ class TrainedModel:
         k: int = core_predict.DEFAULT_TOP_K,
         **kwargs,
     ) -> list[core_predict.Classification | core_predict.Failure]:
-        """core.predict.classify_files with this model: top-k over its classes, judged against its threshold,
+        """core.classify.predict.classify_files with this model: top-k over its classes, judged against its threshold,
         Failures in place."""
         results = core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
         return with_threshold(results, self.threshold)

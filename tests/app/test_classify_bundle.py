@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from core.datasets.labelled import dataset_from_uploads
 from core.finetune.bundle import export_bundle
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_uploads
 from core.finetune.examples import example_dataset
 from core.finetune.threshold import NOT_SURE
 from core.finetune.train import train
-from core.loading import load_model
+from core.models.loading import load_model
 from tests.app.conftest import shown
 from tests.faces import lfw_pngs
 

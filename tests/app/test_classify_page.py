@@ -111,8 +111,8 @@ def test_unavailable_weights_say_which_file_and_the_bundled_model_answers(app, m
 
 
 def test_sidebar_says_when_a_model_stays_on_pytorch_and_why(app, monkeypatch, tmp_path):
-    from core import onnx_engine
-    from core.onnx_export import ExportFailed
+    from core.engines import onnx_engine
+    from core.engines.onnx_export import ExportFailed
 
     def failing_export(*args, **kwargs):
         raise ExportFailed("torch.onnx could not export it (UnsupportedOperatorError: aten::made_up)")

@@ -13,9 +13,9 @@ from PIL import Image, ImageOps
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from core import features
-from core.charts import POINT_SELECTION
+from core.features import analysis as features
 from tests.app.conftest import ok, select_on_chart, shown
+from ui.charts import POINT_SELECTION
 from ui.navigation import FEATURES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,14 +22,14 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
-from core.charts import CELL_SELECTION
 from core.finetune.bundle import import_bundle
 from core.finetune.threshold import passing_share
 from core.finetune.trained import TrainedModel
-from core.loading import load_model
+from core.models.loading import load_model
 from tests.app.conftest import chart_key, ok, select_on_chart
 from tests.faces import lfw_pngs, zip_of
 from tests.glyphs import glyph_pngs
+from ui.charts import CELL_SELECTION
 from ui.finetune_views import ALL_MISTAKES
 from ui.navigation import FINETUNE, PAGES
 

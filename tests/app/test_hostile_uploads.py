@@ -11,8 +11,8 @@ import re
 import pandas as pd
 import pytest
 
+from core.classify.predict import Classification
 from core.images import decode_image, thumbnail
-from core.predict import Classification
 from tests import hostile
 from tests.hostile import EXIF_NAME, EXIF_UPRIGHT_SIZE, MARKDOWN_NAME, ODD_NAME, SLIVER_NAME, markdown_literal
 from ui.navigation import COMPARE
@@ -100,7 +100,7 @@ def test_classify_page_survives_the_whole_corpus_in_one_batch(app, lite0):
     check_thumbnails({name: result.thumbnail for name, result in results.items()})
     assert results[EXIF_NAME].top1.label in {"tabby", "tiger cat", "Egyptian cat"}
     # The odd name is a label, not a path: the rocket under it gets the rocket's own answer.
-    from core.predict import classify_files
+    from core.classify.predict import classify_files
 
     (rocket,) = classify_files(lite0, [("rocket.jpg", hostile.example("rocket.jpg"))])
     # (Batched with others vs alone: the same ranking, probabilities equal to float rounding.)

@@ -9,8 +9,8 @@ import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from core.anatomy import anatomy
-from core.catalog import get_spec
+from core.inside.anatomy import anatomy
+from core.models.catalog import get_spec
 from tests.app.conftest import ok, shown
 from ui.navigation import COMPARE, INSIDE, MODELS
 

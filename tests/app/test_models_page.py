@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.catalog import all_specs, get_spec
-from core.weights import WEIGHTS_DIR_ENV
+from core.models.catalog import all_specs, get_spec
+from core.models.weights import WEIGHTS_DIR_ENV
 from tests.app.conftest import TIMEOUT
 from ui.navigation import MODELS
 

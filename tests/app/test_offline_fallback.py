@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import weights
-from core.catalog import get_spec
+from core.models import weights
+from core.models.catalog import get_spec
 from tests.app.conftest import APP, TIMEOUT, ok, shown
 from ui.navigation import COMPARE
 

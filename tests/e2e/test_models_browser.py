@@ -27,7 +27,7 @@ def open_models_page(page) -> None:
 
 
 def test_models_page_shows_catalogue_chart_and_search(page, screenshot):
-    from core.catalog import all_specs
+    from core.models.catalog import all_specs
 
     open_models_page(page)
     page.locator("[data-testid='stDataFrame']").first.wait_for()

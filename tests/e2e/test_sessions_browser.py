@@ -23,8 +23,8 @@ LATENCY = re.compile(r" ms on (CPU|CUDA) ")  # each result card's caption
 @pytest.fixture(scope="module")
 def rocket_top1() -> str:
     """What the bundled model says for the rocket, asked of the engine directly."""
-    from core.loading import load_model
-    from core.predict import classify_files
+    from core.classify.predict import classify_files
+    from core.models.loading import load_model
 
     (result,) = classify_files(load_model("efficientnet_lite0"), [("rocket.jpg", PHOTOS["rocket"].read_bytes())])
     return result.top1.label

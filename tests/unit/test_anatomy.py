@@ -1,4 +1,4 @@
-"""core.anatomy over the whole catalogue (after torchvision's test_extended_models.py), on the meta
+"""core.inside.anatomy over the whole catalogue (after torchvision's test_extended_models.py), on the meta
 device: every model summarises, its parameters equal the weights' metadata and its GFLOPS are
 torchvision's; then the textbook facts: skip connections, depth, receptive fields."""
 
@@ -10,11 +10,11 @@ import time
 import pytest
 import torch.nn as nn
 
-from core import anatomy as anatomy_module
-from core.anatomy import anatomy, compound_scaling_frame, stage_paths, stages_long_frame, token_grid_side
-from core.building import build_on_meta
-from core.catalog import all_specs, get_spec
 from core.errors import UnknownModel
+from core.inside import anatomy as anatomy_module
+from core.inside.anatomy import anatomy, compound_scaling_frame, stage_paths, stages_long_frame, token_grid_side
+from core.models.building import build_on_meta
+from core.models.catalog import all_specs, get_spec
 
 ALL_NAMES = sorted(all_specs())
 # torchvision's metadata for inception_v3 counts its auxiliary classifier (AuxLogits), which

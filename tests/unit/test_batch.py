@@ -173,10 +173,10 @@ def test_the_local_engine_gives_identical_rows(ray_classified, local_classified)
 def test_embeddings_match_core_features_on_both_engines(ray_cluster, tmp_path):
     """A file gone between listing and reading is a row in both engines (Ray's read task does not fail)."""
     from core.batch.ray_engine import run_ray
-    from core.embedding import embedder_for
-    from core.engines import load_classifier
-    from core.features import embed
-    from core.sources import from_paths
+    from core.datasets.sources import from_paths
+    from core.engines.choice import load_classifier
+    from core.features.analysis import embed
+    from core.features.embedding import embedder_for
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -205,7 +205,7 @@ def test_embeddings_match_core_features_on_both_engines(ray_cluster, tmp_path):
     assert local_rows[str(folder / "vanished.jpg")]["error"] == gone["error"]
     assert "empty" in ray_rows[str(folder / "empty.jpg")]["error"]
 
-    # What `python -m core embed FOLDER` computes (core.features over core.embedding), to 1e-5.
+    # What `python -m core embed FOLDER` computes (core.features.analysis over core.features.embedding), to 1e-5.
     reference = embed(embedder_for(load_classifier(LITE0)), from_paths([folder]))
     assert len(reference) == 4 and {failure.file for failure in reference.failures} == {
         str(folder / name) for name in ("empty.jpg", "document.jpg")

@@ -10,9 +10,9 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import list_models
 
-from core import catalog, weights
-from core.catalog import CURATED, OFFLINE_DEFAULT, all_specs, curated_specs, get_spec
 from core.errors import UnknownModel, ZooScopeError
+from core.models import catalog, weights
+from core.models.catalog import CURATED, OFFLINE_DEFAULT, all_specs, curated_specs, get_spec
 
 ALL_NAMES = sorted(all_specs())
 TORCHVISION_NAMES = sorted(list_models(module=torchvision.models))
@@ -65,7 +65,7 @@ def test_spec_schema(name):
     assert isinstance(spec.family, str) and spec.family
     assert callable(spec.transforms())
 
-    # torchvision-style file names carry a SHA-256 prefix that core.weights verifies against.
+    # torchvision-style file names carry a SHA-256 prefix that core.models.weights verifies against.
     prefix = weights.expected_hash_prefix(spec.file_name)
     assert prefix is not None and len(prefix) >= 8, spec.file_name
     assert spec.file_name.endswith(".pth")

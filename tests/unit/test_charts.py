@@ -1,4 +1,4 @@
-"""core.charts: each builder's Vega-Lite spec (marks, fields, scales), on full, one-row and empty frames."""
+"""ui.charts: each builder's Vega-Lite spec (marks, fields, scales), on full, one-row and empty frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import pytest
 
-from core.charts import (
+from ui.charts import (
     CELL_SELECTION,
     POINT_SELECTION,
     accuracy_vs_gflops,

@@ -326,7 +326,7 @@ def test_threshold_out_of_range_is_an_argparse_error(capsys):
 
 
 def test_inspect_json_needs_no_weights(capsys):
-    from core.catalog import get_spec
+    from core.models.catalog import get_spec
 
     code, out, err = run(capsys, "inspect", "resnet50", "--format", "json")
     assert code == 0 and err == ""
@@ -360,7 +360,7 @@ def test_inspect_unknown_model_names_the_closest(capsys):
 def test_inspect_save_maps(capsys, tmp_path):
     import numpy as np
 
-    from core.anatomy import anatomy
+    from core.inside.anatomy import anatomy
 
     path = tmp_path / "maps.npz"
     code, out, err = run(capsys, "inspect", "efficientnet_lite0", "--image", CHELSEA, "--save-maps", str(path))
@@ -388,7 +388,7 @@ def test_inspect_save_maps_of_a_token_model_on_the_patch_grid(capsys, tmp_path, 
 
 
 def test_inspect_image_without_weights_names_the_file_and_folder(capsys, tmp_path, monkeypatch):
-    from core.catalog import get_spec
+    from core.models.catalog import get_spec
 
     monkeypatch.setenv("ZOOSCOPE_OFFLINE", "1")
     code, out, err = run(capsys, "inspect", "resnet50", "--image", CHELSEA, "--save-maps", str(tmp_path / "m.npz"))

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from core.__main__ import main
-from core.features import DEFAULT_DUPLICATE_THRESHOLD
+from core.features.analysis import DEFAULT_DUPLICATE_THRESHOLD
 from tests.cli import run
 from tests.planted import altered
 

@@ -1,4 +1,4 @@
-"""core.compare: agreement maths on hand-made probabilities, then the three bundled models on real photos."""
+"""core.classify.compare: agreement maths on hand-made probabilities, then the three bundled models on real photos."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from core import compare
-from core.compare import (
+from core.classify import compare
+from core.classify.compare import (
     Comparison,
     ImageComparison,
     ModelStats,
@@ -23,10 +23,10 @@ from core.compare import (
     shared_top_k,
     top1_agree,
 )
+from core.classify.predict import Classification, Failure, preprocess, probabilities
 from core.errors import ZooScopeError
 from core.images import decode_image
-from core.loading import load_model
-from core.predict import Classification, Failure, preprocess, probabilities
+from core.models.loading import load_model
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -208,7 +208,7 @@ def test_results_are_classifications(comparison):
 
 
 def test_consensus_and_shared_match_the_predict_pipeline(comparison, lite_models, uploads):
-    """Recompute each model's full probabilities through core.predict: same consensus, same order."""
+    """Recompute each model's full probabilities through core.classify.predict: same consensus, same order."""
     result, _ = comparison
     for image in result.images:
         decoded = decode_image(dict(uploads)[image.file])
@@ -368,7 +368,7 @@ def test_overlap_only_where_a_core_is_free(monkeypatch):
 
 
 def test_onnx_and_int8_side_by_side(uploads):
-    from core.engines import load_classifier
+    from core.engines.choice import load_classifier
 
     fp32 = load_classifier("efficientnet_lite0", runtime_choice="onnx")
     int8 = load_classifier("efficientnet_lite0 · int8")

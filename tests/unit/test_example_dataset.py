@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.datasets.labelled import DatasetError, dataset_from_folder
 from core.finetune.config import TrainConfig
-from core.finetune.data import DatasetError, dataset_from_folder
 from core.finetune.examples import EXAMPLE_FOLDER, example_dataset
 from core.finetune.train import train
 

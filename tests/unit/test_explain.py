@@ -1,4 +1,4 @@
-"""core.explain: Grad-CAM through captum on a private view of the shared model.
+"""core.classify.explain: Grad-CAM through captum on a private view of the shared model.
 
 The real bundled model (EfficientNet-Lite0) must point at the cat wherever it sits in the image;
 every curated architecture (random weights) must give a well-formed map; and the shared module
@@ -19,9 +19,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from skimage import data as skdata
 
-from core.catalog import CURATED, get_spec
-from core.errors import ZooScopeError
-from core.explain import (
+from core.classify.explain import (
     Explanation,
     _explainable_view,
     _NCHWTap,
@@ -30,10 +28,12 @@ from core.explain import (
     model_view,
     overlay,
 )
-from core.loading import LoadedModel
-from core.predict import classify_images
+from core.classify.predict import classify_images
+from core.errors import ZooScopeError
+from core.models.catalog import CURATED, get_spec
+from core.models.loading import LoadedModel
+from core.models.views import private_view, resolve_layer
 from core.preprocessing import model_input
-from core.views import private_view, resolve_layer
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 CANVAS = 800  # the 451x300 cat fills about a sixth of it

@@ -1,4 +1,4 @@
-"""core.fallback: which models run when some cannot be had, and what the note says. All offline."""
+"""core.models.fallback: which models run when some cannot be had, and what the note says. All offline."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from core import bundled, weights
-from core.catalog import get_spec
 from core.errors import NetworkUnavailable
-from core.fallback import ModelPlan, fallback_note, note_here, plan_here, plan_models
+from core.models import bundled, weights
+from core.models.catalog import get_spec
+from core.models.fallback import ModelPlan, fallback_note, note_here, plan_here, plan_models
 
 LITE = list(bundled.NAMES)
 WEB = ["resnet50", "vgg16", "efficientnet_b0"]

@@ -1,4 +1,4 @@
-"""core.feature_files: embeddings to Parquet and CSV, in input order with their errors, and back."""
+"""core.features.feature_files: embeddings to Parquet and CSV, in input order with their errors, and back."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.classify.predict import Failure
 from core.errors import ZooScopeError
-from core.feature_files import read_parquet, to_csv, to_parquet
-from core.features import Embeddings
-from core.predict import Failure
+from core.features.analysis import Embeddings
+from core.features.feature_files import read_parquet, to_csv, to_parquet
 
 
 @pytest.fixture

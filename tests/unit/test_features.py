@@ -1,4 +1,4 @@
-"""core.features with the real bundled model: planted near-duplicates, similar-image search, k-NN against a
+"""core.features.analysis with the real bundled model: planted near-duplicates, similar-image search, k-NN against a
 logistic probe; and its parts on numbers made for the purpose: groups, neighbours, maps, scores, streaming."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch.nn as nn
 from PIL import Image
 from torchvision.transforms._presets import ImageClassification
 
-from core import features
-from core.embedding import Embedder, build_embedder, embed_encoded, embedder_for
-from core.engines import load_classifier
+from core.datasets.sources import ImageSource, SourceSet, from_uploads
+from core.engines.choice import load_classifier
 from core.errors import ImageError, ZooScopeError
-from core.features import (
+from core.features import analysis as features
+from core.features.analysis import (
     DEFAULT_DUPLICATE_THRESHOLD,
     TSNE_MAX_IMAGES,
     Embeddings,
@@ -33,7 +33,7 @@ from core.features import (
     similar_pairs,
     unit_vectors,
 )
-from core.sources import ImageSource, SourceSet, from_uploads
+from core.features.embedding import Embedder, build_embedder, embed_encoded, embedder_for
 from tests.faces import lfw_pngs
 from tests.planted import planted_set
 

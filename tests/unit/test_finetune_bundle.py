@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from core.datasets.labelled import dataset_from_uploads
 from core.finetune.bundle import (
     FORMAT_VERSION,
     MANIFEST,
@@ -30,12 +31,11 @@ from core.finetune.bundle import (
     import_bundle,
 )
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_uploads
 from core.finetune.extraction import FeatureCache
 from core.finetune.threshold import fallback_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
-from core.loading import load_model
+from core.models.loading import load_model
 from tests.faces import lfw_pngs
 from tests.glyphs import glyph_uploads
 

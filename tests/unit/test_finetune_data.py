@@ -1,4 +1,4 @@
-"""core.finetune.data against zips built in memory: layouts, junk, zip slip, bombs, names, splits."""
+"""core.datasets.labelled against zips built in memory: layouts, junk, zip slip, bombs, names, splits."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from core.errors import ZooScopeError
-from core.finetune.data import (
+from core.datasets.labelled import (
     Dataset,
     DatasetError,
     LabelledImage,
@@ -33,6 +32,7 @@ from core.finetune.data import (
     split_frame,
     stratified_split,
 )
+from core.errors import ZooScopeError
 
 # -- builders ---------------------------------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ def no_extraction(monkeypatch: pytest.MonkeyPatch):
     """Reading a zip never extracts it or makes a temporary file or folder."""
 
     def refuse(*args, **kwargs):
-        raise AssertionError("core.finetune.data must not touch the disk")
+        raise AssertionError("core.datasets.labelled must not touch the disk")
 
     for owner, name in [
         (zipfile.ZipFile, "extract"),

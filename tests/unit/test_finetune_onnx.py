@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from core.check_images import check_images
-from core.engines import load_classifier
-from core.finetune.backbone import backbone_view, frozen_features
+from core.datasets.labelled import dataset_from_uploads, stratified_split
+from core.engines.check_images import check_images
+from core.engines.choice import load_classifier
+from core.engines.onnx_engine import OnnxModel, SessionForward
+from core.engines.onnx_export import check_batches
+from core.features.backbone import backbone_view, frozen_features
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_uploads, stratified_split
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.depth import cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.train import train
-from core.onnx_engine import OnnxModel, SessionForward
-from core.onnx_export import check_batches
 from core.preprocessing import model_batch
 from tests.faces import lfw_pngs
 

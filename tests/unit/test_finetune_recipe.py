@@ -19,14 +19,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.catalog import get_spec
+from core.datasets.labelled import Dataset, dataset_from_uploads, stratified_split
 from core.errors import ZooScopeError
+from core.features.backbone import backbone_view
 from core.finetune import depth as depth_module
 from core.finetune.augment import resolve_train_size
-from core.finetune.backbone import backbone_view
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import EpochLog, TrainConfig
-from core.finetune.data import Dataset, dataset_from_uploads, stratified_split
 from core.finetune.depth import DEPTHS, check_memory, cut_for, expand_stages, meta_model
 from core.finetune.estimate import DepthCost, estimate_seconds, measure_costs
 from core.finetune.extraction import FeatureCache, extract_features
@@ -34,7 +33,8 @@ from core.finetune.lr_find import find_lr, valley
 from core.finetune.tail import split_backbone
 from core.finetune.train import finetune_optimizer, train
 from core.images import decode_image
-from core.loading import LoadedModel
+from core.models.catalog import get_spec
+from core.models.loading import LoadedModel
 from tests.families import smallest_of_each_family
 from tests.glyphs import glyph_uploads
 

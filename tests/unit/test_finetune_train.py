@@ -23,21 +23,21 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data as skdata
 
-from core import embedding as embedding_module
-from core import predict
-from core.building import build_on_meta
-from core.catalog import get_spec
+from core.classify import predict
+from core.datasets.labelled import Dataset, LabelledImage, dataset_from_uploads, stratified_split
 from core.errors import ZooScopeError
-from core.families import FAMILIES
-from core.finetune.backbone import backbone_view, block_path, strip_head
+from core.features import embedding as embedding_module
+from core.features.backbone import backbone_view, block_path, strip_head
 from core.finetune.config import EpochLog, TrainConfig
-from core.finetune.data import Dataset, LabelledImage, dataset_from_uploads, stratified_split
 from core.finetune.extraction import FeatureCache, extract_features
 from core.finetune.heads import build_head
 from core.finetune.metrics import evaluate
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
-from core.views import get_layer
+from core.models.building import build_on_meta
+from core.models.catalog import get_spec
+from core.models.families import FAMILIES
+from core.models.views import get_layer
 from tests.faces import lfw_pngs, png
 from tests.families import smallest_of_each_family
 from tests.glyphs import glyph_uploads

@@ -14,14 +14,16 @@ import torch
 import torchvision
 from PIL import Image
 
-from core import precision_check, predict, runtime, weights
-from core.building import build_model, read_state_dict
-from core.catalog import all_specs
-from core.check_images import check_images
-from core.families import FAMILIES, traits
-from core.loading import LoadedModel, load_model, warm_up
-from core.precision_check import bf16_agreement, bf16_check
-from core.predict import classify_images, preprocess, probabilities
+from core import runtime
+from core.classify import predict
+from core.classify.predict import classify_images, preprocess, probabilities
+from core.engines.check_images import check_images
+from core.models import precision_check, weights
+from core.models.building import build_model, read_state_dict
+from core.models.catalog import all_specs
+from core.models.families import FAMILIES, traits
+from core.models.loading import LoadedModel, load_model, warm_up
+from core.models.precision_check import bf16_agreement, bf16_check
 from core.preprocessing import model_batch
 from core.runtime import AGREEMENT_GOAL, requested_precision, resolve_precision, use_channels_last
 
@@ -147,7 +149,7 @@ def test_bf16_check_that_fails_means_fp32(monkeypatch: pytest.MonkeyPatch, fresh
         raise OSError("no such file")
 
     monkeypatch.setattr(precision_check, "_reference", broken)
-    with caplog.at_level(logging.WARNING, logger="core.precision_check"):
+    with caplog.at_level(logging.WARNING, logger="core.models.precision_check"):
         assert bf16_check(CPU) == 0.0
     assert "could not run" in caplog.text
     decided = resolve_precision("auto", CUDA, agreement=lambda: bf16_check(CPU), bf16_supported=lambda: True)
@@ -330,7 +332,7 @@ def test_cuda_preprocessing_runs_on_the_gpu_and_agrees_with_the_cpu(lite0: Loade
 
 @needs_cuda
 def test_cuda_takes_a_cpu_batch_too(lite0: LoadedModel, photos: list[Image.Image]):
-    """A batch made on the CPU (core.compare's helper thread, old callers) is pinned and moved once."""
+    """A batch made on the CPU (core.classify.compare's helper thread, old callers) is pinned and moved once."""
     model = load_model("efficientnet_lite0", "cuda", precision="fp32")
     cpu_batch = preprocess(lite0, photos[:4])
     torch.testing.assert_close(probabilities(model, cpu_batch), probabilities(lite0, cpu_batch), rtol=1e-3, atol=1e-4)

@@ -1,4 +1,4 @@
-"""core.loading: the fast load (meta build, mmap, assign) must equal torchvision's own load exactly."""
+"""core.models.loading: the fast load (meta build, mmap, assign) must equal torchvision's own load exactly."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 import torch
 import torchvision
 
-from core import loading, weights
-from core.bundled import rename_lite_state_dict
-from core.catalog import get_spec
 from core.errors import UnknownModel, WeightsUnavailable
-from core.loading import (
+from core.models import loading, weights
+from core.models.bundled import rename_lite_state_dict
+from core.models.catalog import get_spec
+from core.models.loading import (
     LoadedModel,
     ModelPool,
     build_model,

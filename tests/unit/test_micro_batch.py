@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from core.datasets.labelled import dataset_from_uploads
 from core.finetune import micro_batch
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_uploads
 from core.finetune.extraction import FeatureCache
 from core.finetune.micro_batch import activation_bytes_per_image, even_slices, micro_batch_size, saved_bytes
 from core.finetune.train import train

@@ -1,4 +1,4 @@
-"""core.model_graph: the DOT source Inside draws, its skip edges, and that it stays readable."""
+"""core.inside.model_graph: the DOT source Inside draws, its skip edges, and that it stays readable."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from core.anatomy import anatomy
-from core.catalog import all_specs
-from core.model_graph import DEPTHS, default_stage, model_dot, node_count
+from core.inside.anatomy import anatomy
+from core.inside.model_graph import DEPTHS, default_stage, model_dot, node_count
+from core.models.catalog import all_specs
 
 ALL_NAMES = sorted(all_specs())
 # Readable: what fits a page at the default depth, and one stage's layers.

@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import onnx_cache, onnx_engine, runtime
-from core.check_images import check_images
-from core.engines import load_classifier
+from core import runtime
+from core.classify.predict import classify_files, preprocess, probabilities
+from core.engines import onnx_cache, onnx_engine
+from core.engines.check_images import check_images
+from core.engines.choice import load_classifier
+from core.engines.onnx_engine import OnnxModel
+from core.engines.onnx_export import Agreement, ExportFailed, check_batches, compare_classifiers
 from core.images import decode_image
-from core.loading import LoadedModel, ModelPool, load_model
-from core.onnx_engine import OnnxModel
-from core.onnx_export import Agreement, ExportFailed, check_batches, compare_classifiers
-from core.predict import classify_files, preprocess, probabilities
+from core.models.loading import LoadedModel, ModelPool, load_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]

@@ -1,4 +1,4 @@
-"""core.loading.ModelPool under a memory budget: LRU eviction, callbacks, oversized models, threads.
+"""core.models.loading.ModelPool under a memory budget: LRU eviction, callbacks, oversized models, threads.
 
 A fake loader hands out stand-ins with a chosen `memory_mb`, and the pool's size estimate is a
 table lookup, so no test here needs real weights (except the two that measure a real model).
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from core import loading
-from core.catalog import get_spec
 from core.errors import WeightsUnavailable
-from core.loading import DEFAULT_MEMORY_BUDGET_MB, MEMORY_BUDGET_ENV, LoadedModel, ModelPool
+from core.models import loading
+from core.models.catalog import get_spec
+from core.models.loading import DEFAULT_MEMORY_BUDGET_MB, MEMORY_BUDGET_ENV, LoadedModel, ModelPool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,7 +80,7 @@ def test_budget_read_from_env(monkeypatch, value, expected):
 @pytest.mark.parametrize("value", ["lots", "0", "-5", "nan"])
 def test_bad_env_budget_falls_back_to_default(monkeypatch, caplog, value):
     monkeypatch.setenv(MEMORY_BUDGET_ENV, value)
-    with caplog.at_level(logging.WARNING, logger="core.loading"):
+    with caplog.at_level(logging.WARNING, logger="core.models.loading"):
         assert ModelPool().budget_mb == DEFAULT_MEMORY_BUDGET_MB
     assert MEMORY_BUDGET_ENV in caplog.text
 
@@ -173,7 +173,7 @@ def test_model_is_never_evicted_for_itself():
 def test_oversized_model_loads_alone(caplog):
     pool, loader = make_pool({"a": 20.0, "b": 20.0, "huge": 500.0, "c": 20.0}, budget_mb=100)
     get_all(pool, ["a", "b"])
-    with caplog.at_level(logging.WARNING, logger="core.loading"):
+    with caplog.at_level(logging.WARNING, logger="core.models.loading"):
         assert get_all(pool, ["huge"]) == ["a", "b"]
     assert pool.loaded() == ["huge"]
     assert "huge" in caplog.text and "budget" in caplog.text  # noted, not refused

@@ -1,4 +1,4 @@
-"""core.predict with the real bundled ImageNet model on real photos, fully offline."""
+"""core.classify.predict with the real bundled ImageNet model on real photos, fully offline."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from PIL import Image
 from skimage import data as skdata
 from torchvision.models import ResNet50_Weights
 
-from core import loading, predict
-from core.catalog import get_spec
-from core.predict import (
+from core.classify import predict
+from core.classify.predict import (
     MAX_TOP_K,
     Classification,
     Failure,
@@ -28,6 +27,8 @@ from core.predict import (
     top_k,
     top_k_frame,
 )
+from core.models import loading
+from core.models.catalog import get_spec
 from tests.rounding import levels_apart
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}

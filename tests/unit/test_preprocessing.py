@@ -13,9 +13,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
-from core.catalog import all_specs
+from core.classify.predict import classify_files, probabilities
 from core.images import decode_image
-from core.predict import classify_files, probabilities
+from core.models.catalog import all_specs
 from core.preprocessing import REDUCING_GAP, decode_side, model_batch, model_input, model_view
 from tests.rounding import levels_apart
 

@@ -1,4 +1,4 @@
-"""core.sources: uploads, files, folders and zips as named, labelled images read only when needed."""
+"""core.datasets.sources: uploads, files, folders and zips as named, labelled images read only when needed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.finetune.data import DatasetError
-from core.sources import NOT_AN_IMAGE_NAME, SourceError, from_paths, from_uploads, from_zip, looks_like_image
+from core.datasets.labelled import DatasetError
+from core.datasets.sources import NOT_AN_IMAGE_NAME, SourceError, from_paths, from_uploads, from_zip, looks_like_image
 from tests.faces import png
 
 

@@ -1,4 +1,4 @@
-"""core.stage_maps: real activations of the offline model on real photos, through hooks on a private
+"""core.inside.stage_maps: real activations of the offline model on real photos, through hooks on a private
 view; attention rollout for ViT; nothing done to the shared model."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from PIL import Image
 from skimage.filters import sobel
 from skimage.transform import resize
 
-from core import stage_maps as stage_maps_module
-from core.anatomy import anatomy
-from core.stage_maps import _rollout, channel_grid, heat_image, overlay, stage_maps
+from core.inside import stage_maps as stage_maps_module
+from core.inside.anatomy import anatomy
+from core.inside.stage_maps import _rollout, channel_grid, heat_image, overlay, stage_maps
 from tests.unit.test_explain import random_loaded
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "assets" / "examples").glob("*.jpg"))

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from core.finetune.data import LabelledImage
+from core.classify.predict import Classification, Failure, Prediction
+from core.datasets.labelled import LabelledImage
 from core.finetune.metrics import Outcome
 from core.finetune.threshold import (
     MAX_DEFAULT,
@@ -21,7 +22,6 @@ from core.finetune.threshold import (
     predictions_with_threshold,
     with_threshold,
 )
-from core.predict import Classification, Failure, Prediction
 
 
 def outcome(confidence: float, *, correct: bool = True) -> Outcome:

@@ -22,13 +22,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core.compare import Comparison, compare_files
+from core.classify.compare import Comparison, compare_files
+from core.classify.predict import classify_files, preprocess, probabilities
+from core.datasets.labelled import dataset_from_uploads
 from core.finetune.config import TrainConfig
-from core.finetune.data import dataset_from_uploads
 from core.finetune.train import train
 from core.images import decode_image
-from core.loading import ModelPool, load_model
-from core.predict import classify_files, preprocess, probabilities
+from core.models.loading import ModelPool, load_model
 from tests.faces import lfw_pngs
 from tests.hostile import example
 
@@ -194,7 +194,7 @@ def test_training_beside_them_worked_and_left_the_shared_models_alone(under_load
 def test_a_big_batch_keeps_at_most_one_batch_of_decoded_images_alive(monkeypatch, lite0):
     """What lets 200 photos fit (bench/bench_batch_memory.py measures it): every decoded image is freed
     once its batch is classified, before the next batch is decoded; only thumbnails stay."""
-    from core import predict
+    from core.classify import predict
 
     live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # images are unhashable: keyed by id
     most = 0

@@ -1,4 +1,4 @@
-"""core.weights: where a file comes from, how it is verified, and how failures read. All offline."""
+"""core.models.weights: where a file comes from, how it is verified, and how failures read. All offline."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from torchvision.models import Weights
 
-from core import weights
-from core.catalog import get_spec
 from core.errors import NetworkUnavailable, WeightsUnavailable
+from core.models import weights
+from core.models.catalog import get_spec
 
 PAYLOAD = b"not really tensors, but bytes with a known SHA-256 " * 2000  # ~100 KB
 

@@ -1,0 +1,38 @@
+"""What core.classify.predict needs of a model, whatever runs it: the `Classifier` protocol.
+
+A catalogue model (core.models.loading.LoadedModel), a person's fine-tuned model
+(core.finetune.trained.TrainedClassifier), or a model under another runtime all answer to it, so
+classifying never asks which one it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from core.preprocessing import Transform
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def categories(self) -> Sequence[str]: ...
+
+    @property
+    def preprocess(self) -> Transform:
+        """The weights' own evaluation transforms (resize, crop, normalise)."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where `forward` computes (a batch may come from the CPU)."""
+        ...
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) for a preprocessed batch (N, 3, S, S); never trains or changes shared state."""
+        ...

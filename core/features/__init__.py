@@ -1,0 +1,7 @@
+"""Features: a pre-trained backbone as an eye on a person's own images.
+
+The backbone without its head (a private view over the shared model, run by ONNX Runtime where its
+export is verified), embeddings of a set of images, neighbours, near-duplicates, 2-D maps,
+clusters, k-NN scores, and the embeddings as files. Never imports finetune: fine-tuning builds on
+this wing, not the other way round.
+"""
