@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 
 from core import runtime
+from core.datasets.check_images import calibration_images, check_images
 from core.engines import onnx_cache
-from core.engines.check_images import calibration_images, check_images
 from core.engines.onnx_export import (
     INPUT,
     ExportFailed,

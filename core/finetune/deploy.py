@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from core.datasets.check_images import calibration_images, check_images
 from core.datasets.labelled import Dataset, stratified_split
-from core.engines.check_images import calibration_images, check_images
 from core.engines.onnx_engine import SessionForward, open_session
 from core.engines.onnx_export import INPUT, check_batches, compare_classifiers, export_module
 from core.engines.quantize import median_ms, quantize_int8

@@ -16,7 +16,7 @@ import torch.nn as nn
 from PIL import Image
 
 from core import runtime
-from core.engines.check_images import check_images
+from core.datasets.check_images import check_images
 from core.models import weights
 from core.models.building import build_model, read_state_dict
 from core.models.catalog import OFFLINE_DEFAULT, get_spec

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from core.datasets.check_images import check_images
 from core.datasets.labelled import dataset_from_uploads, stratified_split
-from core.engines.check_images import check_images
 from core.engines.choice import load_classifier
 from core.engines.onnx_engine import OnnxModel, SessionForward
 from core.engines.onnx_export import check_batches

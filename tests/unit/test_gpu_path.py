@@ -17,7 +17,7 @@ from PIL import Image
 from core import runtime
 from core.classify import predict
 from core.classify.predict import classify_images, preprocess, probabilities
-from core.engines.check_images import check_images
+from core.datasets.check_images import check_images
 from core.models import precision_check, weights
 from core.models.building import build_model, read_state_dict
 from core.models.catalog import all_specs

@@ -18,8 +18,8 @@ import torch
 
 from core import runtime
 from core.classify.predict import classify_files, preprocess, probabilities
+from core.datasets.check_images import check_images
 from core.engines import onnx_cache, onnx_engine
-from core.engines.check_images import check_images
 from core.engines.choice import load_classifier
 from core.engines.onnx_engine import OnnxModel
 from core.engines.onnx_export import Agreement, ExportFailed, check_batches, compare_classifiers
