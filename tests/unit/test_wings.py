@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "core"
 
-WINGS = ("models", "engines", "classify", "inside", "features", "datasets", "finetune", "batch", "cli")
+WINGS = ("models", "engines", "classify", "inside", "features", "datasets", "finetune", "batch", "cli", "jobs")
 TOP_LEVEL = {"__init__", "__main__", "errors", "images", "preprocessing", "progress", "runtime"}
 
 # wing -> wings it must never import (besides cli, ui and pages, which nothing in core imports).
@@ -24,6 +24,7 @@ FORBIDDEN = {
     "datasets": {"models", "engines", "classify", "inside", "features", "finetune", "batch"},
     "classify": {"finetune", "batch"},
     "engines": {"finetune", "batch", "inside", "features"},
+    "jobs": {"models", "engines", "classify", "inside", "features", "datasets", "finetune", "batch"},
 }
 
 

@@ -1,0 +1,92 @@
+"""How much memory this process may use, and how much it uses: what the job queue admits work by.
+
+The limit comes from `ZOOSCOPE_MEMORY_LIMIT_MB` when it is set (a soft limit, for a host whose
+cgroup this process cannot read, or for a test), else from the cgroup the process runs in (v2
+`memory.max`, else v1 `memory.limit_in_bytes`), else from the machine's memory. A container
+often sees all of its host's memory but is killed at its cgroup's limit (Streamlit Community
+Cloud: 2.7 GB), so the cgroup is read first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
+
+MEMORY_LIMIT_ENV = "ZOOSCOPE_MEMORY_LIMIT_MB"
+CGROUP_V2_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+CGROUP_V1_MEMORY_LIMIT = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+# cgroup v1 writes a huge number (2^63 rounded to pages) for "no limit".
+_V1_UNLIMITED = 1 << 60
+
+_log = logging.getLogger(__name__)
+
+
+def parse_memory_max(text: str) -> float | None:
+    """MiB from a cgroup's memory limit file ("2147483648" -> 2048.0); None for "max", junk or no limit."""
+    value = text.strip()
+    if not value or value == "max":
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        return None
+    if limit <= 0 or limit >= _V1_UNLIMITED:
+        return None
+    return limit / 2**20
+
+
+def cgroup_memory_limit_mb(
+    v2_max: Path = CGROUP_V2_MEMORY_MAX, v1_limit: Path = CGROUP_V1_MEMORY_LIMIT, *, cgroup_file: Path | None = None
+) -> float | None:
+    """This process's cgroup memory limit in MiB, or None where there is none (or none can be read).
+
+    With cgroup v1 the process may sit in a child group (`/proc/self/cgroup` names it): that group's
+    own limit is what the kernel enforces, so it is read first.
+    """
+    for path in (*_own_v1_group(cgroup_file), v2_max, v1_limit):
+        try:
+            limit = parse_memory_max(path.read_text())
+        except OSError:
+            continue
+        if limit is not None:
+            return limit
+    return None
+
+
+def _own_v1_group(cgroup_file: Path | None) -> list[Path]:
+    """The v1 memory controller's file for the group this process is in ("5:memory:/zooscope")."""
+    try:
+        lines = (cgroup_file or Path("/proc/self/cgroup")).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if "memory" in controllers.split(",") and group not in ("", "/"):
+            return [Path("/sys/fs/cgroup/memory") / group.lstrip("/") / "memory.limit_in_bytes"]
+    return []
+
+
+def memory_limit_mb(env: Mapping[str, str] | None = None) -> float:
+    """MiB this process may use: ZOOSCOPE_MEMORY_LIMIT_MB, else its cgroup's limit, else the machine's memory."""
+    env = os.environ if env is None else env
+    raw = env.get(MEMORY_LIMIT_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if value > 0:
+            return value
+        _log.warning("%s=%r is not a positive number of MB; reading the cgroup", MEMORY_LIMIT_ENV, raw)
+    machine = psutil.virtual_memory().total / 2**20
+    cgroup = cgroup_memory_limit_mb()
+    return min(cgroup, machine) if cgroup is not None else machine
+
+
+def process_memory_mb() -> float:
+    """Resident memory of this process in MiB: what the kernel counts against the limit."""
+    return psutil.Process().memory_info().rss / 2**20

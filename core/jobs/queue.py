@@ -1,0 +1,278 @@
+"""One line for the heavy work of every session: admitted by cores and memory, in order, cancellable.
+
+Every visitor is a thread in one process on a small host. Heavy work (training, embedding a set,
+stage maps, exports, quantization, measuring many models) goes through one `JobQueue`:
+
+- At most `slots` jobs run at once (the CPUs this process may use), and a job starts only when its
+  memory estimate fits: what the process holds now, plus what the running jobs were promised, plus
+  the newcomer, stays under `safety` of the limit. The running jobs' promises are counted in full
+  although part of them is already in the process's memory: conservative on purpose, since the
+  price of a wrong guess is the OOM killer ending every session at once.
+- The line is first come, first served: a job never overtakes one that asked before it, so its
+  place in line only ever goes down. The job at the head starts when nothing runs, whatever its
+  estimate (it could never fit better).
+- A waiting job can be cancelled and leaves the line; a running one is asked to stop (`cancelled()`
+  turns true; work that checks it raises JobCancelled or returns early).
+- Jobs belong to a session (`owner`); when `is_alive(owner)` turns false the session has closed, and
+  its jobs are cancelled, so a closed tab frees its place.
+
+Light work (classifying a few photos) does not go through here at all, so it never waits behind a
+training run. Nothing here imports streamlit: the page draws a job from its fields.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from core.errors import ZooScopeError
+
+JobState = Literal["waiting", "running", "done", "failed", "cancelled"]
+FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
+DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the allocator's slack need
+
+_log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+class JobCancelled(ZooScopeError):
+    """Raised by work that noticed it was cancelled; the job ends as cancelled."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One piece of heavy work in the line: what it is, whose it is, what it needs, where it stands."""
+
+    kind: str  # "train", "embed", "estimate", ...
+    label: str  # a sentence for the page: "Fine-tuning efficientnet_lite0 (whole network)"
+    owner: str  # the session that asked
+    memory_mb: float  # estimated before it starts
+    estimate_s: float | None = None  # how long it should take once running, where known
+    id: int = field(default_factory=lambda: next(_ids))
+    state: JobState = "waiting"
+    result: Any = None
+    error: str = ""
+    progress_done: int = 0
+    progress_total: int = 0
+    progress_message: str = ""
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _finished: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        """The core.progress.Progress callback long work reports through."""
+        self.progress_done, self.progress_total, self.progress_message = done, total, message
+
+    def cancelled(self) -> bool:
+        """True once the job was cancelled: work that checks it should stop soon."""
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        """Raise JobCancelled if the job was cancelled (for work with natural check points)."""
+        if self._cancel.is_set():
+            raise JobCancelled("The job was cancelled.")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has finished (or `timeout` seconds passed); True if it finished."""
+        return self._finished.wait(timeout)
+
+
+Work = Callable[[Job], Any]
+
+
+class JobQueue:
+    """The heavy work of every session, admitted by cores and memory, first come first served."""
+
+    def __init__(
+        self,
+        *,
+        slots: int,
+        memory_limit_mb: float,
+        memory_in_use_mb: Callable[[], float],
+        safety: float = DEFAULT_SAFETY,
+        is_alive: Callable[[str], bool] | None = None,
+        janitor_every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if slots < 1:
+            raise ValueError("a queue needs at least one slot")
+        self.slots = slots
+        self.memory_limit_mb = memory_limit_mb
+        self.safety = safety
+        self._memory_in_use_mb = memory_in_use_mb
+        self._is_alive = is_alive
+        self._janitor_every_s = janitor_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting: list[Job] = []
+        self._running: list[Job] = []
+        self._work: dict[int, Work] = {}
+        self._janitor: threading.Thread | None = None
+
+    # --- asking -----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        work: Work,
+        *,
+        kind: str,
+        label: str,
+        owner: str,
+        memory_mb: float,
+        estimate_s: float | None = None,
+    ) -> Job:
+        """Put `work(job)` in line; it runs in a thread of its own once admitted. Returns the job at once."""
+        job = Job(kind=kind, label=label, owner=owner, memory_mb=float(memory_mb), estimate_s=estimate_s)
+        job.submitted_at = self._clock()
+        with self._lock:
+            self._waiting.append(job)
+            self._work[job.id] = work
+            self._dispatch_locked()
+        self._start_janitor()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """A waiting job leaves the line at once; a running one is asked to stop."""
+        with self._lock:
+            job._cancel.set()
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._work.pop(job.id, None)
+                self._finish_locked(job, "cancelled")
+                self._dispatch_locked()
+
+    def close_owner(self, owner: str) -> int:
+        """Cancel every unfinished job of `owner` (its session closed); how many there were."""
+        with self._lock:
+            jobs = [job for job in (*self._waiting, *self._running) if job.owner == owner]
+        for job in jobs:
+            self.cancel(job)
+        return len(jobs)
+
+    # --- where things stand -----------------------------------------------------------------------
+
+    def place(self, job: Job) -> int:
+        """1 for the first job waiting, 2 for the next, ...; 0 for a job running or finished."""
+        with self._lock:
+            return self._waiting.index(job) + 1 if job in self._waiting else 0
+
+    def wait_estimate_s(self, job: Job) -> float | None:
+        """About how long until `job` starts: the running jobs' remaining time and the estimates of those
+        ahead of it, shared over the slots; None where a needed estimate is unknown, 0 if not waiting."""
+        with self._lock:
+            if job not in self._waiting:
+                return 0.0
+            now = self._clock()
+            remaining = []
+            for running in self._running:
+                if running.estimate_s is None:
+                    return None
+                elapsed = now - (running.started_at if running.started_at is not None else now)
+                remaining.append(max(running.estimate_s - elapsed, 0.0))
+            for ahead in self._waiting[: self._waiting.index(job)]:
+                if ahead.estimate_s is None:
+                    return None
+                remaining.append(ahead.estimate_s)
+        return sum(remaining) / self.slots
+
+    def jobs(self, owner: str | None = None) -> list[Job]:
+        """Running then waiting jobs, in order; only `owner`'s when given."""
+        with self._lock:
+            jobs = [*self._running, *self._waiting]
+        return [job for job in jobs if owner is None or job.owner == owner]
+
+    def reserved_mb(self) -> float:
+        """MiB promised to the running jobs."""
+        with self._lock:
+            return sum(job.memory_mb for job in self._running)
+
+    # --- admission --------------------------------------------------------------------------------
+
+    def _fits_locked(self, job: Job) -> bool:
+        if not self._running:
+            return True  # alone it can never fit better: run it rather than wait forever
+        if len(self._running) >= self.slots:
+            return False
+        promised = sum(running.memory_mb for running in self._running)
+        return self._memory_in_use_mb() + promised + job.memory_mb <= self.safety * self.memory_limit_mb
+
+    def _dispatch_locked(self) -> None:
+        while self._waiting and self._fits_locked(self._waiting[0]):
+            job = self._waiting.pop(0)
+            work = self._work.pop(job.id)
+            job.state = "running"
+            job.started_at = self._clock()
+            self._running.append(job)
+            if job.memory_mb > self.safety * self.memory_limit_mb:
+                _log.warning(
+                    "%s needs about %.0f MB, more than the limit allows; it runs alone", job.label, job.memory_mb
+                )
+            threading.Thread(target=self._run, args=(job, work), name=f"zooscope-job-{job.id}", daemon=True).start()
+
+    def _run(self, job: Job, work: Work) -> None:
+        state: JobState = "done"
+        try:
+            job.result = work(job)
+        except JobCancelled:
+            state = "cancelled"
+        except Exception as error:  # noqa: BLE001 - the job's own failure is reported on its page, not raised here
+            state = "failed"
+            job.error = str(error) if isinstance(error, ZooScopeError) else f"{type(error).__name__}: {error}"
+            _log.exception("job %s (%s) failed", job.id, job.label)
+        with self._lock:
+            self._running.remove(job)
+            self._finish_locked(job, state)
+            self._dispatch_locked()
+
+    def _finish_locked(self, job: Job, state: JobState) -> None:
+        job.state = state
+        job.finished_at = self._clock()
+        job._finished.set()
+
+    # --- closed sessions --------------------------------------------------------------------------
+
+    def _start_janitor(self) -> None:
+        if self._is_alive is None:
+            return
+        with self._lock:
+            if self._janitor is not None:
+                return
+            self._janitor = threading.Thread(target=self._sweep_forever, name="zooscope-job-janitor", daemon=True)
+        self._janitor.start()
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(self._janitor_every_s)
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Cancel the jobs of sessions that have closed; how many were cancelled."""
+        if self._is_alive is None:
+            return 0
+        owners = {job.owner for job in self.jobs()}
+        return sum(self.close_owner(owner) for owner in owners if not self._is_alive(owner))
+
+
+def queue_for_this_host(*, is_alive: Callable[[str], bool] | None = None) -> JobQueue:
+    """A queue sized for this host: a slot per CPU this process may use, its memory limit (cgroup or
+    ZOOSCOPE_MEMORY_LIMIT_MB), measured against this process's resident memory."""
+    from core.jobs.limits import memory_limit_mb, process_memory_mb
+    from core.runtime import available_cpus
+
+    return JobQueue(
+        slots=available_cpus(),
+        memory_limit_mb=memory_limit_mb(),
+        memory_in_use_mb=process_memory_mb,
+        is_alive=is_alive,
+    )
