@@ -133,7 +133,7 @@ def configure_threads(*, force: bool = False) -> int:
     parallel work, so a late call keeps torch's choice and logs why.
     """
     global _threads_configured
-    with _threads_lock:
+    with _threads_lock, TORCH_GLOBAL_STATE:
         if _threads_configured is not None and not force:
             return _threads_configured
         count = thread_count()
@@ -144,6 +144,17 @@ def configure_threads(*, force: bool = False) -> int:
             _log.debug("inter-op threads left at %d: %s", torch.get_num_interop_threads(), error)
         _threads_configured = count
         return count
+
+
+# --- torch's process-global state ----------------------------------------------------------------
+
+# Every visitor is a thread in this one process, but some of torch's state is the process's, not the
+# thread's: torch.export (ONNX export) sets torch.compiler.is_exporting() for every thread and, while
+# it is set, every dynamo-disabled function in any thread edits torch.fx.traceback's one global
+# `current_meta` (measured: building timm models on the meta device beside an export raised
+# KeyError('custom') 29 times in two minutes). Whatever changes or traces that state holds this lock:
+# building on the meta device, ONNX export, meta-device forward passes, torch's thread counts.
+TORCH_GLOBAL_STATE = threading.RLock()
 
 
 # --- device ---------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ The price is time, paid once per model and weights (the files are cached, see co
 from __future__ import annotations
 
 import importlib.metadata
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from core import runtime
 from core.preprocessing import Transform, model_batch
 
 OPSET = 18
@@ -40,8 +40,6 @@ INPUT = "image"
 PROBABILITY_TOLERANCE = 1e-4  # an export must give the same top-1 and probabilities this close to PyTorch's
 FEATURE_TOLERANCE = 1e-4  # a feature extractor's outputs, element by element
 CHECK_BATCH = 16
-
-_EXPORT_LOCK = threading.Lock()  # one export at a time: torch.export patches global state while it traces
 
 
 class ExportFailed(Exception):
@@ -64,7 +62,8 @@ def export_module(module: nn.Module, input_size: int, path: Path, *, output: str
     example = torch.zeros(2, 3, input_size, input_size)  # 2, not 1: torch.export specialises a batch of 1
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
+        # One export at a time, and nothing else that touches torch's process-wide tracing state beside it.
+        with runtime.TORCH_GLOBAL_STATE, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from core import runtime
 from core.errors import WeightsUnavailable
 from core.models.catalog import ModelSpec
 
@@ -39,8 +40,15 @@ def build_on_meta(spec: ModelSpec) -> nn.Module:
 
     A few builders (regnet) compute with tensors while constructing: for those, only the large
     tensors (every big parameter) go to the meta device; small ones are real, with their random
-    init. Either way, load_state_dict(assign=True) replaces them all.
+    init. Either way, load_state_dict(assign=True) replaces them all. Under runtime.TORCH_GLOBAL_STATE:
+    a builder's init runs through functions that edit torch's process-wide tracing state while
+    another session exports.
     """
+    with runtime.TORCH_GLOBAL_STATE:
+        return _build_on_meta(spec)
+
+
+def _build_on_meta(spec: ModelSpec) -> nn.Module:
     try:
         with torch.device("meta"):
             return spec.build()
@@ -76,7 +84,8 @@ def build_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Modu
     model.load_state_dict(spec.adapt_state_dict(state_dict, model), strict=True, assign=True)
     if missing := meta_tensors(model):
         # Buffers computed in __init__ and absent from the file: rebuild them for real.
-        model_for_real = spec.build()
+        with runtime.TORCH_GLOBAL_STATE:
+            model_for_real = spec.build()
         model_for_real.load_state_dict(spec.adapt_state_dict(state_dict, model_for_real), strict=True)
         model = model_for_real
         assert not meta_tensors(model), missing
