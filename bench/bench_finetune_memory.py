@@ -37,6 +37,7 @@ sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads({threads})
 import core.finetune.micro_batch as micro_batch
+import core.finetune.deeper as deeper
 import core.finetune.train as train_module
 from core.finetune.config import TrainConfig
 from core.datasets.labelled import dataset_from_uploads
@@ -47,7 +48,7 @@ chosen = []
 def spy(per_image, batch_size, budget=None):
     chosen.append((per_image, micro_batch.micro_batch_size(per_image, batch_size, budget)))
     return chosen[-1][1]
-train_module.micro_batch_size = spy
+deeper.micro_batch_size = spy
 if {whole}:
     micro_batch.ACTIVATION_BUDGET = 1 << 62
 loaded = load_model("efficientnet_lite0")

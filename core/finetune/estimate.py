@@ -23,10 +23,10 @@ from core.errors import ZooScopeError
 from core.features.backbone import backbone_view
 from core.finetune.augment import augmentation, augmented_batch, resolve_train_size, training_image
 from core.finetune.config import TrainConfig
+from core.finetune.deeper import caches_prefix
 from core.finetune.depth import DEPTHS, Cut, check_memory, cut_for
 from core.finetune.heads import build_head
 from core.finetune.tail import split_backbone
-from core.finetune.train import caches_prefix
 from core.models.loading import LoadedModel
 from core.preprocessing import model_batch
 from core.progress import Progress

@@ -30,7 +30,7 @@ from tests.app.conftest import chart_key, ok, select_on_chart
 from tests.faces import lfw_pngs, zip_of
 from tests.glyphs import glyph_pngs
 from ui.charts import CELL_SELECTION
-from ui.finetune_views import ALL_MISTAKES
+from ui.finetune.results import ALL_MISTAKES
 from ui.navigation import FINETUNE, PAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,7 +367,7 @@ def test_an_interrupted_training_keeps_the_best_model_so_far(monkeypatch, page, 
     """A click while training starts a new run at once and stops the training run at its next st.* call,
     the chart update in on_epoch (Streamlit raises StopException there). Simulated here at epoch 3; then
     the click's own run (Stop) takes over the best model so far and says so."""
-    import ui.finetune_views as views
+    import ui.finetune.run as views
 
     drawn = []
     real = views.training_curves

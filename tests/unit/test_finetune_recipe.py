@@ -26,12 +26,13 @@ from core.finetune import depth as depth_module
 from core.finetune.augment import resolve_train_size
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import EpochLog, TrainConfig
+from core.finetune.deeper import finetune_optimizer
 from core.finetune.depth import DEPTHS, check_memory, cut_for, expand_stages, meta_model
 from core.finetune.estimate import DepthCost, estimate_seconds, measure_costs
 from core.finetune.extraction import FeatureCache, extract_features
 from core.finetune.lr_find import find_lr, valley
 from core.finetune.tail import split_backbone
-from core.finetune.train import finetune_optimizer, train
+from core.finetune.train import train
 from core.images import decode_image
 from core.models.catalog import get_spec
 from core.models.loading import LoadedModel

@@ -58,7 +58,7 @@ def test_a_batch_in_micro_batches_trains_the_model_the_whole_batch_would(lite0, 
         sizes.append(micro_batch_size(per_image, batch_size, budget))
         return sizes[-1]
 
-    monkeypatch.setattr("core.finetune.train.micro_batch_size", spy)
+    monkeypatch.setattr("core.finetune.deeper.micro_batch_size", spy)
     whole = train(lite0, dataset, config, cache=FeatureCache())
     monkeypatch.setattr(micro_batch, "ACTIVATION_BUDGET", 1)  # one image at a time
     split = train(lite0, dataset, config, cache=FeatureCache())

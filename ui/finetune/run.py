@@ -1,0 +1,171 @@
+"""The training run: Train's click trains with live progress and curves, and Stop (or any other click)
+ends it with the best model so far."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from core.datasets.labelled import Dataset
+from core.errors import ZooScopeError
+from core.finetune.config import EpochLog, TrainConfig
+from core.finetune.train import train
+from core.finetune.trained import TrainedModel
+from ui.charts import training_curves
+from ui.finetune import keys
+from ui.finetune.cache import feature_cache
+from ui.finetune.describe import history_frame, trained_part
+from ui.finetune.history import add_run
+from ui.loading import load_with_progress
+from ui.session import MY_MODEL
+from ui.text import verbatim
+
+
+@dataclass(eq=False)
+class TrainingRun:
+    """One click on Train, shared between the script run that trains and the run a later click starts.
+
+    A click while a script runs (Streamlit's fast reruns) starts a new run of the page at once, in another
+    thread, and asks the training run to stop: it raises StopException at its next st.* call, the chart
+    update after an epoch, and from then on at every session_state access too. So the training run can
+    only leave its model here (train()'s on_interrupt calls `keep`), and the new run waits for `finished`
+    before taking it into session_state.
+    """
+
+    stop_clicked: bool = False  # set by the Stop button's callback, at the start of the new run
+    done: bool = False  # train() returned (completed, stopped early, or refused with an error)
+    model: TrainedModel | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread = field(default_factory=threading.current_thread)  # the script run that trains
+
+    def keep(self, trained: TrainedModel) -> None:
+        self.model = trained
+
+    def wait(self) -> None:
+        """Until the training run has handed over its model (or its thread is gone, whatever happened)."""
+        while not self.finished.wait(0.5) and self.thread.is_alive():
+            pass
+
+
+class LiveTraining:
+    """What a training run shows while it runs: train()'s progress and on_epoch callbacks land here.
+
+    Two bars: the work before the epochs (features once per image; in finetune mode, then the
+    frozen layers once per image and view) and the epochs, with the images per second that go
+    through the layers that train. Each epoch redraws the loss/accuracy chart; that st.* call is
+    also where Streamlit interrupts the run when the person clicks Stop (or changes anything).
+    """
+
+    def __init__(self, config: TrainConfig, *, backbone: str):
+        self.config = config
+        self.logs: list[EpochLog] = []
+        self._epoch_reported = False  # train() calls on_epoch, then progress, for every epoch
+        self.work = st.progress(0.0, text=f"Computing {backbone} features once per image…")
+        if config.mode == "fast":
+            first = f"Epoch 1 of {config.epochs}…"
+        else:
+            first = f"The head first, on frozen features; then {config.epochs} epochs with the {trained_part(config)}…"
+        self.epochs = st.progress(0.0, text=first)
+        self.speed = st.empty()
+        self.chart = st.empty()
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        bar = self.epochs if self._epoch_reported else self.work
+        self._epoch_reported = False
+        bar.progress(min(done / total, 1.0) if total else 0.0, text=message)
+
+    def on_epoch(self, log: EpochLog) -> None:
+        self.logs.append(log)
+        self._epoch_reported = True
+        if self.config.mode == "finetune" and log.epoch >= 1:
+            self.speed.caption(
+                f"Epoch {log.epoch}: {log.seconds:.1f} s, {log.images_per_second:,.1f} training images per second "
+                f"through the {trained_part(self.config)}."
+            )
+        self.chart.altair_chart(training_curves(history_frame(self.logs)), width="content")
+
+    def clear(self) -> None:
+        for element in (self.work, self.epochs, self.speed, self.chart):
+            element.empty()
+
+
+def stop_clicked() -> None:
+    # Runs at the start of the run that the click started (the training run is being stopped meanwhile).
+    if run := st.session_state.get(keys.RUN):
+        run.stop_clicked = True
+
+
+def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: TrainingRun) -> TrainedModel | None:
+    """Train with progress bars and a live chart; None (with the reason on screen) if it cannot."""
+    try:
+        loaded = load_with_progress(backbone)
+    except ZooScopeError as error:
+        st.error(str(error), icon=":material/cloud_off:")
+        return None
+    live = LiveTraining(config, backbone=backbone)
+    try:
+        return train(
+            loaded,
+            dataset,
+            config,
+            cache=feature_cache(),
+            progress=live.progress,
+            on_epoch=live.on_epoch,
+            on_interrupt=run.keep,
+        )
+    except ZooScopeError as error:
+        live.clear()
+        st.error(verbatim(str(error)), icon=":material/error:")
+        return None
+
+
+def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
+    """Train; a click on Stop (or anywhere else) while it runs ends it with the best model so far.
+
+    The click starts a new run of the page at once and stops this one at its next st.* call, the chart
+    update after an epoch: train() hands its best model to `run.keep` there, and the new run picks it up.
+    """
+    run = TrainingRun()
+    st.button(
+        "Stop",
+        key="finetune_stop",
+        on_click=stop_clicked,
+        icon=":material/stop_circle:",
+        help="Ends the training after the current epoch and keeps the best model so far.",
+    )
+    st.session_state[keys.RUN] = run  # from here on `finished` is always set: a later run waits for it
+    try:
+        trained = train_live(dataset, backbone, config, run)
+        run.model, run.done = trained, True
+    finally:
+        run.finished.set()
+    if trained is None:
+        return
+    add_run(trained)
+    st.rerun()  # draw the results without the Stop button and the live view
+
+
+def collect_training_run() -> None:
+    """Take over the model of a training run that a click interrupted (waiting for it to stop), and say so."""
+    run = st.session_state.get(keys.RUN)
+    if run is None:
+        return
+    if not run.finished.is_set():
+        with st.spinner("Stopping the training at the end of the current epoch…"):
+            run.wait()
+    del st.session_state[keys.RUN]
+    kept = run.model
+    if kept is not None and st.session_state.get(MY_MODEL) is not kept:
+        add_run(kept)
+    if run.done:
+        return
+    if kept is None:
+        st.info("The training stopped before its first epoch ended, so there is no model to keep.")
+        return
+    where = f"after epoch {kept.epochs_run}: kept the best epoch so far ({kept.best_epoch})"
+    if run.stop_clicked:
+        st.info(f"Stopped {where}.", icon=":material/stop_circle:")
+    else:
+        st.warning(f"The training was interrupted by a change on the page {where}.", icon=":material/warning:")
