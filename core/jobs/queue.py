@@ -26,7 +26,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _started: threading.Event = field(default_factory=threading.Event, repr=False)
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def progress(self, done: int, total: int, message: str) -> None:
@@ -117,7 +119,7 @@ class JobQueue:
         self._lock = threading.Lock()
         self._waiting: list[Job] = []
         self._running: list[Job] = []
-        self._work: dict[int, Work] = {}
+        self._work: dict[int, Work | None] = {}  # None: the job runs in the thread that asked (`admitted`)
         self._janitor: threading.Thread | None = None
 
     # --- asking -----------------------------------------------------------------------------------
@@ -141,6 +143,54 @@ class JobQueue:
             self._dispatch_locked()
         self._start_janitor()
         return job
+
+    @contextmanager
+    def admitted(
+        self,
+        *,
+        kind: str,
+        label: str,
+        owner: str,
+        memory_mb: float,
+        estimate_s: float | None = None,
+        on_wait: Callable[[Job], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> Iterator[Job]:
+        """Wait in line, then run the block in this thread (a page's script run draws as it works).
+
+        While waiting, `on_wait(job)` is called every `poll_s` seconds (to show the place in line); whatever
+        it raises (a click that reruns the page) leaves the line. Raises JobCancelled if the job was cancelled
+        (its session closed) before it started; inside the block, `job.cancelled()` says when to stop.
+        """
+        job = Job(kind=kind, label=label, owner=owner, memory_mb=float(memory_mb), estimate_s=estimate_s)
+        job.submitted_at = self._clock()
+        with self._lock:
+            self._waiting.append(job)
+            self._work[job.id] = None
+            self._dispatch_locked()
+        self._start_janitor()
+        state: JobState = "failed"
+        try:
+            while not job._started.is_set():
+                job.check()
+                if on_wait is not None:
+                    on_wait(job)
+                job._started.wait(poll_s)
+            yield job
+            state = "cancelled" if job.cancelled() else "done"
+        except JobCancelled:
+            state = "cancelled"
+            raise
+        finally:
+            with self._lock:
+                if job in self._waiting:
+                    self._waiting.remove(job)
+                    self._work.pop(job.id, None)
+                    state = "cancelled"
+                if job in self._running:
+                    self._running.remove(job)
+                self._finish_locked(job, state)
+                self._dispatch_locked()
 
     def cancel(self, job: Job) -> None:
         """A waiting job leaves the line at once; a running one is asked to stop."""
@@ -218,7 +268,9 @@ class JobQueue:
                 _log.warning(
                     "%s needs about %.0f MB, more than the limit allows; it runs alone", job.label, job.memory_mb
                 )
-            threading.Thread(target=self._run, args=(job, work), name=f"zooscope-job-{job.id}", daemon=True).start()
+            job._started.set()
+            if work is not None:
+                threading.Thread(target=self._run, args=(job, work), name=f"zooscope-job-{job.id}", daemon=True).start()
 
     def _run(self, job: Job, work: Work) -> None:
         state: JobState = "done"

@@ -236,3 +236,70 @@ def test_the_environment_sets_a_soft_limit():
     assert memory_limit_mb({"ZOOSCOPE_MEMORY_LIMIT_MB": "2000"}) == 2000.0
     fallback = memory_limit_mb({"ZOOSCOPE_MEMORY_LIMIT_MB": "lots"})
     assert fallback > 0 and fallback != 2000.0
+
+
+# --- work that runs in the thread that asked (a page's script run) --------------------------------
+
+
+def test_admitted_waits_its_turn_in_the_callers_thread_and_reports_its_place():
+    queue, started = make_queue(slots=1), []
+    gate = Gate(started)
+    first = queue.submit(gate, kind="train", label="first", owner="a", memory_mb=10)
+    until(lambda: started == ["first"])
+    places: list[int] = []
+
+    def on_wait(job):
+        places.append(queue.place(job))
+        if len(places) == 3:
+            gate.opened.set()
+
+    with queue.admitted(kind="train", label="mine", owner="b", memory_mb=10, on_wait=on_wait, poll_s=0.01) as job:
+        assert job.state == "running" and first.finished
+        assert threading.current_thread() is threading.main_thread()
+    assert places[:3] == [1, 1, 1]
+    assert job.state == "done" and queue.jobs() == []
+
+
+def test_a_rerun_while_waiting_leaves_the_line():
+    queue, started = make_queue(slots=1), []
+    gate = Gate(started)
+    queue.submit(gate, kind="train", label="first", owner="a", memory_mb=10)
+    until(lambda: started == ["first"])
+
+    class Rerun(Exception):
+        pass
+
+    def on_wait(job):
+        raise Rerun  # Streamlit's StopException on a click, as the page sees it
+
+    with pytest.raises(Rerun):
+        with queue.admitted(kind="train", label="mine", owner="b", memory_mb=10, on_wait=on_wait):
+            raise AssertionError("never admitted")
+    assert [job.label for job in queue.jobs()] == ["first"]
+    gate.opened.set()
+
+
+def test_a_closed_session_waiting_in_its_own_thread_is_told_so():
+    alive = {"a", "b"}
+    queue = make_queue(slots=1, is_alive=lambda owner: owner in alive, janitor_every_s=0.02)
+    started: list[str] = []
+    gate = Gate(started)
+    queue.submit(gate, kind="train", label="first", owner="a", memory_mb=10)
+    until(lambda: started == ["first"])
+    alive.discard("b")
+    with pytest.raises(JobCancelled):
+        with queue.admitted(kind="train", label="mine", owner="b", memory_mb=10, poll_s=0.01):
+            raise AssertionError("never admitted")
+    gate.opened.set()
+
+
+def test_a_failure_inside_an_admitted_block_frees_the_slot():
+    queue = make_queue(slots=1)
+    with pytest.raises(RuntimeError):
+        with queue.admitted(kind="train", label="mine", owner="a", memory_mb=10) as job:
+            raise RuntimeError("boom")
+    assert job.state == "failed"
+    gate = Gate([])
+    gate.opened.set()
+    after = queue.submit(gate, kind="train", label="after", owner="a", memory_mb=10)
+    assert after.wait(WAIT) and after.state == "done"

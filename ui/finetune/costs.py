@@ -25,14 +25,7 @@ from ui.model_pool import model_pool
 from ui.progress import progress_bar
 from ui.session import recall, remember, reuse
 from ui.tables import data_table
-from ui.text import verbatim
-
-
-def duration(seconds: float) -> str:
-    """ "about 2 min 5 s" in words, for an estimate."""
-    seconds = max(1, round(seconds))
-    minutes, rest = divmod(seconds, 60)
-    return f"about {minutes} min {rest:02d} s" if minutes else f"about {rest} s"
+from ui.text import duration, verbatim
 
 
 def estimates_frame(
