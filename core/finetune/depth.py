@@ -79,10 +79,16 @@ class _Run:
     entered: dict[str, int]
     exited: dict[str, int]
     first: str  # the first module to run
+    # When each module that ran, or held one that ran (a ModuleList is never called itself), began.
+    started: dict[str, int]
 
     def began(self, path: str) -> int:
-        """When `path`, or the first of its children to run (a ModuleList is never called itself), began."""
-        return min(t for p, t in self.entered.items() if _within(p, path))
+        """When `path`, or the first of its children to run, began."""
+        return self.started[path]
+
+    def ran(self, path: str) -> bool:
+        """Whether `path` or anything inside it ran."""
+        return path in self.started
 
 
 def _meta_run(model: nn.Module, size: int) -> _Run:
@@ -108,7 +114,13 @@ def _meta_run(model: nn.Module, size: int) -> _Run:
     finally:
         for handle in handles:
             handle.remove()
-    return _Run(entered, exited, first=min(entered, key=entered.get))
+    started: dict[str, int] = {}
+    for name, event in entered.items():
+        parts = name.split(".")
+        for length in range(1, len(parts) + 1):
+            around = ".".join(parts[:length])
+            started[around] = min(event, started.get(around, event))
+    return _Run(entered, exited, first=min(entered, key=entered.get), started=started)
 
 
 def meta_model(spec: ModelSpec) -> nn.Module:
@@ -137,7 +149,7 @@ def _units(model: nn.Module, path: str, ends: tuple[str, ...], run: _Run) -> Ite
         return
     for name, _ in module.named_children():
         child = f"{path}.{name}"
-        if any(_within(ran, child) for ran in run.entered):
+        if run.ran(child):
             yield from _units(model, child, ends, run)
 
 
@@ -225,7 +237,7 @@ def _partition(layout: _Layout, spec: ModelSpec, depth: str, start: str) -> Cut:
             if child_path == head:
                 continue  # replaced by the new head
             if child_path not in run.entered:
-                if any(_within(path, child_path) for path in run.entered):
+                if run.ran(child_path):
                     visit(child, child_path)  # a ModuleList: never called itself, its children are
                 continue  # modules that never run (auxiliary heads in eval) stay as they are
             if _within(start, child_path) and child_path != start or _within(head, child_path):
@@ -264,6 +276,17 @@ def _partition(layout: _Layout, spec: ModelSpec, depth: str, start: str) -> Cut:
         groups=tuple(tuple(paths) for _, paths in sorted(groups.items())),
         trainable_params=sum(p.numel() for p in params.values()),
     )
+
+
+def trainable_by_depth(name: str) -> dict[str, int | None]:
+    """The parameters each depth would train for `name` (None where it cannot be cut): no weights needed."""
+    counts: dict[str, int | None] = {}
+    for depth in DEPTHS:
+        try:
+            counts[depth] = cut_for(name, depth).trainable_params
+        except ZooScopeError:
+            counts[depth] = None
+    return counts
 
 
 def trained_paths(name: str, depth: str) -> tuple[str, ...]:
