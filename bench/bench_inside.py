@@ -63,7 +63,8 @@ def _seconds(function) -> float:
 def bench_anatomy(names: list[str]) -> list[dict]:
     import torch
 
-    from core.inside.anatomy import _FlopCounter, _on_meta, anatomy
+    from core.inside.anatomy import _on_meta, anatomy
+    from core.inside.meta_trace import FlopCounter
     from core.models.catalog import get_spec
 
     rows = []
@@ -72,7 +73,7 @@ def bench_anatomy(names: list[str]) -> list[dict]:
 
         def floor(spec=spec) -> None:
             model = _on_meta(spec)
-            with _FlopCounter(), torch.no_grad():
+            with FlopCounter(), torch.no_grad():
                 model(torch.zeros(1, 3, spec.input_size, spec.input_size, device="meta"))
 
         floor_s = _seconds(floor)

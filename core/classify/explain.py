@@ -23,8 +23,9 @@ from core import preprocessing
 from core.errors import ZooScopeError
 from core.models.catalog import ModelSpec
 from core.models.families import LAYOUTS
+from core.models.family_paths import resolve_layer
 from core.models.loading import LoadedModel
-from core.models.views import private_view, resolve_layer
+from core.models.views import private_view
 
 DEFAULT_COLORMAP = "jet"
 

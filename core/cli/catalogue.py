@@ -1,4 +1,5 @@
-"""`models` (the catalogue) and `inspect` (a model's anatomy, and optionally its stage maps)."""
+"""`models` (the catalogue) and `inspect` (a model's anatomy, what each fine-tuning depth would train,
+and optionally its stage maps)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from core.cli.common import read_file
 from core.errors import ImageError, ZooScopeError
+from core.finetune.depth import trainable_by_depth
 from core.images import decode_image
 from core.inside.anatomy import anatomy
 from core.inside.stage_maps import stage_maps
@@ -45,7 +47,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         note = f"stage maps of {args.image} written to {args.save_maps} (input + {len(maps.stages)} stages)"
         print(note, file=sys.stderr if args.format == "json" else sys.stdout)
     if args.format == "json":
-        print(json.dumps(found.as_json(), indent=2))
+        # What each fine-tuning depth would train, from depth's cuts on the meta device (None: it can't be cut).
+        print(json.dumps({**found.as_json(), "unfreeze": trainable_by_depth(found.model)}, indent=2))
         return 0
     print(
         f"{found.model} ({found.family}): {found.params:,} parameters, {found.gflops:.2f} GFLOPS at "

@@ -24,8 +24,9 @@ import torch.nn as nn
 from core.engines.onnx_engine import onnx_features
 from core.errors import ZooScopeError
 from core.models.catalog import ModelSpec
+from core.models.family_paths import get_layer, set_layer
 from core.models.loading import LoadedModel
-from core.models.views import get_layer, private_view, set_layer
+from core.models.views import private_view
 from core.progress import Progress
 
 _log = logging.getLogger(__name__)

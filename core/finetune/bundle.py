@@ -45,8 +45,8 @@ from core.finetune.threshold import check_threshold
 from core.finetune.trained import TrainedModel
 from core.models.building import build_on_meta
 from core.models.catalog import ModelSpec, all_specs
+from core.models.family_paths import get_layer
 from core.models.loading import LoadedModel
-from core.models.views import get_layer
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)

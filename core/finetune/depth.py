@@ -7,13 +7,16 @@ own copies). Where the cut may fall comes from the family table (core.models.fam
 - "head": nothing of the backbone trains;
 - "last": the family's `last_block` and everything that runs after it;
 - "half": everything after the middle stage end (`stages`: the modules whose output ends a
-  stage, in network order), so the later half of the stages, rounded up;
+  stage, in network order), so the later half of the stages, rounded up; in a network built of
+  equal blocks (`equal_blocks`: ViT, Swin, ConvNeXt, MaxViT) from the block where about half of
+  the parameters train, since there one long stage of blocks holds most of them;
 - "all": every module.
 
 Which modules run before or after the cut comes from one forward pass on the meta device (no
 weights, no arithmetic), with a hook on every module: a module trains if it first runs at or
 after `start`, and a container that holds a stage end is split into its children, so that the
-tail comes as units within one stage each (the groups discriminative learning rates need).
+tail comes as units within one stage each (the groups discriminative learning rates need), unless
+it holds tensors of its own (ViT's encoder and its position embedding), which train with it whole.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from core.errors import ZooScopeError
 from core.features.backbone import block_path, head_path, strip_head
 from core.models.building import build_on_meta
 from core.models.catalog import ModelSpec, all_specs
-from core.models.views import resolve_layer
+from core.models.family_paths import FamilyPaths, family_paths
 
 DEPTHS = ("head", "last", "half", "all")
 DEPTH_LABELS = {
@@ -62,45 +65,11 @@ class Cut:
         return self.trainable_params * BYTES_PER_TRAINABLE_PARAMETER
 
 
-# --- paths ----------------------------------------------------------------------------------------
-
-
-def concrete_path(model: nn.Module, path: str, model_name: str = "the model") -> str:
-    """`path` with every position ("-1", "3") replaced by the child's name ("blocks.-1" -> "blocks.6")."""
-    parts, module = [], model
-    for part in path.split("."):
-        parent, key = resolve_layer(module, part, model_name)
-        parts.append(key)
-        module = parent._modules[key]
-    return ".".join(parts)
-
-
-def expand_stages(model: nn.Module, patterns: tuple[str, ...], model_name: str = "the model") -> list[str]:
-    """The family table's `stages` as concrete module paths, in network order.
-
-    "features.*" stands for every child of `features`, "features.*MaxPool2d" for every child of
-    that class; any other entry is a path.
-    """
-    ends: list[str] = []
-    for pattern in patterns:
-        if "*" not in pattern:
-            ends.append(concrete_path(model, pattern, model_name))
-            continue
-        parent_path, _, kind = pattern.partition("*")
-        parent_path = parent_path.rstrip(".")
-        parent = model.get_submodule(concrete_path(model, parent_path, model_name)) if parent_path else model
-        prefix = f"{concrete_path(model, parent_path, model_name)}." if parent_path else ""
-        ends.extend(
-            f"{prefix}{name}" for name, child in parent.named_children() if not kind or type(child).__name__ == kind
-        )
-    return ends
+# --- the order modules run in ---------------------------------------------------------------------
 
 
 def _within(path: str, ancestor: str) -> bool:
     return path == ancestor or path.startswith(f"{ancestor}.")
-
-
-# --- the order modules run in ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -110,10 +79,16 @@ class _Run:
     entered: dict[str, int]
     exited: dict[str, int]
     first: str  # the first module to run
+    # When each module that ran, or held one that ran (a ModuleList is never called itself), began.
+    started: dict[str, int]
 
     def began(self, path: str) -> int:
-        """When `path`, or the first of its children to run (a ModuleList is never called itself), began."""
-        return min(t for p, t in self.entered.items() if _within(p, path))
+        """When `path`, or the first of its children to run, began."""
+        return self.started[path]
+
+    def ran(self, path: str) -> bool:
+        """Whether `path` or anything inside it ran."""
+        return path in self.started
 
 
 def _meta_run(model: nn.Module, size: int) -> _Run:
@@ -139,7 +114,13 @@ def _meta_run(model: nn.Module, size: int) -> _Run:
     finally:
         for handle in handles:
             handle.remove()
-    return _Run(entered, exited, first=min(entered, key=entered.get))
+    started: dict[str, int] = {}
+    for name, event in entered.items():
+        parts = name.split(".")
+        for length in range(1, len(parts) + 1):
+            around = ".".join(parts[:length])
+            started[around] = min(event, started.get(around, event))
+    return _Run(entered, exited, first=min(entered, key=entered.get), started=started)
 
 
 def meta_model(spec: ModelSpec) -> nn.Module:
@@ -155,23 +136,56 @@ def shapes_model(name: str) -> nn.Module:
     return meta_model(all_specs()[name])
 
 
-def _units(model: nn.Module, path: str, stage_ends: list[str], run: _Run) -> Iterator[str]:
-    """`path`, or, where it holds a stage end, its children that run (recursively)."""
-    if not any(end.startswith(f"{path}.") for end in stage_ends):
+def _units(model: nn.Module, path: str, ends: tuple[str, ...], run: _Run) -> Iterator[str]:
+    """`path`, or, where it holds a stage end (`ends`), its children that run (recursively). A module
+    with tensors of its own (ViT's encoder: the position embedding) stays whole: they train with it."""
+    module = model.get_submodule(path)
+    own = (
+        next(module.parameters(recurse=False), None) is not None
+        or next(module.buffers(recurse=False), None) is not None
+    )
+    if own or not any(end.startswith(f"{path}.") for end in ends):
         yield path
         return
-    for name, _ in model.get_submodule(path).named_children():
+    for name, _ in module.named_children():
         child = f"{path}.{name}"
-        if any(_within(ran, child) for ran in run.entered):
-            yield from _units(model, child, stage_ends, run)
+        if run.ran(child):
+            yield from _units(model, child, ends, run)
 
 
 def cut_for(name: str, depth: str) -> Cut:
     """Where `name` (a catalogue model) is cut for `depth`; ZooScopeError where it cannot be."""
     if depth not in DEPTHS:
         raise ZooScopeError(f"How much to train must be one of {', '.join(DEPTHS)}, not '{depth}'.")
+    return _cut(name, depth, *_read(name))
+
+
+def stage_ends(name: str) -> tuple[str, ...]:
+    """The stage ends `name`'s cuts fall after and its tail is grouped by (concrete paths, in network order)."""
+    return _layout(name, *_read(name)).paths.stage_ends
+
+
+def _read(name: str) -> tuple[object, ...]:
+    """The family-table entries the cuts read: the caches below hold one answer per model and entries."""
     found = all_specs()[name].traits
-    return _cut(name, depth, found.head, found.last_block, found.stages)
+    return found.head, found.last_block, found.stages, found.equal_blocks
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One model on the meta device (its head nn.Identity()), the family table's paths in it, the order it runs in."""
+
+    model: nn.Module
+    paths: FamilyPaths
+    run: _Run
+
+
+@functools.cache
+def _layout(name: str, *traits: object) -> _Layout:
+    """Built and run once per model (and family-table entries `traits`), for every depth; never changed."""
+    spec = all_specs()[name]
+    model = meta_model(spec)
+    return _Layout(model, family_paths(model, spec.traits, name), _meta_run(model, spec.input_size))
 
 
 @functools.cache
@@ -181,29 +195,38 @@ def _cut(name: str, depth: str, *traits: object) -> Cut:
     head_path(spec)  # no linear head to replace: nothing to train at any depth
     if depth == "head":
         return Cut(depth, None, (), (), (), (), 0)
-    model = meta_model(spec)  # its head is nn.Identity() now, still at the head's path
-    head = concrete_path(model, head_path(spec), name)
     if depth == "last":
-        stage_ends = expand_stages(model, spec.traits.stages, name)
-        run = _meta_run(model, spec.input_size)
-        start = concrete_path(model, block_path(spec), name)
-    else:
-        if not spec.traits.stages:
-            raise ZooScopeError(f"{name} can't train its {DEPTH_LABELS[depth].lower()} here: its stages are unknown.")
-        stage_ends = expand_stages(model, spec.traits.stages, name)
-        run = _meta_run(model, spec.input_size)
-        if depth == "all":
-            start = run.first
-        else:
-            middle = stage_ends[len(stage_ends) // 2 - 1] if len(stage_ends) > 1 else stage_ends[0]
-            after = run.exited[middle]
-            start = min((p for p, t in run.entered.items() if t > after), key=run.entered.get)
-    return _partition(model, spec, depth, start, head, stage_ends, run)
+        block_path(spec)  # no last block known: say so
+    elif not spec.traits.stages:
+        raise ZooScopeError(f"{name} can't train its {DEPTH_LABELS[depth].lower()} here: its stages are unknown.")
+    layout = _layout(name, *traits)
+    paths, run = layout.paths, layout.run
+    if depth == "last":
+        return _partition(layout, spec, depth, paths.last_block)
+    if depth == "all":
+        return _partition(layout, spec, depth, run.first)
+    if paths.equal_blocks:
+        return _half_of_equal_blocks(layout, spec, _cut(name, "last", *traits), _cut(name, "all", *traits))
+    ends = paths.stage_ends
+    middle = ends[len(ends) // 2 - 1] if len(ends) > 1 else ends[0]
+    after = run.exited[middle]
+    return _partition(layout, spec, depth, min((p for p, t in run.entered.items() if t > after), key=run.entered.get))
 
 
-def _partition(
-    model: nn.Module, spec: ModelSpec, depth: str, start: str, head: str, stage_ends: list[str], run: _Run
-) -> Cut:
+def _half_of_equal_blocks(layout: _Layout, spec: ModelSpec, last: Cut, whole: Cut) -> Cut:
+    """ "half" in a network built of equal blocks: the cut before the block that trains closest to half of
+    what the whole network does, and more than the last block. After the middle stage end nearly all
+    of it would train: the stages of equal blocks are most of the network (ViT's encoder), or one of
+    them holds most of its parameters (Swin's and ConvNeXt's third and fourth)."""
+    cuts = [_partition(layout, spec, "half", block) for block in layout.paths.equal_blocks]
+    more = [cut for cut in cuts if last.trainable_params < cut.trainable_params < whole.trainable_params]
+    if not more:
+        raise ZooScopeError(f"{spec.name} has no block to start its last half at between its last block and all of it.")
+    return min(more, key=lambda cut: abs(2 * cut.trainable_params - whole.trainable_params))
+
+
+def _partition(layout: _Layout, spec: ModelSpec, depth: str, start: str) -> Cut:
+    model, run, head, ends = layout.model, layout.run, layout.paths.head, layout.paths.stage_ends
     begin = run.entered[start]
     tail: list[str] = []
     prefix: list[str] = []
@@ -214,13 +237,13 @@ def _partition(
             if child_path == head:
                 continue  # replaced by the new head
             if child_path not in run.entered:
-                if any(_within(path, child_path) for path in run.entered):
+                if run.ran(child_path):
                     visit(child, child_path)  # a ModuleList: never called itself, its children are
                 continue  # modules that never run (auxiliary heads in eval) stay as they are
             if _within(start, child_path) and child_path != start or _within(head, child_path):
                 visit(child, child_path)  # an ancestor of the cut or of the head: look inside
             elif run.entered[child_path] >= begin:
-                tail.extend(_units(model, child_path, stage_ends, run))
+                tail.extend(_units(model, child_path, ends, run))
             elif run.exited[child_path] < begin:
                 prefix.append(child_path)
             else:
@@ -242,7 +265,7 @@ def _partition(
         if not own:
             continue
         params.update(own)
-        stage = sum(run.exited.get(end, -1) < run.began(path) for end in stage_ends)
+        stage = sum(run.exited.get(end, -1) < run.began(path) for end in ends)
         groups.setdefault(stage, []).append(path)
     return Cut(
         depth=depth,
@@ -253,6 +276,17 @@ def _partition(
         groups=tuple(tuple(paths) for _, paths in sorted(groups.items())),
         trainable_params=sum(p.numel() for p in params.values()),
     )
+
+
+def trainable_by_depth(name: str) -> dict[str, int | None]:
+    """The parameters each depth would train for `name` (None where it cannot be cut): no weights needed."""
+    counts: dict[str, int | None] = {}
+    for depth in DEPTHS:
+        try:
+            counts[depth] = cut_for(name, depth).trainable_params
+        except ZooScopeError:
+            counts[depth] = None
+    return counts
 
 
 def trained_paths(name: str, depth: str) -> tuple[str, ...]:

@@ -24,8 +24,9 @@ from torch.utils import _pytree as pytree
 
 from core.features.backbone import BackboneView, backbone_view
 from core.finetune.depth import Cut, shapes_model
+from core.models.family_paths import get_layer, set_layer
 from core.models.loading import LoadedModel
-from core.models.views import get_layer, private_view, set_layer
+from core.models.views import private_view
 
 
 class _ReachedCut(Exception):  # noqa: N818 - control flow, not an error

@@ -1,17 +1,16 @@
 """A model's anatomy, from the model built on the meta device: no weights, no memory, every
 catalogue model offline.
 
-- Stages are where the family table (core/families.py) says each stage ends; a stage is
-  everything the network runs after the previous stage's end, up to and including its own.
-  Everything after the last stage is the head.
+- Stages are where the family table (core.models.families, read through core.models.family_paths)
+  says each stage ends; a stage is everything the network runs after the previous stage's end, up
+  to and including its own. Everything after the last stage is the head.
 - Blocks are the modules a stage runs one after another (a container such as ResNet's `layer1`
   is opened: its Bottlenecks are the blocks).
 - Parameters come from the modules themselves (exact, and every parameter counted once, in the
-  stage that first runs it); FLOPs from torch's own `FlopCounterMode`, counted while the model's
-  torch.fx graph runs once on meta tensors. It counts a multiply-add as 2 FLOPs; torchvision's
-  `_ops` metadata ("GFLOPS") counts multiply-adds, so `gflops` here is FLOPs / 2e9, in
-  torchvision's convention.
-- Skip connections, receptive fields and depth come from that same graph (core/dataflow.py);
+  stage that first runs it); FLOPs and shapes from one traced pass on meta tensors
+  (core.inside.meta_trace). FLOPs count a multiply-add as 2; torchvision's `_ops` metadata
+  ("GFLOPS") counts multiply-adds, so `gflops` here is FLOPs / 2e9, in torchvision's convention.
+- Skip connections, receptive fields and depth come from that same graph (core.inside.dataflow);
   where each module ran, from its nodes' module stack.
 """
 
@@ -26,16 +25,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import ZooScopeError
 from core.inside import dataflow
+from core.inside.meta_trace import ModuleCall, trace
 from core.models.building import build_on_meta
 from core.models.catalog import ModelSpec, get_spec
-from core.models.views import get_layer
+from core.models.family_paths import expand_patterns
 
-# A stage pattern "X.*/N": the children of X in N runs of equal length, each run ends a stage.
-_GROUPED = re.compile(r"^(?P<parent>.+)\.\*/(?P<runs>\d+)$")
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -193,103 +190,6 @@ def token_grid_side(length: int) -> int | None:
     return None
 
 
-# --- stage paths --------------------------------------------------------------------------------
-
-
-def stage_paths(model: nn.Module, patterns: tuple[str, ...], model_name: str = "the model") -> list[str]:
-    """The family table's stage patterns (core/families.py) as module paths, in network order."""
-    names = {id(module): name for name, module in model.named_modules()}
-    paths: list[str] = []
-    for pattern in patterns:
-        grouped = _GROUPED.match(pattern)
-        if grouped or ".*" in pattern:
-            parent_path, _, class_name = (grouped["parent"], "", "") if grouped else pattern.partition(".*")
-            parent = get_layer(model, parent_path, model_name)
-            children = [child for child in parent.children() if not class_name or type(child).__name__ == class_name]
-            if grouped:
-                runs = int(grouped["runs"])
-                ends = sorted({math.ceil(len(children) * (run + 1) / runs) - 1 for run in range(runs)})
-                children = [children[end] for end in ends if end >= 0]
-            paths += [names[id(child)] for child in children]
-        else:
-            paths.append(names[id(get_layer(model, pattern, model_name))])
-    return paths
-
-
-# --- one traced pass on meta tensors --------------------------------------------------------------
-
-
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's module tracker: every count goes to the "Global" total."""
-
-    parents = ("Global",)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return None
-
-
-class _FlopCounter(FlopCounterMode):
-    """torch's FlopCounterMode (its counting is a dispatch mode: this thread's ops only) without its
-    module tracker, which hooks every module in the process while it counts: other sessions'
-    forwards (and fine-tuning backwards) would run through those hooks. Only the total is read."""
-
-    def __init__(self):
-        super().__init__(display=False)
-        self.mod_tracker = _GlobalOnly()
-
-
-@dataclass
-class _Call:
-    """Where a module ran in the traced graph: its first and last node, FLOPs counted before and
-    after, its input's and output's shapes (no batch)."""
-
-    first: int
-    last: int
-    flops_before: int = 0
-    flops_after: int = 0
-    input_shape: tuple[int, ...] = ()
-    output_shape: tuple[int, ...] = ()
-
-
-def _node_shape(node: torch.fx.Node) -> tuple[int, ...]:
-    meta = node.meta.get("tensor_meta")  # a TensorMetadata (a named tuple), or a tuple of them
-    while isinstance(meta, (tuple, list)) and meta and not hasattr(meta, "shape"):
-        meta = meta[0]
-    return tuple(meta.shape[1:]) if hasattr(meta, "shape") else ()
-
-
-def _trace(model: nn.Module, input_size: int) -> tuple[dict[str, _Call], int, dataflow.Dataflow]:
-    """One pass on meta tensors: the fx graph run with torch's FLOP counter, and for every module
-    the nodes it ran (nn_module_stack), so stages, blocks, FLOPs and shapes come from the same pass
-    as the skips and receptive fields."""
-    calls: dict[str, _Call] = {}
-    counter = _FlopCounter()
-    position, flops_so_far = 0, 0
-
-    def after(node: torch.fx.Node) -> None:
-        nonlocal position, flops_so_far
-        position += 1
-        before, flops_so_far = flops_so_far, counter.get_total_flops()
-        if node.op in ("placeholder", "output"):
-            return
-        shape = _node_shape(node)
-        for path in ("", *dataflow.scope(node)):
-            call = calls.get(path)
-            if call is None:
-                inputs = [_node_shape(arg) for arg in node.all_input_nodes]
-                call = calls[path] = _Call(position, position, before, input_shape=next(filter(None, inputs), ()))
-            call.last, call.flops_after = position, flops_so_far
-            if shape:
-                call.output_shape = shape
-
-    with counter:
-        flow = dataflow.analyse(model, input_size, after)
-    return calls, counter.get_total_flops(), flow
-
-
 # --- putting it together ----------------------------------------------------------------------------
 
 
@@ -335,8 +235,8 @@ def anatomy(name: str) -> Anatomy:
     traits = spec.traits
     if not traits.stages:
         raise ZooScopeError(f"The family table has no stages for {name} ({spec.family} models).")
-    ends = stage_paths(model, traits.stages, name)
-    calls, total_flops, flow = _trace(model, spec.input_size)
+    ends = expand_patterns(model, traits.stages, name)
+    calls, total_flops, flow = trace(model, spec.input_size)
     modules = dict(model.named_modules())
 
     boundaries = [calls[path].last for path in ends]
@@ -414,7 +314,7 @@ def _ancestry(path: str) -> list[str]:
     return [".".join(parts[:cut]) for cut in range(len(parts), -1, -1)]
 
 
-def _blocks_between(start: int, end: int, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> list[str]:
+def _blocks_between(start: int, end: int, calls: dict[str, ModuleCall], modules: dict[str, nn.Module]) -> list[str]:
     """The outermost modules that run entirely in (start, end], in order, containers opened."""
 
     def inside(path: str) -> bool:
@@ -432,7 +332,7 @@ def _blocks_between(start: int, end: int, calls: dict[str, _Call], modules: dict
     return blocks
 
 
-def _run_children(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> list[str]:
+def _run_children(path: str, calls: dict[str, ModuleCall], modules: dict[str, nn.Module]) -> list[str]:
     """The children of `path` that ran, in order; a ModuleList (never called itself) stands for its items."""
     found = []
     for key in modules[path]._modules:
@@ -444,7 +344,7 @@ def _run_children(path: str, calls: dict[str, _Call], modules: dict[str, nn.Modu
     return sorted(found, key=lambda name: calls[name].first)
 
 
-def _repeats(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> bool:
+def _repeats(path: str, calls: dict[str, ModuleCall], modules: dict[str, nn.Module]) -> bool:
     """A container whose children are blocks of one kind (ResNet's layer1, MaxViT's layers)."""
     children = _run_children(path, calls, modules)
     return (
@@ -455,7 +355,7 @@ def _repeats(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) 
     )
 
 
-def _opened(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -> list[str]:
+def _opened(path: str, calls: dict[str, ModuleCall], modules: dict[str, nn.Module]) -> list[str]:
     """A container of blocks becomes its blocks, also when a module wraps just that container
     (MaxViT's MaxVitBlock around its ModuleList of layers)."""
     if _repeats(path, calls, modules):
@@ -469,7 +369,7 @@ def _opened(path: str, calls: dict[str, _Call], modules: dict[str, nn.Module]) -
 
 
 def _block(
-    path: str, modules: dict[str, nn.Module], calls: dict[str, _Call], skips_in: Counter, kinds: dict[str, str]
+    path: str, modules: dict[str, nn.Module], calls: dict[str, ModuleCall], skips_in: Counter, kinds: dict[str, str]
 ) -> Block:
     module, call = modules[path], calls[path]
     return Block(

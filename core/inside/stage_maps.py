@@ -32,8 +32,9 @@ from PIL import Image
 from core import preprocessing
 from core.errors import ZooScopeError
 from core.inside.anatomy import Anatomy, Stage, anatomy, token_grid_side
+from core.models.family_paths import get_layer, set_layer
 from core.models.loading import LoadedModel
-from core.models.views import private_view, set_layer
+from core.models.views import private_view
 
 TOP_CHANNELS = 8
 SPARE_VIEWS = 2  # views kept per shared model for the next photo
@@ -87,7 +88,7 @@ def stage_maps(loaded: LoadedModel, image: Image.Image, top_channels: int = TOP_
     batch = preprocessing.model_batch([image], loaded.preprocess).to(loaded.device)
     with _borrowed_view(loaded, rollout=has_rollout(found)) as (view, taps):
         handles = [
-            view.get_submodule(stage.name).register_forward_hook(_capture(stage, captured, top_channels))
+            get_layer(view, stage.name, loaded.name).register_forward_hook(_capture(stage, captured, top_channels))
             for stage in found.stages
         ]
         try:

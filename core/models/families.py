@@ -9,6 +9,9 @@ not say, the way timm's `PretrainedCfg` carries `classifier` and `first_conv`:
   that layer's output layout: "nchw" maps, "nhwc" (Swin's channels-last stages) or "tokens"
   (ViT: a class token, then a square grid of patch tokens);
 - `stages`: where each stage of the network ends, in network order (Inside draws each stage);
+- `equal_blocks`: for a network built of runs of equal blocks (ViT's encoder layers, Swin's and
+  ConvNeXt's blocks in each stage), those blocks: there most parameters sit in one or two long
+  stages, so "half" fine-tuning cuts between blocks, not after a stage (core.finetune.depth);
 - `channels_last`: mostly 2-D convolutions on NCHW maps, which cuDNN runs fastest channels-last;
 - `bf16_slow`: bf16 autocast measured slower than fp32 even at batch 64 (H100: depthwise
   convolutions do not use the tensor cores).
@@ -17,7 +20,9 @@ Paths are dotted module paths; an integer part indexes a module's children by po
 negative one from the end ("classifier.-1" is the last module of a Sequential). In `stages`,
 "features.*" stands for every child of `features` in order, "features.*MaxPool2d" for every
 child of that class, and "encoder.layers.*/4" for its children in 4 runs of equal length, each
-run ending a stage (ViT-B/16's 12 encoder layers and ViT-H/14's 32 both make four stages).
+run ending a stage (ViT-B/16's 12 encoder layers and ViT-H/14's 32 both make four stages);
+`equal_blocks` uses the same patterns. One reader resolves them all over a built model:
+core.models.family_paths.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class FamilyTraits:
     cam_target: str | None
     cam_layout: str = "nchw"
     stages: tuple[str, ...] = ()
+    equal_blocks: tuple[str, ...] = ()
     channels_last: bool = True
     bf16_slow: bool = False
     # Model name -> fields that differ from the family's (e.g. VGG with batch norm).
@@ -108,6 +114,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         last_block="features.-1",
         cam_target="features.-1",
         stages=("features.0", "features.1", "features.3", "features.5", "features.7"),
+        equal_blocks=("features.1.*", "features.3.*", "features.5.*", "features.7.*"),
     ),
     "densenet": FamilyTraits(
         head="classifier",
@@ -163,6 +170,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         last_block="blocks.-1",
         cam_target="blocks.-1",
         stages=("stem", "blocks.*"),
+        equal_blocks=("blocks.0.layers.*", "blocks.1.layers.*", "blocks.2.layers.*", "blocks.3.layers.*"),
         channels_last=False,
     ),
     "swin": FamilyTraits(  # permutes to NHWC itself
@@ -171,6 +179,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="features.-1",
         cam_layout="nhwc",
         stages=("features.0", "features.1", "features.3", "features.5", "features.7"),
+        equal_blocks=("features.1.*", "features.3.*", "features.5.*", "features.7.*"),
         channels_last=False,
     ),
     "vit": FamilyTraits(  # token sequences
@@ -179,6 +188,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="encoder.layers.-1.ln_1",  # patch tokens after the last block get no gradient
         cam_layout="tokens",
         stages=("conv_proj", "encoder.layers.*/4"),
+        equal_blocks=("encoder.layers.*",),
         channels_last=False,
     ),
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from core.errors import ZooScopeError
 from core.models.building import build_on_meta
 from core.models.loading import LoadedModel
 
@@ -29,31 +28,3 @@ def private_view(loaded: LoadedModel) -> nn.Module:
             owner, _, leaf = name.rpartition(".")
             view.get_submodule(owner)._buffers[leaf] = shared_buffers[name]
     return view.eval().requires_grad_(False)
-
-
-def resolve_layer(model: nn.Module, path: str, model_name: str = "the model") -> tuple[nn.Module, str]:
-    """(parent module, child key) of a dotted path; integer parts index children by position,
-    negative ones from the end (e.g. "classifier.-1", "encoder.layers.-1.ln_1")."""
-    parent, key, module = None, "", model
-    for part in path.split("."):
-        children = list(module._modules)
-        try:
-            key = children[int(part)] if part.lstrip("-").isdigit() else part
-        except IndexError:
-            key = None
-        if key not in module._modules or module._modules[key] is None:
-            raise ZooScopeError(f"{model_name} has no layer '{path}'.")
-        parent, module = module, module._modules[key]
-    if parent is None:
-        raise ZooScopeError(f"{model_name} has no layer '{path}'.")
-    return parent, key
-
-
-def get_layer(model: nn.Module, path: str, model_name: str = "the model") -> nn.Module:
-    parent, key = resolve_layer(model, path, model_name)
-    return parent._modules[key]
-
-
-def set_layer(model: nn.Module, path: str, layer: nn.Module, model_name: str = "the model") -> None:
-    parent, key = resolve_layer(model, path, model_name)
-    parent._modules[key] = layer

@@ -12,9 +12,10 @@ import torch.nn as nn
 
 from core.errors import UnknownModel
 from core.inside import anatomy as anatomy_module
-from core.inside.anatomy import anatomy, compound_scaling_frame, stage_paths, stages_long_frame, token_grid_side
+from core.inside.anatomy import anatomy, compound_scaling_frame, stages_long_frame, token_grid_side
 from core.models.building import build_on_meta
 from core.models.catalog import all_specs, get_spec
+from core.models.family_paths import expand_patterns
 
 ALL_NAMES = sorted(all_specs())
 # torchvision's metadata for inception_v3 counts its auxiliary classifier (AuxLogits), which
@@ -151,15 +152,15 @@ def test_vit_encoder_layers_make_four_stages():
 
 def test_stage_patterns():
     model = build_on_meta(get_spec("vgg16"))
-    assert stage_paths(model, ("features.*MaxPool2d",)) == ["features.4", "features.9", "features.16",
-                                                            "features.23", "features.30"]  # fmt: skip
-    assert stage_paths(model, ("features.0", "classifier.-1")) == ["features.0", "classifier.6"]
-    assert stage_paths(model, ("features.*/3",)) == [
+    assert expand_patterns(model, ("features.*MaxPool2d",)) == ["features.4", "features.9", "features.16",
+                                                                "features.23", "features.30"]  # fmt: skip
+    assert expand_patterns(model, ("features.0", "classifier.-1")) == ["features.0", "classifier.6"]
+    assert expand_patterns(model, ("features.*/3",)) == [
         "features.10",
         "features.20",
         "features.30",
     ]  # 31 children: runs of 11, 10, 10
-    assert stage_paths(model, ("features.*",))[:2] == ["features.0", "features.1"]
+    assert expand_patterns(model, ("features.*",))[:2] == ["features.0", "features.1"]
 
 
 def test_token_grid():

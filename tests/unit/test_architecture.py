@@ -1,6 +1,7 @@
-"""The house rules of DESIGN.md, checked on the source: `core` never imports streamlit (the
-pool's Streamlit cache is ui/model_pool.py), there is no import cycle inside `core` (imports inside functions count too), and
-the command line starts without the heavy libraries that only some commands need."""
+"""The house rules of DESIGN.md, checked on the source: `core` never imports streamlit (the pool's
+Streamlit cache is ui/model_pool.py), there is no import cycle inside `core` (imports inside
+functions count too), and the command line starts without the heavy libraries that only some
+commands need."""
 
 from __future__ import annotations
 

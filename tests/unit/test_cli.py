@@ -342,6 +342,25 @@ def test_inspect_json_needs_no_weights(capsys):
     assert total == report["params"]
 
 
+def test_inspect_json_says_what_each_depth_would_train(capsys):
+    code, out, err = run(capsys, "inspect", "vit_b_16", "--format", "json")
+    assert code == 0 and err == ""
+    report = json.loads(out)
+    unfreeze = report["unfreeze"]
+    assert list(unfreeze) == ["head", "last", "half", "all"]
+    # The backbone's parameters only (the new head's size depends on the person's classes), read off
+    # the same model's anatomy: the last encoder layer and the final LayerNorm; everything but the
+    # class token and the replaced Linear; and about half of that (six of the twelve layers).
+    width = report["stages"][-1]["output_shape"][-1]
+    assert unfreeze["last"] == report["stages"][-1]["blocks"][-1]["params"] + 2 * width
+    assert unfreeze["all"] == report["params"] - width - (width * 1000 + 1000)
+    assert unfreeze["half"] == 6 * report["stages"][-1]["blocks"][-1]["params"] + 2 * width
+    assert unfreeze["head"] == 0
+
+    code, out, _ = run(capsys, "inspect", "squeezenet1_1", "--format", "json")
+    assert code == 0 and json.loads(out)["unfreeze"] == dict.fromkeys(unfreeze)  # no Linear head: nothing
+
+
 def test_inspect_table(capsys):
     code, out, _ = run(capsys, "inspect", "vgg16")
     assert code == 0

@@ -31,8 +31,9 @@ from core.classify.explain import (
 from core.classify.predict import classify_images
 from core.errors import ZooScopeError
 from core.models.catalog import CURATED, get_spec
+from core.models.family_paths import resolve_layer
 from core.models.loading import LoadedModel
-from core.models.views import private_view, resolve_layer
+from core.models.views import private_view
 from core.preprocessing import model_input
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}

@@ -27,7 +27,7 @@ from core.finetune.augment import resolve_train_size
 from core.finetune.bundle import export_bundle, import_bundle
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.deeper import finetune_optimizer
-from core.finetune.depth import DEPTHS, check_memory, cut_for, expand_stages, meta_model
+from core.finetune.depth import DEPTHS, check_memory, cut_for, meta_model
 from core.finetune.estimate import DepthCost, estimate_seconds, measure_costs
 from core.finetune.extraction import FeatureCache, extract_features
 from core.finetune.lr_find import find_lr, valley
@@ -35,6 +35,7 @@ from core.finetune.tail import split_backbone
 from core.finetune.train import train
 from core.images import decode_image
 from core.models.catalog import get_spec
+from core.models.family_paths import expand_patterns
 from core.models.loading import LoadedModel
 from tests.families import smallest_of_each_family
 from tests.glyphs import glyph_uploads
@@ -100,7 +101,7 @@ def test_finetune_beats_a_linear_probe_on_images_unlike_imagenet(lite0, glyphs, 
 
 
 def test_lite0_cuts_follow_the_family_table():
-    assert expand_stages(meta_model(get_spec("efficientnet_lite0")), ("bn1", "blocks.*", "bn2")) == [
+    assert expand_patterns(meta_model(get_spec("efficientnet_lite0")), ("bn1", "blocks.*", "bn2")) == [
         "bn1",
         *(f"blocks.{i}" for i in range(7)),
         "bn2",

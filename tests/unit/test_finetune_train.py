@@ -37,7 +37,7 @@ from core.finetune.trained import TrainedModel
 from core.models.building import build_on_meta
 from core.models.catalog import get_spec
 from core.models.families import FAMILIES
-from core.models.views import get_layer
+from core.models.family_paths import get_layer
 from tests.faces import lfw_pngs, png
 from tests.families import smallest_of_each_family
 from tests.glyphs import glyph_uploads
