@@ -45,13 +45,13 @@ def resolve_layer(model: nn.Module, path: str, model_name: str = "the model") ->
         found = _child_key(module, part)
         if found is None:
             raise ZooScopeError(f"{model_name} has no layer '{path}'.")
-        parent, key, module = module, found, module._modules[found]
+        parent, key, module = module, found, module.get_submodule(found)
     return parent, key
 
 
 def get_layer(model: nn.Module, path: str, model_name: str = "the model") -> nn.Module:
     parent, key = resolve_layer(model, path, model_name)
-    return parent._modules[key]
+    return parent.get_submodule(key)
 
 
 def set_layer(model: nn.Module, path: str, layer: nn.Module, model_name: str = "the model") -> None:
@@ -67,7 +67,7 @@ def concrete_path(model: nn.Module, path: str, model_name: str = "the model") ->
         if key is None:
             raise ZooScopeError(f"{model_name} has no layer '{path}'.")
         keys.append(key)
-        module = module._modules[key]
+        module = module.get_submodule(key)
     return ".".join(keys)
 
 
