@@ -23,6 +23,7 @@ from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
 from core.models import bundled, weights
 from core.models.catalog import ModelSpec, all_specs, curated_specs
+from core.models.keys import ModelKey
 from core.progress import Progress
 from core.runtime import int8_verdict
 from ui.charts import lr_finder as lr_finder_chart
@@ -330,11 +331,11 @@ def depth_choice() -> str:
 def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
     """About how long each choice takes here: one batch of these images timed on this machine, once."""
     spec = all_specs()[backbone]
-    if backbone not in model_pool().loaded() and not weights.is_available(spec):
+    if ModelKey(backbone) not in model_pool().loaded() and not weights.is_available(spec):
         st.caption(f"Times appear here once {backbone}'s weights are on this machine (they download when you train).")
         return
     try:
-        loaded = load_with_progress(backbone)
+        loaded = load_with_progress(ModelKey(backbone)).torch
         key = (id(dataset), backbone, config.train_size, config.flip, config.adapt_batchnorm, config.head)
 
         def measure():
@@ -366,7 +367,7 @@ def lr_finder(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
         help="Trains a fresh head for a moment at growing learning rates on the frozen features and plots the loss.",
     ):
         try:
-            loaded = load_with_progress(backbone)
+            loaded = load_with_progress(ModelKey(backbone)).torch
             with progress_bar("Trying learning rates…") as progress:
                 finding = find_lr(loaded, dataset, config, cache=feature_cache(), progress=progress)
         except ZooScopeError as error:
@@ -400,20 +401,21 @@ def stop_clicked() -> None:
 def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: TrainingRun) -> TrainedModel | None:
     """Train with progress bars and a live chart; None (with the reason on screen) if it cannot."""
     try:
-        loaded = load_with_progress(backbone)
+        handle = load_with_progress(ModelKey(backbone))
     except ZooScopeError as error:
         st.error(str(error), icon=":material/cloud_off:")
         return None
     live = LiveTraining(config, backbone=backbone)
     try:
         return train(
-            loaded,
+            handle.torch,
             dataset,
             config,
             cache=feature_cache(),
             progress=live.progress,
             on_epoch=live.on_epoch,
             on_interrupt=run.keep,
+            runtime=handle.runtime,
         )
     except ZooScopeError as error:
         live.clear()
@@ -501,12 +503,13 @@ def try_it(trained: TrainedModel) -> None:
     pairs = [(upload.name, upload.getvalue()) for upload in files]
     k = min(TRY_TOP_K, len(trained.classes))
     key = (trained, file_digest(tuple(pairs)))
+
+    def classify_them() -> list[Classification | Failure]:
+        backbone = load_with_progress(ModelKey(trained.backbone))
+        return trained.classify_files(backbone.torch, pairs, k, thumbnails=True, runtime=backbone.runtime)
+
     try:
-        results = reuse(
-            "finetune_try_last",
-            key,
-            lambda: trained.classify_files(load_with_progress(trained.backbone), pairs, k, thumbnails=True),
-        )
+        results = reuse("finetune_try_last", key, classify_them)
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
@@ -567,7 +570,7 @@ def onnx_downloads(trained: TrainedModel, stem: str) -> None:
         previous = st.session_state.get("finetune_dataset")
         try:
             with progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress:
-                loaded = load_with_progress(trained.backbone)
+                loaded = load_with_progress(ModelKey(trained.backbone)).torch
                 images = deploy_images(trained, previous[1] if previous else None)
                 exports = export_onnx_models(trained, loaded, images, progress=progress)
         except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
