@@ -41,8 +41,6 @@ from core.progress import Progress
 
 MODEL_FILE = "model.onnx"
 
-__all__ = ["MODEL_FILE", "EngineUnavailable", "OnnxEngine", "onnx_features", "onnx_inference"]
-
 
 @dataclass(frozen=True, eq=False)
 class OnnxEngine:
