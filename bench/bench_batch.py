@@ -149,12 +149,13 @@ def split(model_name: str, folder: Path, batch_size: int, repeats: int = 3) -> d
     """Per image, on one thread: decode + preprocess, and its share of a batch's forward."""
     import torch
 
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.images import decode_image
+    from core.models.keys import ModelKey
     from core.preprocessing import decode_side, model_batch
 
     torch.set_num_threads(1)
-    model = load_classifier(model_name)
+    model = load_handle(ModelKey(model_name))
     side = decode_side([model.preprocess])
     files = [path.read_bytes() for path in sorted(folder.iterdir())[:batch_size]]
     decode, forward = [], []
@@ -188,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     total_bytes = write_photos(folder, args.images, width, height)
 
     from core.batch.work import BatchJob
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
+    from core.models.keys import ModelKey
     from core.runtime import available_cpus
 
     job = BatchJob("classify", args.model, batch_size=args.batch_size)
-    load_classifier(args.model)  # the ONNX export and its check: first use only, not timed
+    load_handle(ModelKey(args.model))  # the ONNX export and its check: first use only, not timed
     cpus = available_cpus()
     local_1 = time_local(job, folder, scratch / "local-1", 1)
     local = time_local(job, folder, scratch / "local", cpus)

@@ -19,7 +19,7 @@ a ready preprocessed tensor, measured in the same process, alternating the order
 
 The runtimes table (`--runtime-models`, default efficientnet_lite0, mobilenet_v3_large, resnet50,
 vit_b_16): warm classify of one photo in each runtime, PyTorch, ONNX Runtime fp32 and ONNX Runtime
-int8, each model loaded through `core.engines.choice.load_classifier` as the app does (exported, checked
+int8, each model loaded through `core.engines.choice.load_handle` as the app does (exported, checked
 against PyTorch and quantized on first use, into a temporary ZOOSCOPE_CACHE_DIR: that first use is
 timed too), against two bare baselines on the same ready tensor in the same rotation of runs: the
 bare eager forward `module(x)` and the bare ONNX Runtime session `session.run` (fp32, and int8).
@@ -218,10 +218,10 @@ def bench_runtimes(name: str, runs: int, warmup: int) -> dict:
     import torch
 
     from core.classify.predict import classify_files, preprocess
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.images import decode_image
+    from core.models.keys import ModelKey
     from core.models.loading import load_model
-    from core.runtime import variant_name
 
     files = [(PHOTO.name, PHOTO.read_bytes())]
     torch_model = load_model(name, "cpu")
@@ -237,13 +237,14 @@ def bench_runtimes(name: str, runs: int, warmup: int) -> dict:
     calls["torch"] = lambda: classify_files(torch_model, files, k=5)
     for engine in ("onnx", "int8"):
         start = time.perf_counter()
-        model = load_classifier(variant_name(name, engine), "cpu", runtime_choice=engine)
+        model = load_handle(ModelKey(name), "cpu", runtime_choice=engine)
         row[f"{engine}_first_use_s"] = time.perf_counter() - start
         if model.runtime != engine:  # stayed on PyTorch (or fp32): nothing of this runtime to time
             row[f"{engine}_note"] = model.note or f"runs in {model.runtime}"
             continue
-        session, array = model.session.session, x.numpy()
-        feeds, outputs = {model.session.input: array}, [model.session.output]
+        bare = model.inference.session  # core.engines.sessions.SessionForward
+        session, array = bare.session, x.numpy()
+        feeds, outputs = {bare.input: array}, [bare.output]
         calls[f"session_{engine}"] = lambda session=session, feeds=feeds, outputs=outputs: session.run(outputs, feeds)
         calls[engine] = lambda model=model: classify_files(model, files, k=5)
         row[f"{engine}_mb"] = model.file_size_mb

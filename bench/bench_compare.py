@@ -84,12 +84,13 @@ def _phone_jpeg(data: bytes) -> bytes:
 
 
 def _load_random_weights(names: list[str], torch_home: Path) -> list:
-    """torchvision models with random weights under their real file names, loaded by load_model."""
+    """torchvision models with random weights under their real file names, loaded by load_model (in PyTorch)."""
+    from core.engines.handle import ModelHandle
     from core.models.loading import load_model
 
     write_random_weights(names, torch_home / "hub")
     use_hub(torch_home / "hub")
-    return [load_model(name) for name in names]
+    return [ModelHandle.in_pytorch(load_model(name)) for name in names]
 
 
 def _header_size(data: bytes) -> tuple[int, int]:
@@ -116,7 +117,7 @@ def bench_image(models: list, label: str, data: bytes, repeats: int, warmup: int
         total = 0.0
         with torch.inference_mode():
             for model, x in zip(models, ready, strict=True):
-                total += _ms(lambda model=model, x=x: model.module(x))
+                total += _ms(lambda model=model, x=x: model.torch.module(x))
         return total
 
     def whole() -> float:
@@ -126,7 +127,7 @@ def bench_image(models: list, label: str, data: bytes, repeats: int, warmup: int
         full = decode_image(data)
         with torch.inference_mode():
             for model in models:
-                model.module(torch.stack([model.preprocess(full)])).softmax(dim=1)
+                model.torch.module(torch.stack([model.preprocess(full)])).softmax(dim=1)
 
     def textbook() -> float:
         return _ms(textbook_path)
@@ -257,12 +258,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from core.engines.handle import ModelHandle
     from core.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    models = [load_model(name) for name in BUNDLED]
+    models = [ModelHandle.in_pytorch(load_model(name)) for name in BUNDLED]
     extra = [name.strip() for name in args.models.split(",") if name.strip()]
     torch_home = Path(tempfile.mkdtemp(prefix="zooscope-bench-compare-"))
     try:

@@ -198,10 +198,12 @@ def main() -> None:
     cache = tempfile.mkdtemp(prefix="zooscope-bench-duplicates-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)  # the exports made for this run only
     os.environ.setdefault("ZOOSCOPE_CACHE_DIR", cache)
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.features.embedding import embedder_for
+    from core.models.keys import ModelKey
 
-    embedder = embedder_for(load_classifier(args.model, runtime_choice=args.runtime))
+    model = load_handle(ModelKey(args.model), runtime_choice=args.runtime)
+    embedder = embedder_for(model.torch, runtime=model.runtime)
     data = measure(embedder)
     print(report(data, args.markdown))
     if args.json:

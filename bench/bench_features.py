@@ -141,11 +141,13 @@ def memory_child(folder: str, model_name: str, runtime: str | None, threads: int
 
     torch.set_num_threads(threads)
     from core.datasets.sources import from_paths
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.features.analysis import embed
     from core.features.embedding import embedder_for
+    from core.models.keys import ModelKey
 
-    embedder = embedder_for(load_classifier(model_name, runtime_choice=runtime))
+    model = load_handle(ModelKey(model_name), runtime_choice=runtime)
+    embedder = embedder_for(model.torch, runtime=model.runtime)
     sources = from_paths([folder])
     start = time.perf_counter()
     embeddings = embed(embedder, sources, batch_size=BATCH)
@@ -235,11 +237,12 @@ def main() -> None:
     cache = tempfile.mkdtemp(prefix="zooscope-bench-features-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)  # the exports made for this run only
     os.environ.setdefault("ZOOSCOPE_CACHE_DIR", cache)
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.features.embedding import embedder_for
+    from core.models.keys import ModelKey
 
-    model = load_classifier(args.model, runtime_choice=args.runtime)
-    embedder = embedder_for(model)
+    model = load_handle(ModelKey(args.model), runtime_choice=args.runtime)
+    embedder = embedder_for(model.torch, runtime=model.runtime)
     data = {
         "model": args.model,
         "runtime": f"classify: {model.runtime}, embed: {embedder.runtime}",

@@ -22,7 +22,7 @@ Ratios: ours / one feature pass (goal <= 1.5x: the head's epochs cost almost not
 naive / ours (goal >= 5x).
 
 Both runtimes: the feature pass and ours are timed with the backbone in PyTorch and in ONNX Runtime
-(`core.engines.choice.load_classifier(..., runtime_choice="onnx")`: fast mode then extracts through the
+(`core.engines.choice.load_handle(..., runtime_choice="onnx")`: fast mode then extracts through the
 backbone's ONNX export without its head, core.features.backbone.frozen_features), alternated. The
 export is made first, into a temporary ZOOSCOPE_CACHE_DIR, and not timed (it is paid once per
 model and weights). The PyTorch figures are the ones the goals above are read on.
@@ -68,7 +68,7 @@ from skimage import data as skdata  # noqa: E402
 
 from bench.report import run_report, table  # noqa: E402
 from core.datasets.labelled import Dataset, dataset_from_uploads, stratified_split  # noqa: E402
-from core.engines.choice import load_classifier  # noqa: E402
+from core.engines.choice import load_handle  # noqa: E402
 from core.features.backbone import backbone_view, frozen_features  # noqa: E402
 from core.finetune.config import TrainConfig  # noqa: E402
 from core.finetune.examples import example_dataset  # noqa: E402
@@ -77,6 +77,7 @@ from core.finetune.heads import build_head  # noqa: E402
 from core.finetune.train import train  # noqa: E402
 from core.images import decode_image  # noqa: E402
 from core.models.catalog import get_spec  # noqa: E402
+from core.models.keys import ModelKey  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.runtime import configure_threads  # noqa: E402
 
@@ -103,19 +104,19 @@ def lfw_dataset(count: int) -> Dataset:
     )
 
 
-def time_one_pass(loaded, dataset: Dataset) -> float:
+def time_one_pass(loaded: LoadedModel, dataset: Dataset, runtime: str = "torch") -> float:
     """One extraction pass over every image, in the backbone's runtime (as fast mode runs it)."""
     view = backbone_view(loaded)
-    extractor = frozen_features(loaded, view)
+    extractor = frozen_features(loaded, view, runtime=runtime)
     start = time.perf_counter()
     extract_features(extractor, loaded.preprocess, dataset.items, batch_size=32)
     return time.perf_counter() - start
 
 
-def time_ours(loaded, dataset: Dataset, epochs: int) -> tuple[float, float]:
+def time_ours(loaded: LoadedModel, dataset: Dataset, epochs: int, runtime: str = "torch") -> tuple[float, float]:
     config = TrainConfig(mode="fast", epochs=epochs, patience=epochs)  # patience = epochs: never stops early
     start = time.perf_counter()
-    trained = train(loaded, dataset, config, cache=FeatureCache())
+    trained = train(loaded, dataset, config, cache=FeatureCache(), runtime=runtime)
     seconds = time.perf_counter() - start
     assert trained.epochs_run == epochs, trained.epochs_run
     return seconds, trained.val_accuracy
@@ -325,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = tempfile.mkdtemp(prefix="zooscope-bench-finetune-")
     atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)  # the exports made for this run only
     os.environ["ZOOSCOPE_CACHE_DIR"] = cache_dir
-    in_onnx = load_classifier(MODEL, runtime_choice="onnx")
-    frozen_features(in_onnx, backbone_view(in_onnx))  # the feature extractor's export: made once, not timed
+    in_onnx = load_handle(ModelKey(MODEL), runtime_choice="onnx")
+    # The feature extractor's export: made once, not timed.
+    frozen_features(in_onnx.torch, backbone_view(in_onnx.torch), runtime=in_onnx.runtime)
     warm = torch.zeros(32, 3, size, size)
     with torch.inference_mode():
         loaded.module(warm)  # warm-up at the batch size used (allocator, kernels)
@@ -335,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     one_pass_times, ours_times, onnx_pass_times, onnx_ours_times = [], [], [], []
     for _ in range(args.repeats):  # alternated, medians reported
         one_pass_times.append(time_one_pass(loaded, dataset))
-        onnx_pass_times.append(time_one_pass(in_onnx, dataset))
+        onnx_pass_times.append(time_one_pass(in_onnx.torch, dataset, in_onnx.runtime))
         seconds, accuracy = time_ours(loaded, dataset, args.epochs)
         ours_times.append(seconds)
-        seconds, onnx_accuracy = time_ours(in_onnx, dataset, args.epochs)
+        seconds, onnx_accuracy = time_ours(in_onnx.torch, dataset, args.epochs, in_onnx.runtime)
         onnx_ours_times.append(seconds)
     one_pass, ours = statistics.median(one_pass_times), statistics.median(ours_times)
     onnx_pass, onnx_ours = statistics.median(onnx_pass_times), statistics.median(onnx_ours_times)

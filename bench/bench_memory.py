@@ -6,11 +6,11 @@
 Offline and self-contained: the script writes each model's weights file itself (random values under
 torchvision's real file name) into a temporary hub cache, then, in a fresh subprocess per variant:
 
-- ours: the app's pool, `core.models.loading.ModelPool("cpu")` with its default memory budget, `get(name)`
-  for each model (meta-device build, mmap'd weights assigned, not copied);
+- ours: the app's pool, `core.models.pool.ModelPool("cpu")` with its default memory budget, loading each
+  model's handle in PyTorch (meta-device build, mmap'd weights assigned, not copied);
 - baseline: `torchvision.models.get_model(name, weights="DEFAULT")` for each (torchvision's standard
   builder: random initialisation, then the cached file loaded and copied in);
-- ours in ONNX Runtime: the same pool loading through `core.engines.choice.load_classifier` with
+- ours in ONNX Runtime: the same pool loading through `core.engines.choice.load_handle` with
   runtime onnx, as the app does on the CPU: one ONNX Runtime session per model, the PyTorch module
   beside it memory-mapped and untouched. The exports are made (and checked against PyTorch) first,
   in another process, into a temporary ZOOSCOPE_CACHE_DIR, so this process is an app restarted with
@@ -80,8 +80,10 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
     import torchvision
 
     from bench.fake_weights import use_hub
+    from core.engines.choice import load_handle
     from core.models.catalog import get_spec
-    from core.models.loading import ModelPool
+    from core.models.keys import ModelKey
+    from core.models.pool import ModelPool
 
     use_hub(Path(hub_dir))
     before = _status()
@@ -89,17 +91,16 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
     evicted: list[str] = []
     runtimes: list[str] = []
     if variant == "zooscope":
-        pool = ModelPool("cpu")
-        forwards = [pool.get(name, on_evict=evicted.append).module for name in names]
-        kept = pool.loaded()
+        pool = ModelPool("cpu", loader=functools.partial(load_handle, runtime_choice="torch"))
+        forwards = [pool.get(ModelKey(name), on_evict=lambda key: evicted.append(key.name)).torch.module
+                    for name in names]  # fmt: skip
+        kept = [key.name for key in pool.loaded()]
     elif variant == "zooscope-onnx":
-        from core.engines.choice import load_classifier
-
-        pool = ModelPool("cpu", loader=functools.partial(load_classifier, runtime_choice="onnx"))
-        models = [pool.get(name, on_evict=evicted.append) for name in names]
+        pool = ModelPool("cpu", loader=functools.partial(load_handle, runtime_choice="onnx"))
+        models = [pool.get(ModelKey(name), on_evict=lambda key: evicted.append(key.name)) for name in names]
         forwards = [model.forward for model in models]
         runtimes = [model.runtime for model in models]
-        kept = pool.loaded()
+        kept = [key.name for key in pool.loaded()]
     else:
         forwards = [torchvision.models.get_model(name, weights="DEFAULT").eval() for name in names]
         kept = list(names)
@@ -128,11 +129,12 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
 def _prepare(names: list[str], hub_dir: str) -> dict:
     """Export and check each model for ONNX Runtime into the cache (the app's first use of each)."""
     from bench.fake_weights import use_hub
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
+    from core.models.keys import ModelKey
 
     use_hub(Path(hub_dir))
     start = time.perf_counter()
-    runtimes = {name: load_classifier(name, "cpu", runtime_choice="onnx").runtime for name in names}
+    runtimes = {name: load_handle(ModelKey(name), "cpu", runtime_choice="onnx").runtime for name in names}
     return {"runtimes": runtimes, "seconds": time.perf_counter() - start}
 
 

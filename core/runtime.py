@@ -11,7 +11,9 @@ Every decision about how the hardware is used lives here, made once per process:
   for `auto`, a measured agreement the caller supplies (core.models.precision_check);
 - `resolve_runtime(requested, device)`: which engine runs a model, PyTorch or ONNX Runtime (fp32 or
   int8), from `ZOOSCOPE_RUNTIME` or `--runtime`; `int8_verdict(...)`: whether a measured int8
-  variant is the fast choice; `onnx_threads()`: ONNX Runtime's threads, the same count as torch's.
+  variant is the fast choice; `onnx_threads()`: ONNX Runtime's threads, the same count as torch's;
+- `memory_budget_mb()`: what the model pool may hold (`ZOOSCOPE_MEMORY_BUDGET_MB`), and
+  `memory_estimate_mb(...)`: what a model will hold, guessed before it loads.
 
 Decisions only: this module measures nothing itself and imports nothing else of `core` but the
 family table.
@@ -290,7 +292,6 @@ RUNTIMES = ("auto", "torch", "onnx", "int8")
 ENGINES = ("torch", "onnx", "int8")  # what a model can run in once decided
 ENGINE_LABELS = {"torch": "PyTorch", "onnx": "ONNX Runtime", "int8": "ONNX Runtime int8"}
 INT8_AGREEMENT_GOAL = 0.95  # int8's top-1 must match fp32's on at least this share of the check images
-VARIANT_SEPARATOR = " · "  # "resnet50 · int8": a model in a named runtime, side by side with "resnet50"
 
 
 def parse_runtime(value: str) -> str:
@@ -358,14 +359,32 @@ def int8_verdict(agreement: float, int8_ms: float, fp32_ms: float) -> tuple[bool
     return False, "; ".join(reasons)
 
 
-def variant_name(name: str, engine: str) -> str:
-    """How a model in a named runtime is listed beside the default one: "resnet50 · int8"."""
-    return f"{name}{VARIANT_SEPARATOR}int8" if engine == "int8" else name
+# --- memory: what the model pool may hold ---------------------------------------------------------
+
+# In MiB of parameters + buffers. Streamlit Community Cloud gives an app about 2.7 GB in all; torch,
+# torchvision and streamlit themselves take several hundred MB, and a forward pass needs its activations
+# on top: 1500 MB of models leaves room for those.
+DEFAULT_MEMORY_BUDGET_MB = 1500.0
+MEMORY_BUDGET_ENV = "ZOOSCOPE_MEMORY_BUDGET_MB"
 
 
-def split_variant(name: str) -> tuple[str, str | None]:
-    """("resnet50", "int8") for "resnet50 · int8"; (name, None) for a plain model name."""
-    base, separator, engine = name.rpartition(VARIANT_SEPARATOR)
-    if separator and engine == "int8":
-        return base, engine
-    return name, None
+def memory_budget_mb(env: Mapping[str, str] | None = None) -> float:
+    """ZOOSCOPE_MEMORY_BUDGET_MB as a positive number of MiB, else the default (inf means no limit)."""
+    env = os.environ if env is None else env
+    raw = env.get(MEMORY_BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_BUDGET_MB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # zero, negatives and nan
+        _log.warning("%s=%r is not a positive number of MB; using %g", MEMORY_BUDGET_ENV, raw, DEFAULT_MEMORY_BUDGET_MB)
+        return DEFAULT_MEMORY_BUDGET_MB
+    return value
+
+
+def memory_estimate_mb(file_size_mb: float, engine: str | None) -> float:
+    """What a model will occupy once loaded, guessed before loading: its weights file's size; a quarter of
+    it for the int8 variant (int8 weights)."""
+    return file_size_mb / 4 if engine == "int8" else file_size_mb

@@ -14,12 +14,14 @@ from core.classify.predict import (
     summary_frame,
     top_k_frame,
 )
-from core.engines.choice import Model
+from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.finetune.bundle import import_bundle
 from core.finetune.threshold import answers, predictions_with_threshold, with_threshold
 from core.models import weights
 from core.models.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
+from core.models.keys import ModelKey
+from core.models.loading import LoadedModel
 from ui import fallback
 from ui.charts import top_k_bars
 from ui.inputs import file_digest, image_inputs
@@ -49,32 +51,35 @@ def default_index(specs: list[ModelSpec]) -> int:
     return names.index(available[0] if available else OFFLINE_DEFAULT)
 
 
-def chosen_model(choice: str) -> Classifier:
-    """The catalogue model, or this session's fine-tuned model on top of its shared backbone."""
+def chosen_model(choice: str, engine: str | None) -> Classifier:
+    """The catalogue model (in `engine`: None for the server's runtime, or "int8"), or this session's
+    fine-tuned model on top of its shared backbone."""
     if choice == MY_MODEL_OPTION:
         trained = st.session_state[MY_MODEL]
-        return trained.classifier(load_with_progress(trained.backbone))
-    return load_with_progress(choice)
+        backbone = load_with_progress(ModelKey(trained.backbone))
+        return trained.classifier(backbone.torch, runtime=backbone.runtime)
+    return load_with_progress(ModelKey(choice, engine))
 
 
 def on_the_cpu() -> bool:
     return model_pool().device.type == "cpu"
 
 
-def int8_toggle(name: str, container) -> str:
-    """One click from a catalogue model to its int8 variant ("resnet50 · int8"), on the CPU."""
+def int8_toggle(name: str, container) -> str | None:
+    """One click from a catalogue model to its int8 variant ("resnet50 · int8"), on the CPU: "int8", or None
+    for the server's runtime."""
     if name == MY_MODEL_OPTION or not on_the_cpu():
-        return name
+        return None
     int8 = container.toggle(
         "int8: quantized by ONNX Runtime",
         key="classify_int8",
         help="A quarter of the size and often faster. Its top-1 agreement with fp32 on the check photos and its "
         "speed are measured the first time it is chosen (quantizing takes a few seconds to a minute) and shown here.",
     )
-    return runtime.variant_name(name, "int8") if int8 else name
+    return "int8" if int8 else None
 
 
-def runtime_summary(model: Model) -> tuple[str, bool | None]:
+def runtime_summary(model: ModelHandle) -> tuple[str, bool | None]:
     """One sentence on what runs `model` and what was measured about it, and whether int8 is the
     fast choice (None where that does not apply)."""
     label = runtime.ENGINE_LABELS[model.runtime]
@@ -101,26 +106,29 @@ def runtime_summary(model: Model) -> tuple[str, bool | None]:
     )
 
 
-def show_runtime(name: str) -> None:
-    if name == MY_MODEL_OPTION:
-        return
-    text, fast = runtime_summary(load_with_progress(name))  # already loaded: the pool's model
+def show_runtime(key: ModelKey) -> None:
+    text, fast = runtime_summary(load_with_progress(key))  # already loaded: the pool's model
     if fast is False:
         st.warning(text, icon=":material/warning:")
     else:
         st.caption(text)
 
 
-def classify(choice: str, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
-    """Classify once per (model, files, k): widget reruns reuse this session's last answer."""
+def classify(choice: str, engine: str | None, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
+    """Classify once per (model, engine, files, k): widget reruns reuse this session's last answer."""
     trained = st.session_state.get(MY_MODEL) if choice == MY_MODEL_OPTION else None
 
     def compute() -> list[Classification | Failure]:
-        model = chosen_model(choice)
+        model = chosen_model(choice, engine)
         with progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
             return classify_files(model, files, k=k, thumbnails=True, progress=progress)
 
-    return reuse("classify_last", (choice, id(trained), k, file_digest(tuple(files))), compute)
+    return reuse("classify_last", (choice, engine, id(trained), k, file_digest(tuple(files))), compute)
+
+
+def backbone_for_bundle(name: str) -> LoadedModel:
+    """The shared backbone a bundle's trained copies are made from: PyTorch's tensors, the torch face."""
+    return load_with_progress(ModelKey(name)).torch
 
 
 def import_bundle_upload() -> None:
@@ -132,7 +140,7 @@ def import_bundle_upload() -> None:
         digest = file_digest(((bundle.name, bundle.getvalue()),))
         if st.session_state.get("classify_bundle_digest") != digest:
             try:
-                trained = import_bundle(bundle.getvalue(), loaded_for=load_with_progress)
+                trained = import_bundle(bundle.getvalue(), loaded_for=backbone_for_bundle)
             except ZooScopeError as error:
                 st.error(f"**{verbatim(bundle.name)}**: {error}", icon=":material/error:")
                 return
@@ -184,7 +192,7 @@ def main() -> None:
     mine = None if catalogue_model else trained
     if mine is not None:
         threshold_slider(mine, "classify_threshold", container=settings)
-    model_name = int8_toggle(choice, settings_model)  # "resnet50" or its int8 variant "resnet50 · int8"
+    engine = int8_toggle(choice, settings_model)  # None (the server's runtime) or "int8"
     files = image_inputs("classify")
 
     if not files:
@@ -192,7 +200,7 @@ def main() -> None:
         return
 
     try:
-        results = classify(model_name, files, k)
+        results = classify(choice, engine, files, k)
     except NetworkUnavailable as error:
         if catalogue_model:
             fallback.fall_back(CLASSIFY_MODEL, [choice], single=True)  # learned just now: rerun with a stand-in
@@ -205,7 +213,8 @@ def main() -> None:
     if mine is not None:  # judged at the slider's value, without classifying again
         results = with_threshold(results, mine.threshold)
     device = model_pool().device.type.upper()
-    show_runtime(model_name)
+    if catalogue_model:
+        show_runtime(ModelKey(choice, engine))
     for failure in (r for r in results if isinstance(r, Failure)):
         st.error(f"**{verbatim(failure.file)}**: {failure.error}", icon=":material/broken_image:")
 
@@ -228,7 +237,7 @@ def main() -> None:
         st.download_button(
             "Download all top-k rows (CSV)",
             rows.to_csv(index=False),
-            file_name=f"zooscope-{model_name.replace(runtime.VARIANT_SEPARATOR, '-')}-top{k}.csv",
+            file_name=f"zooscope-{ModelKey(choice, engine).slug if catalogue_model else choice}-top{k}.csv",
             mime="text/csv",
             key="classify_csv",
             icon=":material/download:",

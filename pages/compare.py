@@ -2,15 +2,15 @@
 
 import streamlit as st
 
-from core import runtime
 from core.classify.compare import Comparison, ImageComparison, compare_files
 from core.classify.explain import grad_cam, overlay
 from core.classify.predict import DEFAULT_TOP_K, MAX_TOP_K
-from core.engines.choice import Model
+from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.images import decode_image
 from core.models import bundled
 from core.models.catalog import all_specs, curated_specs
+from core.models.keys import ModelKey
 from core.preprocessing import decode_side
 from ui import fallback
 from ui.charts import accuracy_vs_latency
@@ -34,21 +34,21 @@ DETAILED_LIMIT = 12
 EACH_OWN_TOP1 = "each model's own top-1"
 
 
-def model_options() -> list[str]:
+def model_options() -> list[ModelKey]:
     """The catalogue, curated and bundled models first; on the CPU, also their int8 variants
-    ("resnet50 · int8"), so that a model and its int8 version can be compared side by side."""
+    (shown as "resnet50 · int8"), so that a model and its int8 version can be compared side by side."""
     curated = [spec.name for spec in curated_specs()]
     extra = [name for name in bundled.NAMES if name not in curated]
     rest = sorted(name for name in all_specs() if name not in curated and name not in extra)
-    int8 = [runtime.variant_name(name, "int8") for name in [*curated, *extra]] if on_the_cpu() else []
-    return [*curated, *extra, *int8, *rest]
+    int8 = [ModelKey(name, "int8") for name in [*curated, *extra]] if on_the_cpu() else []
+    return [*map(ModelKey, [*curated, *extra]), *int8, *map(ModelKey, rest)]
 
 
 def on_the_cpu() -> bool:
     return model_pool().device.type == "cpu"
 
 
-def run_comparison(models: list[Model], files: list[tuple[str, bytes]], k: int) -> Comparison:
+def run_comparison(models: list[ModelHandle], files: list[tuple[str, bytes]], k: int) -> Comparison:
     """Compare once per (models, files, k): widget reruns reuse this session's last answer."""
 
     def compute() -> Comparison:
@@ -58,7 +58,7 @@ def run_comparison(models: list[Model], files: list[tuple[str, bytes]], k: int) 
     return reuse("compare_last", (tuple(model.name for model in models), k, file_digest(tuple(files))), compute)
 
 
-def show_models(comparison: Comparison, models: list[Model]) -> None:
+def show_models(comparison: Comparison, models: list[ModelHandle]) -> None:
     st.subheader("The models")
     frame = comparison.models_frame()
     data_table(
@@ -83,9 +83,9 @@ def show_models(comparison: Comparison, models: list[Model]) -> None:
             "input_size": st.column_config.NumberColumn("input (px)"),
         },
     )
-    for column, name in zip(st.columns(len(frame)), frame["model"], strict=True):
+    for column, model in zip(st.columns(len(models)), models, strict=True):
         with column:
-            look_inside(name)
+            look_inside(model.spec.name)
     st.altair_chart(accuracy_vs_latency(frame), width="stretch")
     st.caption(
         "Latency is measured here, on this machine (median of several batch-1 forwards after a warm-up); "
@@ -123,7 +123,7 @@ def show_image(image: ImageComparison, models: list[str]) -> None:
                 top_k_table(result, show_rank=False)
 
 
-def show_explanations(comparison: Comparison, models: list[Model], files: list[tuple[str, bytes]]) -> None:
+def show_explanations(comparison: Comparison, models: list[ModelHandle], files: list[tuple[str, bytes]]) -> None:
     st.subheader("Where each model looks")
     names = [image.file for image in comparison.images]
     left, right = st.columns(2)
@@ -136,7 +136,7 @@ def show_explanations(comparison: Comparison, models: list[Model], files: list[t
     for column, model in zip(columns, models, strict=True):
         class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)
         with column, st.spinner(f"Grad-CAM for {model.name}…"):
-            explanation = grad_cam(model, picture, class_index)
+            explanation = grad_cam(model.torch, picture, class_index)
             st.image(overlay(explanation), width="stretch")
             computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
             st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}")
@@ -151,7 +151,8 @@ def main() -> None:
     chosen = st.multiselect(
         "Models",
         options,
-        default=fallback.default_choice(MODELS_KEY, WEB_DEFAULT),
+        default=fallback.default_choice(MODELS_KEY, [ModelKey(name) for name in WEB_DEFAULT]),
+        format_func=str,  # a key's label: "resnet50", "resnet50 · int8"
         max_selections=MAX_MODELS,
         key=MODELS_KEY,
         help=f"Up to {MAX_MODELS}. Big models (VGG16 is 528 MB) take a while to load on a small server.",

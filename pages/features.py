@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.datasets.sources import SourceSet, from_uploads, from_zip
-from core.engines.choice import Model
+from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.features.analysis import (
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -34,6 +34,7 @@ from core.features.feature_files import to_csv, to_parquet
 from core.images import SUPPORTED_TYPES
 from core.models import bundled
 from core.models.catalog import all_specs, curated_specs
+from core.models.keys import ModelKey
 from ui import fallback
 from ui.charts import POINT_SELECTION, embedding_map, image_data_url
 from ui.inputs import file_digest, image_inputs
@@ -78,12 +79,12 @@ def gather_sources(files: list[tuple[str, bytes]], archive) -> SourceSet:
     return found
 
 
-def embeddings_of(model: Model, sources: SourceSet, key: str) -> Embeddings:
+def embeddings_of(model: ModelHandle, sources: SourceSet, key: str) -> Embeddings:
     """`sources` through `model`'s penultimate layer, once per (images, backbone) in this session."""
 
     def compute() -> Embeddings:
         with progress_bar(f"Embedding {len(sources.images):,} images with {model.name}…") as progress:
-            embedder = embedder_for(model, progress=progress)
+            embedder = embedder_for(model.torch, runtime=model.runtime, progress=progress)
             return embed(embedder, sources, thumbnail_side=THUMBNAIL_SIDE, progress=progress)
 
     return reuse(f"features_embeddings_{model.name}", (key, model.name, model.runtime), compute)
@@ -242,13 +243,13 @@ def show_duplicates(embeddings: Embeddings, key: str) -> None:
 # --- a query photo --------------------------------------------------------------------------------
 
 
-def show_query(model: Model, embeddings: Embeddings, k: int) -> None:
+def show_query(model: ModelHandle, embeddings: Embeddings, k: int) -> None:
     st.subheader("Find similar images")
     query = st.file_uploader("A photo to search for", type=list(SUPPORTED_TYPES), key="features_query")
     if query is None:
         st.caption("Upload a photo: the images of the set most like it are listed here, most similar first.")
         return
-    (result,) = embed_encoded(embedder_for(model), [query.getvalue()])
+    (result,) = embed_encoded(embedder_for(model.torch, runtime=model.runtime), [query.getvalue()])
     if not isinstance(result, Embedded):
         st.error(f"**{verbatim(query.name)}**: {result}", icon=":material/broken_image:")
         return
@@ -348,7 +349,7 @@ def main() -> None:
         return
 
     try:
-        models = load_many(chosen)
+        models = load_many([ModelKey(name) for name in chosen])
     except NetworkUnavailable as error:
         fallback.fall_back(MODELS_KEY, chosen)
         st.error(str(error), icon=":material/cloud_off:")

@@ -10,6 +10,7 @@ from core.inside.model_graph import DEFAULT_DEPTH, DEPTHS, default_stage, model_
 from core.inside.stage_maps import StageMaps, channel_grid, overlay, stage_maps
 from core.models import bundled
 from core.models.catalog import all_specs, curated_specs, get_spec
+from core.models.keys import ModelKey
 from core.preprocessing import decode_side
 from ui.charts import compound_scaling, params_per_stage
 from ui.inputs import file_digest, image_inputs
@@ -152,7 +153,7 @@ def show_stage_maps(found: Anatomy) -> None:
     names = [name for name, _ in files]
     chosen = st.selectbox("Photo", range(len(files)), format_func=names.__getitem__, key="inside_photo")
     try:
-        model = load_with_progress(found.model)
+        model = load_with_progress(ModelKey(found.model)).torch  # stage maps need PyTorch itself
     except ZooScopeError as error:
         st.warning(f"{error} The anatomy above needs no weights; the stage maps do.", icon=":material/cloud_off:")
         return

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 import streamlit as st
 
 from core.models import fallback, weights
+from core.models.fallback import Choice
 
 
 @dataclass(frozen=True)
 class Fallback:
-    before: list[str] | str  # the widget's value as the person (or the page's default) chose it
-    after: list[str] | str  # the value put in its place: the models that run here
+    # Choices are what the widget holds: model names, or ModelKeys (Compare: a model and its int8 variant).
+    before: list[Choice] | Choice  # the widget's value as the person (or the page's default) chose it
+    after: list[Choice] | Choice  # the value put in its place: the models that run here
     note: str
     retry: bool  # False under ZOOSCOPE_OFFLINE: the setting, not the network, keeps this offline
 
@@ -41,11 +43,11 @@ def prepare(widget_key: str) -> None:
         st.session_state[widget_key] = st.session_state.pop(_pending(widget_key))
 
 
-def _value(names: Sequence[str], single: bool) -> list[str] | str:
+def _value(names: Sequence[Choice], single: bool) -> list[Choice] | Choice:
     return names[0] if single else list(names)
 
 
-def default_choice(widget_key: str, default: Sequence[str]) -> list[str] | None:
+def default_choice(widget_key: str, default: Sequence[Choice]) -> list[Choice] | None:
     """A multiselect's default: `default`, or the models that run here in its place when the network is
     known to be out (noted, with the way back; silently under ZOOSCOPE_OFFLINE, which asks for offline).
     None once the widget has a value in this session (a default given then would be ignored anyway).
@@ -60,7 +62,7 @@ def default_choice(widget_key: str, default: Sequence[str]) -> list[str] | None:
     return list(plan.run) if plan.run else list(default)
 
 
-def fall_back(widget_key: str, chosen: Sequence[str], *, single: bool = False) -> None:
+def fall_back(widget_key: str, chosen: Sequence[Choice], *, single: bool = False) -> None:
     """If some of `chosen` cannot be had now, rerun the page with the models that run here in the widget.
 
     Returns (and changes nothing) when everything chosen can be had, or when nothing could take its place.

@@ -6,18 +6,22 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core.engines.choice import Model, load_classifier
-from core.models.loading import ModelPool
+from core.engines.choice import load_handle
+from core.engines.handle import ModelHandle
+from core.models.keys import ModelKey
+from core.models.pool import ModelPool
 from core.progress import Progress
 from core.runtime import pick_device
 
 
 @st.cache_resource(show_spinner=False)
 def model_pool() -> ModelPool:
-    """Models in the runtime core.runtime decides (ZOOSCOPE_RUNTIME): on the CPU, ONNX Runtime sessions
-    wherever the export is verified, one per model, shared by every session."""
-    return ModelPool(pick_device(), loader=load_classifier)
+    """Model handles in the runtime core.runtime decides (ZOOSCOPE_RUNTIME), or the engine their key names:
+    on the CPU, ONNX Runtime sessions wherever the export is verified, one per model, shared by every session."""
+    return ModelPool(pick_device(), loader=load_handle)
 
 
-def get_model(name: str, *, progress: Progress | None = None, on_evict: Callable[[str], None] | None = None) -> Model:
-    return model_pool().get(name, progress=progress, on_evict=on_evict)
+def get_model(
+    key: ModelKey, *, progress: Progress | None = None, on_evict: Callable[[ModelKey], None] | None = None
+) -> ModelHandle:
+    return model_pool().get(key, progress=progress, on_evict=on_evict)

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from core.classify.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Classification, Failure, classify_files
-from core.engines.choice import load_classifier
+from core.engines.choice import load_handle
 from core.features.embedding import Embedded, embed_encoded, embedder_for
+from core.models.keys import ModelKey
 from core.runtime import pick_device
 
 if TYPE_CHECKING:
@@ -82,14 +83,14 @@ class BatchWorker:
 
     def __init__(self, job: BatchJob):
         self.job = job
-        self.model = load_classifier(job.model, pick_device(), runtime_choice=job.runtime)
-        self.embedder = embedder_for(self.model) if job.kind == "embed" else None
+        self.model = load_handle(ModelKey(job.model), pick_device(), runtime_choice=job.runtime)
+        self.embedder = embedder_for(self.model.torch, runtime=self.model.runtime) if job.kind == "embed" else None
         self.schema = job.schema()
 
     @property
     def runtime(self) -> str:
         """What runs the forward: torch, onnx or int8 (an embedding's own ONNX export may fall back to torch)."""
-        return self.embedder.runtime if self.embedder else getattr(self.model, "runtime", "torch")
+        return self.embedder.runtime if self.embedder else self.model.runtime
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa

@@ -1,8 +1,8 @@
 """What core.classify.predict needs of a model, whatever runs it: the `Classifier` protocol.
 
-A catalogue model (core.models.loading.LoadedModel), a person's fine-tuned model
-(core.finetune.trained.TrainedClassifier), or a model under another runtime all answer to it, so
-classifying never asks which one it has.
+A catalogue model's handle (core.engines.handle.ModelHandle, whatever engine runs it), its PyTorch model
+alone (core.models.loading.LoadedModel), and a person's fine-tuned model (core.finetune.trained.TrainedClassifier)
+all answer to it, so classifying never asks which one it has.
 """
 
 from __future__ import annotations

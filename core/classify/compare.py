@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from core.classify.classifier import Classifier
 from core.classify.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TOP_K,
@@ -29,7 +30,7 @@ from core.classify.predict import (
     probabilities,
     top_k,
 )
-from core.engines.choice import Model
+from core.engines.handle import ModelHandle
 from core.errors import ImageError, ZooScopeError
 from core.images import decode_image, thumbnail
 from core.preprocessing import decode_side
@@ -105,7 +106,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency_ms(model: Model, batch: torch.Tensor, *, runs: int = 5, warmup: int = 1) -> float:
+def measure_latency_ms(model: Classifier, batch: torch.Tensor, *, runs: int = 5, warmup: int = 1) -> float:
     """Median wall time in ms of `model.forward(batch)`, after `warmup` forwards.
 
     Only the forward pass is timed (the batch is on the device before the clock starts, in the
@@ -254,7 +255,7 @@ class Comparison:
 # --- running the comparison ---------------------------------------------------------------------
 
 
-def _check_models(models: Sequence[Model]) -> None:
+def _check_models(models: Sequence[ModelHandle]) -> None:
     if not models:
         raise ZooScopeError("Pick at least one model to compare.")
     names = [model.name for model in models]
@@ -270,7 +271,7 @@ def _check_models(models: Sequence[Model]) -> None:
             )
 
 
-def _stats(model: Model, latency_ms: float | None) -> ModelStats:
+def _stats(model: ModelHandle, latency_ms: float | None) -> ModelStats:
     spec = model.spec
     return ModelStats(
         name=model.name,
@@ -284,7 +285,7 @@ def _stats(model: Model, latency_ms: float | None) -> ModelStats:
         size_mb=model.file_size_mb,
         input_size=spec.input_size,
         runtime=model.runtime,
-        agreement=getattr(model, "agreement", None),
+        agreement=model.agreement,
     )
 
 
@@ -327,13 +328,13 @@ class _Inline:
         return future
 
 
-def _preprocess_executor(models: Sequence[Model]) -> ThreadPoolExecutor | _Inline:
+def _preprocess_executor(models: Sequence[ModelHandle]) -> ThreadPoolExecutor | _Inline:
     if _overlap_preprocessing(models):
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="zooscope-preprocess")
     return _Inline()
 
 
-def _overlap_preprocessing(models: Sequence[Model]) -> bool:
+def _overlap_preprocessing(models: Sequence[ModelHandle]) -> bool:
     """Whether to prepare the next model's batch in a helper thread while this model runs.
 
     Only when that takes nothing from the forward: the forward runs on a GPU, or torch's CPU
@@ -347,14 +348,14 @@ def _overlap_preprocessing(models: Sequence[Model]) -> bool:
     return torch.get_num_threads() < cores
 
 
-def _timed_preprocess(model: Model, images: Sequence[Image.Image]) -> tuple[torch.Tensor, float]:
+def _timed_preprocess(model: ModelHandle, images: Sequence[Image.Image]) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     batch = preprocess(model, images)
     return batch, (time.perf_counter() - start) * 1000
 
 
 def compare_files(
-    models: Sequence[Model],
+    models: Sequence[ModelHandle],
     files: Sequence[tuple[str, bytes]],
     *,
     k: int = DEFAULT_TOP_K,

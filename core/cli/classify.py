@@ -10,12 +10,13 @@ import sys
 from core.classify.classifier import Classifier
 from core.classify.compare import compare_files
 from core.classify.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
-from core.cli.common import add_runtime_option, load, read_file, read_inputs, top_k
-from core.engines.choice import Model
+from core.cli.common import add_runtime_option, load, model_key, read_file, read_inputs, top_k
+from core.engines.handle import ModelHandle
 from core.errors import ZooScopeError
 from core.finetune.bundle import import_bundle
 from core.finetune.threshold import NOT_SURE, check_threshold, predictions_with_threshold, with_threshold
 from core.models.catalog import OFFLINE_DEFAULT
+from core.models.keys import ModelKey
 from core.runtime import ENGINE_LABELS
 
 # The bundled offline models: `compare` works with no network (the web page defaults differ).
@@ -42,17 +43,18 @@ def classifier(args: argparse.Namespace) -> tuple[Classifier, float | None]:
     if args.bundle is None:
         if args.threshold is not None:
             raise ZooScopeError("--threshold applies to a fine-tuned model: give it with --bundle.")
-        return load(args.model, args), None
-    backbones: dict[str, Model] = {}
+        return load(model_key(args.model), args), None
+    backbones: dict[str, ModelHandle] = {}
 
-    def backbone(name: str) -> Model:
+    def backbone(name: str) -> ModelHandle:
         if name not in backbones:
-            backbones[name] = load(name, args)
+            backbones[name] = load(ModelKey(name), args)
         return backbones[name]
 
-    trained = import_bundle(read_file(args.bundle, "bundle"), loaded_for=backbone)
+    trained = import_bundle(read_file(args.bundle, "bundle"), loaded_for=lambda name: backbone(name).torch)
     threshold = trained.threshold if args.threshold is None else args.threshold
-    return trained.classifier(backbone(trained.backbone)), threshold
+    shared = backbone(trained.backbone)
+    return trained.classifier(shared.torch, runtime=shared.runtime), threshold
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -64,7 +66,8 @@ def run_classify(args: argparse.Namespace) -> int:
     if threshold is not None:
         results = with_threshold(results, threshold)
 
-    engine = getattr(model, "runtime", "torch")
+    # A catalogue model says which engine ran it; a fine-tuned model is reported as PyTorch (its head runs there).
+    engine = model.runtime if isinstance(model, ModelHandle) else "torch"
     if args.format == "json":
         rows = [result.as_json() if isinstance(result, Failure) else {**result.as_json(), "runtime": engine}
                 for result in results]  # fmt: skip
@@ -89,7 +92,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.images)
-    models = [load(name, args) for name in args.models]
+    models = [load(model_key(name), args) for name in args.models]
     readable = [item for item in inputs if not isinstance(item, Failure)]
     comparison = compare_files(models, readable, k=args.top_k)
     report = comparison.as_json()

@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.classify.predict import MAX_TOP_K, Failure
-from core.engines.choice import Model, load_classifier
+from core.engines.choice import load_handle
+from core.engines.handle import ModelHandle
 from core.errors import ZooScopeError
+from core.models.catalog import all_specs
+from core.models.keys import ModelKey
 from core.runtime import RUNTIME_ENV, RUNTIMES, pick_device
 
 
@@ -49,9 +52,17 @@ def progress_if_watched(done: int, total: int, message: str) -> None:
         progress_to_stderr(done, total, message)
 
 
-def load(name: str, args: argparse.Namespace) -> Model:
-    """A catalogue model in the runtime `--runtime` asks for (else ZOOSCOPE_RUNTIME, else auto)."""
-    return load_classifier(name, pick_device(), runtime_choice=args.runtime, progress=progress_if_watched)
+def model_key(text: str) -> ModelKey:
+    """The model a person names on the command line: a catalogue name, or a model's int8 variant as the
+    commands list it ("resnet50 · int8"), looked up among the keys' own labels, never split apart."""
+    variants = {key.label: key for key in (ModelKey(name, "int8") for name in all_specs())}
+    return variants.get(text, ModelKey(text))
+
+
+def load(key: ModelKey, args: argparse.Namespace) -> ModelHandle:
+    """A catalogue model in the engine its key names, else the runtime `--runtime` asks for (else
+    ZOOSCOPE_RUNTIME, else auto)."""
+    return load_handle(key, pick_device(), runtime_choice=args.runtime, progress=progress_if_watched)
 
 
 def read_file(path: str, what: str) -> bytes:

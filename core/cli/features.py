@@ -22,6 +22,7 @@ from core.features.analysis import (
 from core.features.embedding import Embedder, embed_encoded, embedder_for
 from core.features.feature_files import read_parquet, to_parquet
 from core.models.catalog import OFFLINE_DEFAULT
+from core.models.keys import ModelKey
 from core.runtime import ENGINE_LABELS
 
 SOURCES_HELP = "image files, folders (class folders give labels) or zips of class folders"
@@ -35,7 +36,8 @@ def similarity(value: str) -> float:
 
 
 def embedder(name: str, args: argparse.Namespace) -> Embedder:
-    return embedder_for(load(name, args), progress=progress_if_watched)
+    model = load(ModelKey(name), args)
+    return embedder_for(model.torch, runtime=model.runtime, progress=progress_if_watched)
 
 
 def embed_sources(paths: Sequence[str], args: argparse.Namespace) -> Embeddings:

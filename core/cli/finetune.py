@@ -16,6 +16,7 @@ from core.finetune.depth import DEPTHS
 from core.finetune.threshold import NOT_SURE
 from core.finetune.train import train
 from core.models.catalog import OFFLINE_DEFAULT
+from core.models.keys import ModelKey
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -37,8 +38,14 @@ def run_finetune(args: argparse.Namespace) -> int:
         adapt_batchnorm=args.adapt_batchnorm,
         **{name: value for name, value in settings.items() if value is not None},
     )
-    backbone = load(args.backbone, args)
-    trained = train(backbone, dataset, config, progress=progress_to_stderr if args.format == "table" else None)
+    backbone = load(ModelKey(args.backbone), args)
+    trained = train(
+        backbone.torch,
+        dataset,
+        config,
+        progress=progress_to_stderr if args.format == "table" else None,
+        runtime=backbone.runtime,
+    )
     out = Path(args.out or f"zooscope-{args.backbone}-{len(trained.classes)}classes.zip")
     out.write_bytes(export_bundle(trained))
     val_size = int(trained.metrics.per_class_frame()["support"].sum())

@@ -90,15 +90,15 @@ def backbone_view(loaded: LoadedModel, *, tuned: Mapping[str, nn.Module] | None 
 
 
 def frozen_features(
-    loaded: LoadedModel, view: BackboneView, *, progress: Progress | None = None
+    loaded: LoadedModel, view: BackboneView, *, runtime: str = "torch", progress: Progress | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What computes features for a frozen backbone (fast mode): where `loaded` runs in ONNX Runtime
-    (core.engines.onnx_engine.OnnxModel), the backbone exported without its head, once its features are
-    within 1e-4 of PyTorch's on the check photos; else, and for a view with trained copies, `view.module`."""
-    if getattr(loaded, "runtime", "torch") == "torch" or view.tuned:
+    """What computes features for a frozen backbone (fast mode): where the model runs in ONNX Runtime
+    (`runtime`, its handle's: "onnx" or "int8"), the backbone exported without its head, once its features
+    are within 1e-4 of PyTorch's on the check photos; else, and for a view with trained copies, `view.module`."""
+    if runtime == "torch" or view.tuned:
         return view.module
     try:
-        forward, _ = onnx_features(loaded.torch_model, view.module, progress=progress)
+        forward, _ = onnx_features(loaded, view.module, progress=progress)
     except Exception as error:  # noqa: BLE001 - PyTorch computes the same features, only slower
         _log.warning("%s's features stay in PyTorch: %s", loaded.spec.name, error)
         return view.module

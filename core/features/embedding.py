@@ -1,11 +1,11 @@
 """A backbone without its head: the one way ZooScope turns images into feature vectors (embeddings).
 
 An image's embedding is the model's penultimate layer, what its final Linear classifier reads
-(the family table's `head`, core.models.families). `embedder_for(model)` makes one from a catalogue model as
-the app and the command line load it (core.engines.choice): a private view of the shared model with the head
-replaced by Identity (core.features.backbone.backbone_view), run by ONNX Runtime where that view's
-export is verified (features within 1e-4 of PyTorch's, core.features.backbone.frozen_features), else
-by PyTorch.
+(the family table's `head`, core.models.families). `embedder_for(handle.torch, runtime=handle.runtime)`
+makes one from a catalogue model as the app and the command line load it (core.engines.handle.ModelHandle):
+a private view of the shared model with the head replaced by Identity (core.features.backbone.backbone_view),
+run by ONNX Runtime where the handle runs there and that view's export is verified (features within 1e-4 of
+PyTorch's, core.features.backbone.frozen_features), else by PyTorch.
 
 Images reach it as they reach Classify: decoded by core.images.decode_image at the reduced size that
 core.preprocessing.decode_side allows, then the weights' own transforms (core.classify.predict.preprocess:
@@ -31,6 +31,7 @@ from core.classify import predict
 from core.errors import ImageError, ZooScopeError
 from core.features.backbone import backbone_view, frozen_features
 from core.images import decode_image
+from core.models.loading import LoadedModel
 from core.preprocessing import Transform, decode_side
 from core.progress import Progress
 
@@ -113,22 +114,23 @@ def _no_head_message(name: str) -> str:
     )
 
 
-def build_embedder(model, *, progress: Progress | None = None) -> Embedder:
-    """An Embedder for `model` (core.engines.choice.Model: a LoadedModel or an OnnxModel), made now.
+def build_embedder(loaded: LoadedModel, *, runtime: str = "torch", progress: Progress | None = None) -> Embedder:
+    """An Embedder for `loaded` (a handle's torch face) made now; where the handle runs in ONNX Runtime
+    (`runtime`), its features come from there too (core.features.backbone.frozen_features).
 
     ZooScopeError for a family with no linear head (squeezenet): it has no penultimate layer here.
     """
-    spec = model.spec
+    spec = loaded.spec
     if spec.traits.head is None:
         raise ZooScopeError(_no_head_message(spec.name))
-    view = backbone_view(model)
-    forward = frozen_features(model, view, progress=progress)
+    view = backbone_view(loaded)
+    forward = frozen_features(loaded, view, runtime=runtime, progress=progress)
     return Embedder(
         name=spec.name,
         feature_dim=view.feature_dim,
         forward=forward,
-        preprocess=model.preprocess,
-        device=torch.device(model.device),
+        preprocess=loaded.preprocess,
+        device=torch.device(loaded.device),
         runtime="torch" if forward is view.module else "onnx",
     )
 
@@ -139,11 +141,11 @@ _embedders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _embedders_lock = threading.Lock()
 
 
-def embedder_for(model, *, progress: Progress | None = None) -> Embedder:
-    """The Embedder of the shared `model` (core.engines.choice.Model), made on first use and kept with it."""
-    runtime = getattr(model, "runtime", "torch")
+def embedder_for(loaded: LoadedModel, *, runtime: str = "torch", progress: Progress | None = None) -> Embedder:
+    """The Embedder of the shared `loaded` (a handle's torch face) in `runtime` (the handle's), made on first
+    use and kept with it."""
     with _embedders_lock:
-        known = _embedders.setdefault(model.module, {})
+        known = _embedders.setdefault(loaded.module, {})
         if runtime not in known:
-            known[runtime] = build_embedder(model, progress=progress)
+            known[runtime] = build_embedder(loaded, runtime=runtime, progress=progress)
         return known[runtime]

@@ -1,10 +1,11 @@
 """A trained model as ONNX files to take elsewhere, fp32 and int8, each with its agreement measured.
 
-- fp32: the whole model (backbone, any trained block, the head) exported by core.engines.onnx_export, run by
-  ONNX Runtime on the check images and compared with the PyTorch model: same top-1 on how many,
-  probabilities how far apart.
-- int8: that export quantized (core.engines.quantize) with activation ranges measured on the person's own
-  training images, then compared with fp32 on the check images, and both timed at batch 1.
+- fp32: the whole model (backbone, any trained block, the head) exported, run by ONNX Runtime on the check
+  images and compared with the PyTorch model: same top-1 on how many, probabilities how far apart.
+- int8: that export quantized with activation ranges measured on the person's own training images, then
+  compared with fp32 on the check images, and both timed at batch 1.
+
+Both through the catalogue's own pipeline (core.engines.verified), in a temporary folder instead of its cache.
 
 The check images are the person's validation images (held back from training, and from the
 calibration too) when the session still has the dataset the model was trained on; otherwise (a
@@ -22,14 +23,12 @@ from PIL import Image
 
 from core.datasets.check_images import calibration_images, check_images
 from core.datasets.labelled import Dataset, stratified_split
-from core.engines.onnx_engine import SessionForward, open_session
-from core.engines.onnx_export import INPUT, check_batches, compare_classifiers, export_module
-from core.engines.quantize import median_ms, quantize_int8
+from core.engines import verified
+from core.engines.onnx_export import check_batches
 from core.finetune.bundle import onnx_file_bytes
 from core.finetune.extraction import decode_item
 from core.finetune.trained import TrainedModel
 from core.models.loading import LoadedModel
-from core.preprocessing import model_batch
 from core.progress import Progress
 
 MAX_CALIBRATION = 64  # training images int8's ranges are measured on
@@ -93,8 +92,8 @@ def export_onnx_models(
     int8: bool = True,
     progress: Progress | None = None,
 ) -> list[OnnxExport]:
-    """[fp32] or [fp32, int8] for `trained` on its backbone `loaded` (the PyTorch model or an OnnxModel:
-    the PyTorch weights are what is exported), each compared on `images.check`."""
+    """[fp32] or [fp32, int8] for `trained` on its backbone `loaded` (the torch face of its handle: the
+    PyTorch weights are what is exported), each compared on `images.check` (core.engines.verified)."""
     steps = 3 if int8 else 1
     reference = trained.full_module(loaded)
     spec = loaded.spec
@@ -103,25 +102,23 @@ def export_onnx_models(
         if progress:
             progress(done, steps, message)
 
+    def pytorch(batch: torch.Tensor) -> torch.Tensor:
+        return reference(batch.to(loaded.device)).cpu()
+
     with tempfile.TemporaryDirectory(prefix="zooscope-onnx-") as folder:
-        fp32_path = Path(folder) / "model.onnx"
         say(0, f"Exporting {trained.name} to ONNX")
-        export_module(reference, spec.input_size, fp32_path)
-        fp32 = SessionForward(open_session(fp32_path))
         batches = check_batches(images.check, loaded.preprocess)
-
-        def pytorch(batch: torch.Tensor) -> torch.Tensor:
-            return reference(batch.to(loaded.device)).cpu()
-
-        checked = compare_classifiers(pytorch, fp32, batches)
+        fp32 = verified.export_checked(
+            reference, spec.input_size, Path(folder) / "model.onnx", reference=pytorch, batches=batches
+        )
         exports = [
             OnnxExport(
                 kind="fp32",
-                data=onnx_file_bytes(fp32_path, trained, spec),
+                data=onnx_file_bytes(fp32.path, trained, spec),
                 reference="PyTorch",
-                images=checked.images,
-                same_top1=checked.same_top1,
-                max_difference=checked.max_difference,
+                images=fp32.agreement.images,
+                same_top1=fp32.agreement.same_top1,
+                max_difference=fp32.agreement.max_difference,
                 source=images.source,
             )
         ]
@@ -130,24 +127,20 @@ def export_onnx_models(
             return exports
         say(1, f"Quantizing to int8, calibrated on {len(images.calibration)} images")
         int8_path = Path(folder) / "model.int8.onnx"
-        calibration = (model_batch([image], loaded.preprocess).numpy() for image in images.calibration)
-        quantize_int8(fp32_path, int8_path, calibration, input_name=INPUT)
-        quantized = SessionForward(open_session(int8_path))
+        quantized = verified.quantized(fp32.path, int8_path, images.calibration, loaded.preprocess)
         say(2, f"Comparing int8 with fp32 on {images.source}")
-        agreement = compare_classifiers(fp32, quantized, batches)
-        one = batches[0]
-        speed = median_ms({"fp32": lambda: fp32(one), "int8": lambda: quantized(one)})
+        measured = verified.measure_int8(fp32.forward, quantized, batches)
         exports.append(
             OnnxExport(
                 kind="int8",
                 data=onnx_file_bytes(int8_path, trained, spec),
                 reference="fp32",
-                images=agreement.images,
-                same_top1=agreement.same_top1,
-                max_difference=agreement.max_difference,
+                images=measured.agreement.images,
+                same_top1=measured.agreement.same_top1,
+                max_difference=measured.agreement.max_difference,
                 source=images.source,
-                ms=speed["int8"],
-                reference_ms=speed["fp32"],
+                ms=measured.int8_ms,
+                reference_ms=measured.fp32_ms,
                 calibration_images=len(images.calibration),
             )
         )

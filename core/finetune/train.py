@@ -52,12 +52,15 @@ def train(
     on_epoch: Callable[[EpochLog], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_interrupt: Callable[[TrainedModel], None] | None = None,
+    runtime: str = "torch",
 ) -> TrainedModel:
     """Train a new head (and in finetune mode copies of the tail of the network) on `dataset`.
 
     Holds back a stratified validation split, keeps the state with the lowest validation loss,
     stops after `config.patience` epochs without improvement, and checks `should_stop()` after
-    every epoch (the first always completes). `loaded.module` is only ever read.
+    every epoch (the first always completes). `loaded.module` is only ever read. `runtime` is the engine the
+    shared model runs in (its handle's): in ONNX Runtime, fast mode's features come from there too
+    (core.features.backbone.frozen_features).
 
     If `on_epoch` or `progress` raises once there is a model (after the first epoch; in finetune
     mode, once the head alone has trained), `on_interrupt` first receives the best model so far
@@ -91,7 +94,7 @@ def train(
         config.head, frozen.feature_dim, len(classes), hidden=config.hidden, dropout=config.dropout, generator=generator
     ).to(device)
     features = extract_features(
-        frozen_features(loaded, frozen, progress=progress),
+        frozen_features(loaded, frozen, runtime=runtime, progress=progress),
         loaded.preprocess,
         list(train_items) + list(val_items),
         backbone=spec.name,

@@ -1,10 +1,11 @@
 """A person's trained model: a head (and perhaps trained copies of the network's tail) on a shared backbone.
 
 It holds no shared backbone tensors itself. To classify, `classifier(loaded)` puts it on the
-shared `LoadedModel` as a `TrainedClassifier`: a private view of the backbone with the trained
-copies in it, then the head, answering to core.classify.classifier's protocol like any catalogue model.
-Where the backbone runs in ONNX Runtime and nothing of it was trained, the features come from its
-verified export (core.features.backbone.frozen_features), as in training.
+shared `LoadedModel` (the torch face of the backbone's handle) as a `TrainedClassifier`: a private view of
+the backbone with the trained copies in it, then the head, answering to core.classify.classifier's protocol
+like any catalogue model. Where the backbone runs in ONNX Runtime (`runtime`, its handle's) and nothing of
+it was trained, the features come from its verified export (core.features.backbone.frozen_features), as in
+training.
 """
 
 from __future__ import annotations
@@ -106,7 +107,6 @@ class TrainedModel:
         return first.in_features
 
     def _check_backbone(self, loaded: LoadedModel) -> None:
-        # The spec's name: an int8-run backbone is listed as "name · int8" but has the same weights.
         if loaded.spec.name != self.backbone or loaded.spec.weights_id != self.weights_id:
             raise ZooScopeError(
                 f"This model was trained on {self.backbone} ({self.weights_id}), not on "
@@ -119,37 +119,39 @@ class TrainedModel:
         view = backbone_view(loaded, tuned=self.tuned)
         return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
 
-    def _inference_module(self, loaded: LoadedModel) -> nn.Module:
+    def _inference_module(self, loaded: LoadedModel, runtime: str) -> nn.Module:
         # One per shared module and runtime, dropped when that module is (the pool unloaded it).
-        runtime = getattr(loaded, "runtime", "torch")
         with self._lock:
             built = self._inference.setdefault(loaded.module, {})
             if runtime not in built:
-                built[runtime] = self._for_inference(loaded)
+                built[runtime] = self._for_inference(loaded, runtime)
             return built[runtime]
 
-    def _for_inference(self, loaded: LoadedModel) -> nn.Module:
+    def _for_inference(self, loaded: LoadedModel, runtime: str) -> nn.Module:
         """full_module(loaded), with the frozen backbone's features from ONNX Runtime where it runs there."""
-        if self.tuned or getattr(loaded, "runtime", "torch") == "torch":
+        if self.tuned or runtime == "torch":
             return self.full_module(loaded)
         self._check_backbone(loaded)
-        features = frozen_features(loaded, backbone_view(loaded))
+        features = frozen_features(loaded, backbone_view(loaded), runtime=runtime)
         return HeadOnBackbone(features, self.head).eval().requires_grad_(False)
 
-    def classifier(self, loaded: LoadedModel) -> TrainedClassifier:
-        """This model on its shared backbone, ready for core.classify.predict."""
+    def classifier(self, loaded: LoadedModel, *, runtime: str = "torch") -> TrainedClassifier:
+        """This model on its shared backbone, ready for core.classify.predict; `runtime` is the engine the
+        backbone's handle runs in."""
         self._check_backbone(loaded)
         return TrainedClassifier(
             name=self.name,
             categories=list(self.classes),
             preprocess=loaded.preprocess,
             device=loaded.device,
-            module=self._inference_module(loaded),
+            module=self._inference_module(loaded, runtime),
         )
 
-    def predict(self, images: Sequence[Image.Image], loaded: LoadedModel, *, batch_size: int = 16) -> torch.Tensor:
+    def predict(
+        self, images: Sequence[Image.Image], loaded: LoadedModel, *, runtime: str = "torch", batch_size: int = 16
+    ) -> torch.Tensor:
         """Class probabilities (N, C) for decoded images, preprocessed by the weights' own transforms."""
-        model = self.classifier(loaded)
+        model = self.classifier(loaded, runtime=runtime)
         if not images:
             return torch.empty(0, len(self.classes))
         return torch.cat(
@@ -164,9 +166,11 @@ class TrainedModel:
         loaded: LoadedModel,
         files: Sequence[tuple[str, bytes]],
         k: int = core_predict.DEFAULT_TOP_K,
+        *,
+        runtime: str = "torch",
         **kwargs,
     ) -> list[core_predict.Classification | core_predict.Failure]:
         """core.classify.predict.classify_files with this model: top-k over its classes, judged against its threshold,
         Failures in place."""
-        results = core_predict.classify_files(self.classifier(loaded), files, k=k, **kwargs)
+        results = core_predict.classify_files(self.classifier(loaded, runtime=runtime), files, k=k, **kwargs)
         return with_threshold(results, self.threshold)

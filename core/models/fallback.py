@@ -4,6 +4,9 @@ this machine and cannot be downloaded now (no network, or ZOOSCOPE_OFFLINE).
 Each such model gives its place to the next bundled model (core.models.bundled: real ImageNet weights
 that come with the app) not already chosen, so a comparison of three stays a comparison of
 three. Pure decisions: the page only renders them.
+
+A choice is whatever the page's widget holds: a model's name, or a ModelKey (core.models.keys: a model in
+a named engine, "resnet50 · int8", which needs resnet50's weights); a stand-in comes in the same form.
 """
 
 from __future__ import annotations
@@ -12,45 +15,47 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import runtime
 from core.models import bundled, weights
-from core.models.catalog import get_spec
+from core.models.catalog import ModelSpec, get_spec
+from core.models.keys import ModelKey
+
+Choice = str | ModelKey  # as the page's widget holds it
 
 
 @dataclass(frozen=True)
 class ModelPlan:
-    chosen: tuple[str, ...]
-    run: tuple[str, ...]  # what runs, in the chosen order
+    chosen: tuple[Choice, ...]
+    run: tuple[Choice, ...]  # what runs, in the chosen order
     # (chosen model, the bundled model in its place, or None when every bundled model is already chosen)
-    replaced: tuple[tuple[str, str | None], ...] = ()
+    replaced: tuple[tuple[Choice, Choice | None], ...] = ()
 
     @property
     def fell_back(self) -> bool:
         return bool(self.replaced)
 
     @property
-    def missing(self) -> list[str]:
+    def missing(self) -> list[Choice]:
         return [name for name, _ in self.replaced]
 
     @property
-    def stand_ins(self) -> list[str]:
+    def stand_ins(self) -> list[Choice]:
         return [stand_in for _, stand_in in self.replaced if stand_in is not None]
 
 
 def plan_models(
-    chosen: Sequence[str],
+    chosen: Sequence[Choice],
     *,
     can_download: bool,
-    is_available: Callable[[str], bool],
-    stand_ins: Sequence[str] = bundled.NAMES,
+    is_available: Callable[[Choice], bool],
+    stand_ins: Sequence[Choice] = bundled.NAMES,
 ) -> ModelPlan:
     """`chosen` as it is when downloads work or nothing is missing; else each missing model replaced."""
     chosen = tuple(chosen)
     if can_download:
         return ModelPlan(chosen, chosen)
     spare = [name for name in stand_ins if name not in chosen]
-    run: list[str] = []
-    replaced: list[tuple[str, str | None]] = []
+    run: list[Choice] = []
+    replaced: list[tuple[Choice, Choice | None]] = []
     for name in chosen:
         if is_available(name):
             run.append(name)
@@ -62,21 +67,24 @@ def plan_models(
     return ModelPlan(chosen, tuple(run), tuple(replaced))
 
 
-def _spec(name: str):
-    """The catalogue entry behind a model or its runtime variant ("resnet50 · int8" needs resnet50's weights)."""
-    return get_spec(runtime.split_variant(name)[0])
+def _spec(choice: Choice) -> ModelSpec:
+    """The catalogue entry behind a choice (ModelKey("resnet50", "int8") needs resnet50's weights)."""
+    return get_spec(choice.name if isinstance(choice, ModelKey) else choice)
 
 
-def plan_here(chosen: Sequence[str]) -> ModelPlan:
-    """`plan_models` with this machine's state: the weights on disk, ZOOSCOPE_OFFLINE, the network."""
+def plan_here(chosen: Sequence[Choice]) -> ModelPlan:
+    """`plan_models` with this machine's state: the weights on disk, ZOOSCOPE_OFFLINE, the network; stand-ins
+    in the form the choices have (names, or ModelKeys)."""
+    keys = any(isinstance(choice, ModelKey) for choice in chosen)
     return plan_models(
         chosen,
         can_download=weights.can_download(),
-        is_available=lambda name: weights.is_available(_spec(name)),
+        is_available=lambda choice: weights.is_available(_spec(choice)),
+        stand_ins=[ModelKey(name) for name in bundled.NAMES] if keys else bundled.NAMES,
     )
 
 
-def _names(names: Sequence[str]) -> str:
+def _names(names: Sequence[Choice]) -> str:
     quoted = [f"`{name}`" for name in names]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 

@@ -1,5 +1,8 @@
 """`load_model(name, device)`: build on the meta device, mmap the weights, assign them, eval().
 
+A `LoadedModel` is the PyTorch model itself, the torch face of a catalogue model's handle
+(core.engines.handle.ModelHandle); the shared pool of handles is core.models.pool.
+
 Building on the meta device skips the random initialisation a standard build pays for (seconds
 for VGG), and `load_state_dict(assign=True)` from an mmap'd file keeps the tensors in the page
 cache instead of copying them: a cold load costs little more than reading the file.
@@ -9,11 +12,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
-import os
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,17 +37,10 @@ class LoadedModel:
     # whether its weights (so its inputs too) are in channels-last layout (CNNs on CUDA).
     precision: str = "fp32"
     channels_last: bool = False
-    # Why it runs in PyTorch where another runtime was asked for (core.engines.choice), for the sidebar.
-    note: str = ""
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def runtime(self) -> str:
-        """Which engine runs `forward`: PyTorch (core.engines.onnx_engine.OnnxModel says "onnx" or "int8")."""
-        return "torch"
 
     @property
     def file_size_mb(self) -> float:
@@ -140,170 +131,3 @@ def warm_up(
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), runtime.autocast(device, precision):
         module(x)
-
-
-# What the pool may hold, in MiB of parameters + buffers. Streamlit Community Cloud gives an app
-# about 2.7 GB in all; torch, torchvision and streamlit themselves take several hundred MB, and
-# a forward pass needs its activations on top: 1500 MB of models leaves room for those.
-DEFAULT_MEMORY_BUDGET_MB = 1500.0
-MEMORY_BUDGET_ENV = "ZOOSCOPE_MEMORY_BUDGET_MB"
-
-_log = logging.getLogger(__name__)
-
-
-def memory_budget_from_env() -> float:
-    """ZOOSCOPE_MEMORY_BUDGET_MB as a positive number of MiB, else the default."""
-    raw = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MEMORY_BUDGET_MB
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:  # zero, negatives and nan; inf means no limit
-        _log.warning("%s=%r is not a positive number of MB; using %g", MEMORY_BUDGET_ENV, raw, DEFAULT_MEMORY_BUDGET_MB)
-        return DEFAULT_MEMORY_BUDGET_MB
-    return value
-
-
-def file_size_estimate_mb(name: str) -> float:
-    """What a model will occupy once loaded, guessed before loading: its weights file's size (a
-    quarter of it for an int8 variant, "resnet50 · int8")."""
-    base, engine = runtime.split_variant(name)
-    size = get_spec(base).file_size_mb
-    return size / 4 if engine == "int8" else size
-
-
-class ModelPool:
-    """The process-wide set of loaded models, shared by every browser session.
-
-    It holds whatever its loader makes: `load_model`'s LoadedModel by default; the app's pool
-    (ui.model_pool) loads through core.engines.choice, so an entry may be an ONNX Runtime model, and its
-    size (`memory_mb`) is then what the session holds.
-
-    One lock per model name makes concurrent first requests load a model once. Models are kept
-    in least-recently-used order under a memory budget: before a new model loads, the least
-    recently used ones are unloaded until the ones kept plus the newcomer's estimated size
-    (`estimate_mb(name)`, by default its weights file's size) fit in `budget_mb`.
-    """
-
-    def __init__(
-        self,
-        device: torch.device | str = "cpu",
-        loader: Callable[..., LoadedModel] = load_model,
-        budget_mb: float | None = None,
-        *,
-        estimate_mb: Callable[[str], float] = file_size_estimate_mb,
-    ):
-        self.device = torch.device(device)
-        self.budget_mb = float(budget_mb) if budget_mb is not None else memory_budget_from_env()
-        self._loader = loader
-        self._estimate_mb = estimate_mb
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
-        self._sizes: dict[str, float] = {}  # MiB of each loaded model, measured once when it arrives
-        self._reserved: dict[str, float] = {}  # estimates of models loading right now
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
-
-    def get(
-        self,
-        name: str,
-        *,
-        progress: Progress | None = None,
-        on_evict: Callable[[str], None] | None = None,
-    ) -> LoadedModel:
-        """The loaded model `name`, loading it (and unloading others to fit) if needed.
-
-        `on_evict(evicted_name)` is called for each model unloaded to make room, so a page can say
-        "unloaded vgg16 to stay under the memory budget".
-        """
-        with self._lock:
-            if name in self._models:
-                self._models.move_to_end(name)  # most recently used last
-                return self._models[name]
-            name_lock = self._loading.setdefault(name, threading.Lock())
-        with name_lock:
-            with self._lock:
-                if name in self._models:
-                    self._models.move_to_end(name)
-                    return self._models[name]
-            estimate = float(self._estimate_mb(name))
-            with self._lock:
-                evicted = self._evict_for(estimate)
-                if self._used_locked() + estimate > self.budget_mb:
-                    # Larger than the budget on its own (or beside loads in flight): load it anyway.
-                    _log.warning(
-                        "%s (about %.0f MB) does not fit the %.0f MB memory budget beside %.0f MB; loading it anyway",
-                        name,
-                        estimate,
-                        self.budget_mb,
-                        self._used_locked(),
-                    )
-                self._reserved[name] = estimate
-            try:
-                self._after_evicting(evicted, on_evict)
-                model = self._loader(name, self.device, progress=progress)
-            finally:
-                with self._lock:
-                    self._reserved.pop(name, None)
-            size = float(model.memory_mb)
-            with self._lock:
-                self._models[name] = model
-                self._sizes[name] = size
-                # The estimate can be low: trim again with the real size, never the newcomer.
-                evicted = self._evict_for(0.0, keep=name)
-            self._after_evicting(evicted, on_evict)
-            return model
-
-    def _evict_for(self, needed_mb: float, keep: str | None = None) -> list[str]:
-        """Under self._lock: unload least recently used models until `needed_mb` more fits."""
-        evicted = []
-        while self._models and self._used_locked() + needed_mb > self.budget_mb:
-            victim = next((n for n in self._models if n != keep), None)
-            if victim is None:
-                break
-            del self._models[victim]
-            self._sizes.pop(victim, None)
-            evicted.append(victim)
-        return evicted
-
-    def _after_evicting(self, evicted: list[str], on_evict: Callable[[str], None] | None) -> None:
-        if not evicted:
-            return
-        _log.info("unloaded %s to stay under the %.0f MB memory budget", ", ".join(evicted), self.budget_mb)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if on_evict:
-            for name in evicted:
-                on_evict(name)
-
-    def _used_locked(self) -> float:
-        return sum(self._sizes.values()) + sum(self._reserved.values())
-
-    def used_mb(self) -> float:
-        """MiB held by the loaded models (parameters + buffers)."""
-        with self._lock:
-            return sum(self._sizes.values())
-
-    def loaded(self) -> list[str]:
-        """Loaded model names, least recently used first."""
-        with self._lock:
-            return list(self._models)
-
-    def models(self) -> list[LoadedModel]:
-        """The loaded models themselves (whatever the loader made of them), least recently used first;
-        reading them does not count as using them."""
-        with self._lock:
-            return list(self._models.values())
-
-    def unload(self, name: str | None = None) -> None:
-        """Forget one model (or all); memory returns once no request still holds it."""
-        with self._lock:
-            if name is None:
-                self._models.clear()
-                self._sizes.clear()
-            else:
-                self._models.pop(name, None)
-                self._sizes.pop(name, None)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()

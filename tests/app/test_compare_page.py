@@ -42,7 +42,7 @@ def frame_with(app, column):
 
 def test_offline_defaults_to_the_bundled_trio(compare):
     assert compare.title[0].value == "Compare"
-    assert compare.multiselect(key="compare_models").value == LITE
+    assert compare.multiselect(key="compare_models").values == LITE
     assert "Add one or more photos" in compare.info[0].value
 
 
@@ -84,7 +84,7 @@ def test_explain_shows_one_heat_map_per_model(compare):
 def test_a_model_that_needs_a_download_gives_its_place_to_a_bundled_one(compare):
     compare.multiselect(key="compare_models").set_value(["resnet18", "efficientnet_lite0"]).run()
     upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
-    assert compare.multiselect(key="compare_models").value == ["efficientnet_lite1", "efficientnet_lite0"]
+    assert compare.multiselect(key="compare_models").values == ["efficientnet_lite1", "efficientnet_lite0"]
     [note] = [info.value for info in compare.info if "cannot be downloaded" in info.value]
     assert "ZOOSCOPE_OFFLINE" in note and "resnet18" in note and "resnet18-f37072fd.pth" in note
     assert not compare.warning and not compare.error

@@ -119,7 +119,7 @@ def test_classify_page_survives_the_whole_corpus_in_one_batch(app, lite0):
 def test_compare_page_lists_the_errors_and_compares_the_rest(app):
     app.switch_page(COMPARE.file).run()
     assert not app.exception, app.exception
-    assert app.multiselect(key="compare_models").value == LITE
+    assert app.multiselect(key="compare_models").values == LITE
     upload(app, "compare_files")
     assert_one_error_per_bad_file(app)
 

@@ -63,7 +63,7 @@ def upload_compare(app, *files):
 
 
 def test_compare_with_network_keeps_the_web_defaults(compare, no_network):
-    assert compare.multiselect(key="compare_models").value == WEB
+    assert compare.multiselect(key="compare_models").values == WEB
     assert not notes(compare) and no_network == []  # nothing is downloaded before there is a photo
 
 
@@ -71,7 +71,7 @@ def test_compare_falls_back_to_the_bundled_models_after_one_failed_download(comp
     upload_compare(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
 
     assert len(no_network) == 1, "each chosen model tried the network"
-    assert compare.multiselect(key="compare_models").value == LITE
+    assert compare.multiselect(key="compare_models").values == LITE
     [note] = notes(compare)
     assert note.startswith("There is no network here, so resnet50, vgg16 and efficientnet_b0 cannot be downloaded.")
     assert "Showing efficientnet_lite0, efficientnet_lite1 and efficientnet_lite2 in their place" in note
@@ -87,10 +87,10 @@ def test_compare_falls_back_to_the_bundled_models_after_one_failed_download(comp
 def test_compare_try_the_network_again_restores_the_choice(compare, no_network):
     upload_compare(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
     upload_compare(compare)  # photos removed: nothing will load after the click
-    assert compare.multiselect(key="compare_models").value == LITE and notes(compare)
+    assert compare.multiselect(key="compare_models").values == LITE and notes(compare)
 
     ok(compare.button(key="compare_models_retry").click().run())
-    assert compare.multiselect(key="compare_models").value == WEB
+    assert compare.multiselect(key="compare_models").values == WEB
     assert not notes(compare)
     assert weights.network_down() is None
 
@@ -99,7 +99,7 @@ def test_compare_retry_with_still_no_network_tries_once_and_falls_back_again(com
     upload_compare(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
     ok(compare.button(key="compare_models_retry").click().run())
     assert len(no_network) == 2  # one attempt per click, not one per model
-    assert compare.multiselect(key="compare_models").value == LITE
+    assert compare.multiselect(key="compare_models").values == LITE
     assert len(notes(compare)) == 1
     assert list(frame_with(compare, "latency_ms")["model"]) == LITE
 
@@ -108,18 +108,18 @@ def test_compare_opened_once_the_network_is_known_down_starts_with_what_runs(com
     upload_compare(compare, ("coffee.jpg", COFFEE, "image/jpeg"))  # learns that the network is down
     fresh = ok(AppTest.from_file(APP, default_timeout=TIMEOUT).run())  # another browser session
     ok(fresh.switch_page(COMPARE.file).run())
-    assert fresh.multiselect(key="compare_models").value == LITE
+    assert fresh.multiselect(key="compare_models").values == LITE
     assert len(notes(fresh)) == 1 and len(no_network) == 1
 
     ok(fresh.button(key="compare_models_retry").click().run())
-    assert fresh.multiselect(key="compare_models").value == WEB  # the page's defaults are back
+    assert fresh.multiselect(key="compare_models").values == WEB  # the page's defaults are back
 
 
 def test_compare_choosing_a_model_that_needs_the_network_while_it_is_down(compare, no_network):
     upload_compare(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
     compare.multiselect(key="compare_models").set_value(["efficientnet_lite0", "resnet18"]).run()
     assert len(no_network) == 1  # known down: no new attempt
-    assert compare.multiselect(key="compare_models").value == ["efficientnet_lite0", "efficientnet_lite1"]
+    assert compare.multiselect(key="compare_models").values == ["efficientnet_lite0", "efficientnet_lite1"]
     [note] = notes(ok(compare))
     assert "resnet18" in note and "resnet18-f37072fd.pth" in note
     assert list(frame_with(compare, "latency_ms")["model"]) == ["efficientnet_lite0", "efficientnet_lite1"]

@@ -174,9 +174,10 @@ def test_embeddings_match_core_features_on_both_engines(ray_cluster, tmp_path):
     """A file gone between listing and reading is a row in both engines (Ray's read task does not fail)."""
     from core.batch.ray_engine import run_ray
     from core.datasets.sources import from_paths
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.features.analysis import embed
     from core.features.embedding import embedder_for
+    from core.models.keys import ModelKey
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -206,7 +207,8 @@ def test_embeddings_match_core_features_on_both_engines(ray_cluster, tmp_path):
     assert "empty" in ray_rows[str(folder / "empty.jpg")]["error"]
 
     # What `python -m core embed FOLDER` computes (core.features.analysis over core.features.embedding), to 1e-5.
-    reference = embed(embedder_for(load_classifier(LITE0)), from_paths([folder]))
+    model = load_handle(ModelKey(LITE0))
+    reference = embed(embedder_for(model.torch, runtime=model.runtime), from_paths([folder]))
     assert len(reference) == 4 and {failure.file for failure in reference.failures} == {
         str(folder / name) for name in ("empty.jpg", "document.jpg")
     }

@@ -24,8 +24,10 @@ from core.classify.compare import (
     top1_agree,
 )
 from core.classify.predict import Classification, Failure, preprocess, probabilities
+from core.engines.handle import ModelHandle
 from core.errors import ZooScopeError
 from core.images import decode_image
+from core.models.keys import ModelKey
 from core.models.loading import load_model
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -146,7 +148,7 @@ def jpeg(array) -> bytes:
 
 @pytest.fixture(scope="module")
 def lite_models():
-    return [load_model(name) for name in LITE]
+    return [ModelHandle.in_pytorch(load_model(name)) for name in LITE]
 
 
 @pytest.fixture(scope="module")
@@ -368,10 +370,10 @@ def test_overlap_only_where_a_core_is_free(monkeypatch):
 
 
 def test_onnx_and_int8_side_by_side(uploads):
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
 
-    fp32 = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    int8 = load_classifier("efficientnet_lite0 · int8")
+    fp32 = load_handle(ModelKey("efficientnet_lite0"), runtime_choice="onnx")
+    int8 = load_handle(ModelKey("efficientnet_lite0", "int8"))
     result = compare_files([fp32, int8], uploads, k=5, latency_runs=2)
     assert result.models == ["efficientnet_lite0", "efficientnet_lite0 · int8"]
     frame = result.models_frame().set_index("model")

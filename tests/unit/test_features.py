@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.transforms._presets import ImageClassification
 
 from core.datasets.sources import ImageSource, SourceSet, from_uploads
-from core.engines.choice import load_classifier
+from core.engines.choice import load_handle
 from core.errors import ImageError, ZooScopeError
 from core.features import analysis as features
 from core.features.analysis import (
@@ -34,6 +34,7 @@ from core.features.analysis import (
     unit_vectors,
 )
 from core.features.embedding import Embedder, build_embedder, embed_encoded, embedder_for
+from core.models.keys import ModelKey
 from tests.faces import lfw_pngs
 from tests.planted import planted_set
 
@@ -43,7 +44,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def lite0_onnx() -> Embedder:
     """The default backbone as the app runs it: EfficientNet-Lite0 features through ONNX Runtime."""
-    embedder = embedder_for(load_classifier("efficientnet_lite0", runtime_choice="onnx"))
+    model = load_handle(ModelKey("efficientnet_lite0"), runtime_choice="onnx")
+    embedder = embedder_for(model.torch, runtime=model.runtime)
     assert embedder.runtime == "onnx" and embedder.feature_dim == 1280
     return embedder
 

@@ -15,15 +15,17 @@ from PIL import Image
 
 from core.datasets.check_images import check_images
 from core.datasets.labelled import dataset_from_uploads, stratified_split
-from core.engines.choice import load_classifier
-from core.engines.onnx_engine import OnnxModel, SessionForward
+from core.engines.choice import load_handle
+from core.engines.handle import ModelHandle
 from core.engines.onnx_export import check_batches
+from core.engines.sessions import SessionForward
 from core.features.backbone import backbone_view, frozen_features
 from core.finetune.config import TrainConfig
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.depth import cut_for
 from core.finetune.extraction import FeatureCache, decode_item, extract_features
 from core.finetune.train import train
+from core.models.keys import ModelKey
 from core.preprocessing import model_batch
 from tests.faces import lfw_pngs
 
@@ -42,15 +44,15 @@ def faces():
 
 
 @pytest.fixture(scope="module")
-def backbone() -> OnnxModel:
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, OnnxModel)
+def backbone() -> ModelHandle:
+    model = load_handle(ModelKey("efficientnet_lite0"), runtime_choice="onnx")
+    assert model.runtime == "onnx", model.note
     return model
 
 
 def test_fast_mode_features_come_from_onnx_runtime_within_1e4_of_pytorchs(backbone, faces):
-    view = backbone_view(backbone)
-    extractor = frozen_features(backbone, view)
+    view = backbone_view(backbone.torch)
+    extractor = frozen_features(backbone.torch, view, runtime=backbone.runtime)
     assert isinstance(extractor, SessionForward)  # not the PyTorch view
     for images in (check_images()[:8], [decode_item(item) for item in faces.items[:8]]):
         batch = model_batch(images, backbone.preprocess)
@@ -62,18 +64,19 @@ def test_fast_mode_features_come_from_onnx_runtime_within_1e4_of_pytorchs(backbo
 
 
 def test_pytorch_models_and_trained_blocks_keep_the_pytorch_view(backbone):
-    torch_view = backbone_view(backbone.torch_model)
-    assert frozen_features(backbone.torch_model, torch_view) is torch_view.module
+    torch_view = backbone_view(backbone.torch)
+    assert frozen_features(backbone.torch, torch_view) is torch_view.module
     block = cut_for("efficientnet_lite0", "last").tuned[0]
-    own_copy = copy.deepcopy(backbone.torch_model.module.get_submodule(block))
-    with_block = backbone_view(backbone, tuned={block: own_copy})
-    assert frozen_features(backbone, with_block) is with_block.module  # its block is the person's own
+    own_copy = copy.deepcopy(backbone.torch.module.get_submodule(block))
+    with_block = backbone_view(backbone.torch, tuned={block: own_copy})
+    # Its block is the person's own.
+    assert frozen_features(backbone.torch, with_block, runtime=backbone.runtime) is with_block.module
 
 
 def test_training_on_onnx_features_learns_what_pytorch_features_teach(backbone, faces):
     config = TrainConfig(mode="fast", epochs=8)
-    on_onnx = train(backbone, faces, config, cache=FeatureCache())
-    on_torch = train(backbone.torch_model, faces, config, cache=FeatureCache())
+    on_onnx = train(backbone.torch, faces, config, cache=FeatureCache(), runtime=backbone.runtime)
+    on_torch = train(backbone.torch, faces, config, cache=FeatureCache())
     assert on_onnx.val_accuracy == on_torch.val_accuracy >= 0.8
     for ours, theirs in zip(on_onnx.head.parameters(), on_torch.head.parameters(), strict=True):
         assert torch.allclose(ours, theirs, atol=1e-3)
@@ -83,18 +86,19 @@ def test_the_extraction_runs_the_onnx_session(backbone, faces, monkeypatch):
     calls = []
     real = SessionForward.__call__
     monkeypatch.setattr(SessionForward, "__call__", lambda self, batch: calls.append(len(batch)) or real(self, batch))
-    view = backbone_view(backbone)
-    extract_features(frozen_features(backbone, view), backbone.preprocess, faces.items, batch_size=16)
+    view = backbone_view(backbone.torch)
+    features = frozen_features(backbone.torch, view, runtime=backbone.runtime)
+    extract_features(features, backbone.preprocess, faces.items, batch_size=16)
     assert sum(calls) == len(faces.items)
 
 
 def test_my_model_classifies_through_the_onnx_features_too(trained, backbone, faces, monkeypatch):
     images = [decode_item(item) for item in faces.items[:6]]
-    expected = trained.predict(images, backbone.torch_model)  # all PyTorch
+    expected = trained.predict(images, backbone.torch)  # all PyTorch
     calls = []
     real = SessionForward.__call__
     monkeypatch.setattr(SessionForward, "__call__", lambda self, batch: calls.append(len(batch)) or real(self, batch))
-    found = trained.predict(images, backbone)
+    found = trained.predict(images, backbone.torch, runtime=backbone.runtime)
     assert calls == [6]  # the backbone ran in ONNX Runtime, the head in PyTorch
     assert torch.allclose(found, expected, atol=1e-4)
 
@@ -104,12 +108,13 @@ def test_my_model_classifies_through_the_onnx_features_too(trained, backbone, fa
 
 @pytest.fixture(scope="module")
 def trained(backbone, faces):
-    return train(backbone, faces, TrainConfig(mode="fast", epochs=8), cache=FeatureCache())
+    config = TrainConfig(mode="fast", epochs=8)
+    return train(backbone.torch, faces, config, cache=FeatureCache(), runtime=backbone.runtime)
 
 
 @pytest.fixture(scope="module")
 def exports(trained, backbone, faces):
-    return export_onnx_models(trained, backbone, deploy_images(trained, faces))
+    return export_onnx_models(trained, backbone.torch, deploy_images(trained, faces))
 
 
 def session_of(data: bytes) -> SessionForward:
@@ -131,7 +136,7 @@ def test_fp32_and_int8_exports_report_their_agreement_as_measured(exports, train
     val_images = deploy_images(trained, faces).check
     batch = torch.cat(check_batches(val_images, backbone.preprocess))
     with torch.inference_mode():
-        pytorch = trained.full_module(backbone)(batch).softmax(dim=1)
+        pytorch = trained.full_module(backbone.torch)(batch).softmax(dim=1)
     fp32_probs = session_of(fp32.data)(batch).softmax(dim=1)
     int8_probs = session_of(int8.data)(batch).softmax(dim=1)
     assert fp32.images == int8.images == len(val_images)
@@ -156,6 +161,6 @@ def test_each_file_carries_the_classes_and_preprocessing(exports):
 def test_a_bundle_exported_photo_classifies_the_same(exports, trained, backbone, faces):
     image = Image.open(io.BytesIO(faces.items[0].data)).convert("RGB")
     batch = model_batch([image], backbone.preprocess)
-    expected = trained.predict([image], backbone).numpy()
+    expected = trained.predict([image], backbone.torch, runtime=backbone.runtime).numpy()
     found = session_of(exports[0].data)(batch).softmax(dim=1).numpy()
     np.testing.assert_allclose(found, expected, atol=1e-4)

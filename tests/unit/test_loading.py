@@ -13,17 +13,19 @@ import pytest
 import torch
 import torchvision
 
+from core.engines.handle import ModelHandle
 from core.errors import UnknownModel, WeightsUnavailable
-from core.models import loading, weights
+from core.models import weights
 from core.models.bundled import rename_lite_state_dict
 from core.models.catalog import get_spec
+from core.models.keys import ModelKey
 from core.models.loading import (
     LoadedModel,
-    ModelPool,
     build_model,
     load_model,
     read_state_dict,
 )
+from core.models.pool import ModelPool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -249,6 +251,9 @@ def test_code_in_pickle_never_runs(tmp_path):
 # --- the pool -----------------------------------------------------------------------------------
 
 
+R18, VGG = ModelKey("resnet18"), ModelKey("vgg16")
+
+
 def fake_loaded(name: str, device) -> LoadedModel:
     return LoadedModel(spec=get_spec(name), module=torch.nn.Identity(), preprocess=torch.nn.Identity(), device=device)
 
@@ -259,11 +264,11 @@ class FakeLoader:
         self.delay = delay
         self._lock = threading.Lock()
 
-    def __call__(self, name, device, *, progress=None):
+    def __call__(self, key, device, *, progress=None):
         with self._lock:
-            self.calls.append(name)
+            self.calls.append(key.name)
         time.sleep(self.delay)  # long enough for every thread to arrive while it loads
-        return fake_loaded(name, device)
+        return fake_loaded(key.name, device)
 
 
 def test_pool_loads_once_under_concurrency():
@@ -273,13 +278,13 @@ def test_pool_loads_once_under_concurrency():
 
     def get(_):
         barrier.wait()
-        return pool.get("resnet18")
+        return pool.get(R18)
 
     with ThreadPoolExecutor(8) as executor:
         models = list(executor.map(get, range(8)))
     assert loader.calls == ["resnet18"]
     assert all(m is models[0] for m in models)
-    assert pool.loaded() == ["resnet18"]
+    assert pool.loaded() == [R18]
 
 
 def test_pool_loads_different_models_in_parallel():
@@ -287,7 +292,7 @@ def test_pool_loads_different_models_in_parallel():
     pool = ModelPool(loader=loader)
     start = time.perf_counter()
     with ThreadPoolExecutor(2) as executor:
-        list(executor.map(pool.get, ["resnet18", "vgg16"]))
+        list(executor.map(pool.get, [R18, VGG]))
     assert time.perf_counter() - start < 1.1  # one name's lock does not hold up another name
     assert sorted(loader.calls) == ["resnet18", "vgg16"]
 
@@ -295,53 +300,54 @@ def test_pool_loads_different_models_in_parallel():
 def test_pool_loaded_order_and_unload():
     loader = FakeLoader(delay=0)
     pool = ModelPool(loader=loader)
-    first = pool.get("resnet18")
-    pool.get("vgg16")
-    assert pool.loaded() == ["resnet18", "vgg16"]
-    assert pool.get("resnet18") is first  # cached: no second load
-    assert pool.loaded() == ["vgg16", "resnet18"]  # most recently used last
+    first = pool.get(R18)
+    pool.get(VGG)
+    assert pool.loaded() == [R18, VGG]
+    assert pool.get(R18) is first  # cached: no second load
+    assert pool.loaded() == [VGG, R18]  # most recently used last
     assert loader.calls == ["resnet18", "vgg16"]
 
-    pool.unload("vgg16")
-    assert pool.loaded() == ["resnet18"]
-    pool.unload("never_loaded")  # harmless
+    pool.unload(VGG)
+    assert pool.loaded() == [R18]
+    pool.unload(ModelKey("never_loaded"))  # harmless
     pool.unload()
     assert pool.loaded() == []
-    pool.get("resnet18")
+    pool.get(R18)
     assert loader.calls == ["resnet18", "vgg16", "resnet18"]
 
 
 def test_pool_passes_device_and_progress():
     seen = []
 
-    def loader(name, device, *, progress=None):
-        seen.append((name, device, progress))
-        return fake_loaded(name, device)
+    def loader(key, device, *, progress=None):
+        seen.append((key, device, progress))
+        return fake_loaded(key.name, device)
 
     def report(*args):
         return None
 
-    ModelPool("cpu", loader=loader).get("resnet18", progress=report)
-    assert seen == [("resnet18", torch.device("cpu"), report)]
+    ModelPool("cpu", loader=loader).get(R18, progress=report)
+    assert seen == [(R18, torch.device("cpu"), report)]
 
 
 def test_pool_failed_load_is_not_cached():
     attempts = []
 
-    def loader(name, device, *, progress=None):
-        attempts.append(name)
+    def loader(key, device, *, progress=None):
+        attempts.append(key)
         raise WeightsUnavailable("nope")
 
     pool = ModelPool(loader=loader)
     for _ in range(2):
         with pytest.raises(WeightsUnavailable):
-            pool.get("resnet18")
-    assert attempts == ["resnet18", "resnet18"]
+            pool.get(R18)
+    assert attempts == [R18, R18]
     assert pool.loaded() == []
 
 
-def test_pool_default_loader_is_load_model():
+def test_pool_default_loader_loads_model_handles():
     pool = ModelPool()
-    assert pool._loader is loading.load_model
-    model = pool.get("efficientnet_lite0")
-    assert pool.get("efficientnet_lite0") is model
+    key = ModelKey("efficientnet_lite0", "torch")  # PyTorch itself: no export here
+    model = pool.get(key)
+    assert isinstance(model, ModelHandle) and isinstance(model.torch, LoadedModel) and model.runtime == "torch"
+    assert pool.get(key) is model

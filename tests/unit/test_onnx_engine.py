@@ -19,12 +19,15 @@ import torch
 from core import runtime
 from core.classify.predict import classify_files, preprocess, probabilities
 from core.datasets.check_images import check_images
-from core.engines import onnx_cache, onnx_engine
-from core.engines.choice import load_classifier
-from core.engines.onnx_engine import OnnxModel
+from core.engines import onnx_cache, sessions, verified
+from core.engines.choice import load_handle
+from core.engines.handle import ModelHandle, PyTorchEngine
+from core.engines.onnx_engine import OnnxEngine
 from core.engines.onnx_export import Agreement, ExportFailed, check_batches, compare_classifiers
 from core.images import decode_image
-from core.models.loading import LoadedModel, ModelPool, load_model
+from core.models.keys import ModelKey
+from core.models.loading import load_model
+from core.models.pool import ModelPool
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -36,10 +39,21 @@ def photos() -> list[tuple[str, bytes]]:
     return [(path.name, path.read_bytes()) for path in sorted(EXAMPLES.glob("*.jpg"))]
 
 
+LITE0 = ModelKey("efficientnet_lite0")
+
+
+def in_onnx(model: ModelHandle) -> bool:
+    return isinstance(model.inference, OnnxEngine)
+
+
+def in_pytorch(model: ModelHandle) -> bool:
+    return isinstance(model.inference, PyTorchEngine) and model.runtime == "torch"
+
+
 @pytest.fixture(scope="module")
-def onnx_lite0() -> OnnxModel:
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, OnnxModel), model.note
+def onnx_lite0() -> ModelHandle:
+    model = load_handle(LITE0, runtime_choice="onnx")
+    assert in_onnx(model), model.note
     return model
 
 
@@ -60,8 +74,8 @@ def fp32_folder(root: Path, name: str = "efficientnet_lite0") -> Path:
 
 @pytest.mark.parametrize("name", LITE)
 def test_lite_models_give_pytorchs_answers_on_the_example_photos(name):
-    model = load_classifier(name)  # auto on the CPU: ONNX Runtime, once verified
-    assert isinstance(model, OnnxModel) and model.runtime == "onnx" and model.name == name
+    model = load_handle(ModelKey(name))  # auto on the CPU: ONNX Runtime, once verified
+    assert in_onnx(model) and model.runtime == "onnx" and model.name == name
     reference = load_model(name)
     images = [decode_image(data) for _, data in photos()]
     batch = preprocess(reference, images)
@@ -72,9 +86,9 @@ def test_lite_models_give_pytorchs_answers_on_the_example_photos(name):
     assert model.agreement == 1.0
 
 
-def test_the_onnx_model_stands_in_for_the_loaded_model(onnx_lite0):
-    reference = onnx_lite0.torch_model
-    assert onnx_lite0.spec is reference.spec and onnx_lite0.module is reference.module
+def test_the_handle_classifies_like_its_torch_face(onnx_lite0):
+    reference = onnx_lite0.torch
+    assert onnx_lite0.spec is reference.spec and onnx_lite0.preprocess is reference.preprocess
     assert onnx_lite0.categories == reference.categories and onnx_lite0.device == torch.device("cpu")
     results = classify_files(onnx_lite0, photos(), k=3)
     assert [r.top1.label for r in results] == [r.top1.label for r in classify_files(reference, photos(), k=3)]
@@ -89,15 +103,15 @@ def test_a_later_load_reads_the_cache_without_exporting(onnx_lite0, monkeypatch)
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(onnx_engine, "export_module", no_export)
-    again = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(again, OnnxModel) and again.report == onnx_lite0.report
+    monkeypatch.setattr(verified, "export_module", no_export)
+    again = load_handle(LITE0, runtime_choice="onnx")
+    assert in_onnx(again) and again.report == onnx_lite0.report
 
 
 def test_the_export_has_a_dynamic_batch(onnx_lite0):
     x = torch.randn(3, 3, 224, 224)
     with torch.inference_mode():
-        expected = onnx_lite0.torch_model.forward(x)
+        expected = onnx_lite0.torch.forward(x)
     assert onnx_lite0.forward(x).shape == (3, 1000)
     assert float((onnx_lite0.forward(x) - expected).abs().max()) < 1e-3
 
@@ -130,7 +144,7 @@ def replay_export(made_export, monkeypatch) -> list[Path]:
         shutil.copy(made_export / "model.onnx.data", Path(path).parent)
         return path
 
-    monkeypatch.setattr(onnx_engine, "export_module", export)
+    monkeypatch.setattr(verified, "export_module", export)
     return calls
 
 
@@ -162,24 +176,24 @@ def test_a_damaged_export_is_replaced_and_never_run(made_export, own_cache, repl
     good = onnx_cache.sha256_file(folder / "model.onnx.data")
     damage(folder, "tamper")
     opened: list[str] = []  # the weights' SHA-256 at every session ONNX Runtime opens
-    real_open = onnx_engine.open_session
+    real_open = sessions.open_session
 
     def watched_open(path, **kwargs):
         opened.append(onnx_cache.sha256_file(Path(path).parent / "model.onnx.data"))
         return real_open(path, **kwargs)
 
-    monkeypatch.setattr(onnx_engine, "open_session", watched_open)
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, OnnxModel) and len(replay_export) == 1  # exported again, once
+    monkeypatch.setattr(sessions, "open_session", watched_open)
+    model = load_handle(LITE0, runtime_choice="onnx")
+    assert in_onnx(model) and len(replay_export) == 1  # exported again, once
     assert onnx_cache.read_manifest(folder)["files"]["model.onnx.data"]["sha256"] == good  # replaced whole
     assert opened and set(opened) == {good}  # the damaged file never reached ONNX Runtime
     assert [p.name for p in folder.parent.iterdir()] == ["fp32"]  # nothing left aside
 
 
 def test_a_failed_check_against_pytorch_falls_back(own_cache, replay_export, monkeypatch):
-    monkeypatch.setattr(onnx_engine, "compare_classifiers", lambda *args: Agreement(39, 37, 2e-2, 1e-4))
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, LoadedModel) and "same top-1 on 37 of 39" in model.note
+    monkeypatch.setattr(verified, "compare_classifiers", lambda *args: Agreement(39, 37, 2e-2, 1e-4))
+    model = load_handle(LITE0, runtime_choice="onnx")
+    assert in_pytorch(model) and "same top-1 on 37 of 39" in model.note
     manifest = json.loads((fp32_folder(own_cache) / onnx_cache.MANIFEST).read_text())
     assert "same top-1 on 37 of 39" in manifest["failed"] and manifest["files"] == {}
 
@@ -192,8 +206,8 @@ def test_an_unwritable_cache_falls_back_to_a_temporary_folder_with_a_note(made_e
     root = onnx_cache.cache_root()
     assert root.path != blocker / "cache" and root.path.is_dir() and str(blocker / "cache") in root.note
     copy_export(made_export, root.path)  # no second export: the cache logic is what is tested
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, OnnxModel) and model.note == root.note
+    model = load_handle(LITE0, runtime_choice="onnx")
+    assert in_onnx(model) and model.note == root.note
     shutil.rmtree(root.path)
 
 
@@ -233,24 +247,24 @@ def test_an_export_failure_falls_back_to_pytorch_with_a_note_and_is_remembered(o
         calls.append(args)
         raise ExportFailed("torch.onnx could not export it (UnsupportedOperatorError: aten::imaginary_op)")
 
-    monkeypatch.setattr(onnx_engine, "export_module", failing_export)
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, LoadedModel) and model.runtime == "torch"
+    monkeypatch.setattr(verified, "export_module", failing_export)
+    model = load_handle(LITE0, runtime_choice="onnx")
+    assert in_pytorch(model)
     assert "aten::imaginary_op" in model.note and model.note.startswith("PyTorch:")
     assert classify_files(model, photos()[:1])[0].top1.label  # and it still classifies
-    again = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(again, LoadedModel) and len(calls) == 1  # the next load does not try again
+    again = load_handle(LITE0, runtime_choice="onnx")
+    assert in_pytorch(again) and len(calls) == 1  # the next load does not try again
     with pytest.raises(Exception, match="not available"):
-        load_classifier("efficientnet_lite0 · int8")  # a named variant says why it cannot be had
+        load_handle(ModelKey("efficientnet_lite0", "int8"))  # a named engine says why it cannot be had
 
 
 def test_an_unexpected_error_falls_back_without_being_remembered(own_cache, replay_export, monkeypatch):
     def broken_session(path, **kwargs):
         raise RuntimeError("onnxruntime: out of memory")
 
-    monkeypatch.setattr(onnx_engine, "open_session", broken_session)
-    model = load_classifier("efficientnet_lite0", runtime_choice="onnx")
-    assert isinstance(model, LoadedModel) and "out of memory" in model.note
+    monkeypatch.setattr(sessions, "open_session", broken_session)
+    model = load_handle(LITE0, runtime_choice="onnx")
+    assert in_pytorch(model) and "out of memory" in model.note
     assert not list(own_cache.rglob(onnx_cache.MANIFEST))  # nothing remembered: the next load tries again
 
 
@@ -258,21 +272,22 @@ def test_an_unexpected_error_falls_back_without_being_remembered(own_cache, repl
 
 
 def test_torch_runtime_gives_the_pytorch_model():
-    model = load_classifier("efficientnet_lite0", runtime_choice="torch")
-    assert isinstance(model, LoadedModel) and model.runtime == "torch" and not model.note
+    model = load_handle(LITE0, runtime_choice="torch")
+    assert in_pytorch(model) and not model.note and model.agreement is None
 
 
 def test_the_environment_chooses_the_runtime(monkeypatch):
     monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")
-    assert isinstance(load_classifier("efficientnet_lite0"), LoadedModel)
+    assert in_pytorch(load_handle(LITE0))
 
 
 def test_the_pool_counts_what_the_sessions_hold(onnx_lite0):
-    pool = ModelPool("cpu", loader=load_classifier, budget_mb=1000)
-    model = pool.get("efficientnet_lite0")
-    assert isinstance(model, OnnxModel)
+    pool = ModelPool("cpu", loader=load_handle, budget_mb=1000)
+    model = pool.get(LITE0)
+    assert in_onnx(model)
     assert pool.used_mb() == pytest.approx(model.memory_mb)
     assert [m.name for m in pool.models()] == ["efficientnet_lite0"]
+    assert pool.loaded() == [LITE0]
 
 
 # --- threads ----------------------------------------------------------------------------------------
@@ -280,7 +295,7 @@ def test_the_pool_counts_what_the_sessions_hold(onnx_lite0):
 
 @pytest.mark.parametrize("engine", ["torch", "onnx"])
 def test_eight_threads_get_bit_identical_answers(engine, onnx_lite0):
-    model = onnx_lite0 if engine == "onnx" else onnx_lite0.torch_model
+    model = onnx_lite0 if engine == "onnx" else onnx_lite0.torch
     images = [decode_image(data) for _, data in photos()]
     batches = [preprocess(model, [image]) for image in images]
     expected = [probabilities(model, batch) for batch in batches]
@@ -312,9 +327,9 @@ def test_eight_threads_get_bit_identical_answers(engine, onnx_lite0):
 
 
 @pytest.fixture(scope="module")
-def int8_lite0() -> OnnxModel:
-    model = load_classifier("efficientnet_lite0 · int8")
-    assert isinstance(model, OnnxModel)
+def int8_lite0() -> ModelHandle:
+    model = load_handle(ModelKey("efficientnet_lite0", "int8"))
+    assert in_onnx(model)
     return model
 
 
@@ -334,8 +349,8 @@ def test_int8_agreement_is_reported_as_measured(int8_lite0, onnx_lite0):
 def test_int8_is_a_variant_beside_fp32(int8_lite0, onnx_lite0):
     assert int8_lite0.name == "efficientnet_lite0 · int8" and int8_lite0.runtime == "int8"
     assert int8_lite0.precision == "int8" and int8_lite0.spec is onnx_lite0.spec
-    assert int8_lite0.report["fp32_bytes"] == onnx_lite0.file_bytes
-    assert int8_lite0.file_bytes < onnx_lite0.file_bytes / 3  # int8 weights: about a quarter
+    assert int8_lite0.report["fp32_bytes"] == onnx_lite0.inference.file_bytes
+    assert int8_lite0.inference.file_bytes < onnx_lite0.inference.file_bytes / 3  # int8 weights: about a quarter
     assert classify_files(int8_lite0, photos()[:1])[0].model == "efficientnet_lite0 · int8"
 
 

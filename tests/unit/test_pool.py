@@ -1,4 +1,4 @@
-"""core.models.loading.ModelPool under a memory budget: LRU eviction, callbacks, oversized models, threads.
+"""core.models.pool.ModelPool under a memory budget: LRU eviction, callbacks, oversized models, threads.
 
 A fake loader hands out stand-ins with a chosen `memory_mb`, and the pool's size estimate is a
 table lookup, so no test here needs real weights (except the two that measure a real model).
@@ -16,9 +16,12 @@ import pytest
 import torch
 
 from core.errors import WeightsUnavailable
-from core.models import loading
+from core.models import pool as pool_module
 from core.models.catalog import get_spec
-from core.models.loading import DEFAULT_MEMORY_BUDGET_MB, MEMORY_BUDGET_ENV, LoadedModel, ModelPool
+from core.models.keys import ModelKey
+from core.models.loading import LoadedModel
+from core.models.pool import ModelPool
+from core.runtime import DEFAULT_MEMORY_BUDGET_MB, MEMORY_BUDGET_ENV
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,7 +83,7 @@ def test_budget_read_from_env(monkeypatch, value, expected):
 @pytest.mark.parametrize("value", ["lots", "0", "-5", "nan"])
 def test_bad_env_budget_falls_back_to_default(monkeypatch, caplog, value):
     monkeypatch.setenv(MEMORY_BUDGET_ENV, value)
-    with caplog.at_level(logging.WARNING, logger="core.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="core.runtime"):
         assert ModelPool().budget_mb == DEFAULT_MEMORY_BUDGET_MB
     assert MEMORY_BUDGET_ENV in caplog.text
 
@@ -98,15 +101,27 @@ def test_env_is_read_at_construction(monkeypatch):
 
 
 def test_default_estimate_is_the_weights_file_size():
-    assert loading.file_size_estimate_mb("vgg16") == get_spec("vgg16").file_size_mb > 500
+    assert pool_module.file_size_estimate_mb(ModelKey("vgg16")) == get_spec("vgg16").file_size_mb > 500
+    # int8 weights: a quarter of the file
+    assert pool_module.file_size_estimate_mb(ModelKey("vgg16", "int8")) == get_spec("vgg16").file_size_mb / 4
 
 
 def test_default_estimate_decides_eviction():
     # Real catalogue sizes (resnet18 ~45 MB, vgg16 ~528 MB), fake loads: vgg16 does not fit beside.
-    loader = FakeLoader({"resnet18": 45.0, "vgg16": 528.0})
+    resnet18, vgg16 = ModelKey("resnet18"), ModelKey("vgg16")
+    loader = FakeLoader({resnet18: 45.0, vgg16: 528.0})
     pool = ModelPool(loader=loader, budget_mb=550)
-    assert get_all(pool, ["resnet18", "vgg16"]) == ["resnet18"]
-    assert pool.loaded() == ["vgg16"]
+    assert get_all(pool, [resnet18, vgg16]) == [resnet18]
+    assert pool.loaded() == [vgg16]
+
+
+def test_a_model_and_its_int8_variant_are_two_entries():
+    fp32, int8 = ModelKey("resnet18"), ModelKey("resnet18", "int8")
+    loader = FakeLoader({fp32: 45.0, int8: 12.0})
+    pool = ModelPool(loader=loader, budget_mb=100)
+    assert get_all(pool, [fp32, int8, fp32]) == []
+    assert pool.loaded() == [int8, fp32] and loader.calls == [fp32, int8]
+    assert pool.used_mb() == pytest.approx(57.0)
 
 
 # --- least recently used ------------------------------------------------------------------------
@@ -173,7 +188,7 @@ def test_model_is_never_evicted_for_itself():
 def test_oversized_model_loads_alone(caplog):
     pool, loader = make_pool({"a": 20.0, "b": 20.0, "huge": 500.0, "c": 20.0}, budget_mb=100)
     get_all(pool, ["a", "b"])
-    with caplog.at_level(logging.WARNING, logger="core.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="core.models.pool"):
         assert get_all(pool, ["huge"]) == ["a", "b"]
     assert pool.loaded() == ["huge"]
     assert "huge" in caplog.text and "budget" in caplog.text  # noted, not refused
@@ -264,6 +279,6 @@ def test_memory_mb_of_a_real_model_is_about_its_file(lite0):
 
 
 def test_pool_measures_real_models(lite0):
-    pool = ModelPool(loader=lambda name, device, progress=None: lite0, budget_mb=100)
-    pool.get("efficientnet_lite0")
+    pool = ModelPool(loader=lambda key, device, progress=None: lite0, budget_mb=100)
+    pool.get(ModelKey("efficientnet_lite0"))
     assert pool.used_mb() == pytest.approx(lite0.memory_mb)

@@ -248,17 +248,14 @@ def test_int8_verdict(agreement: float, int8_ms: float, fp32_ms: float, recommen
     assert verdict is recommended and says in reason
 
 
-@pytest.mark.parametrize(
-    ("name", "split"),
-    [
-        ("resnet50 · int8", ("resnet50", "int8")),
-        ("resnet50", ("resnet50", None)),
-        ("resnet50 · fp16", ("resnet50 · fp16", None)),  # not a variant this app makes
-    ],
-)
-def test_variant_names(name: str, split: tuple):
-    assert runtime.split_variant(name) == split
-    base, engine = split
-    if engine:
-        assert runtime.variant_name(base, engine) == name
-    assert runtime.variant_name("resnet50", "onnx") == "resnet50"
+def test_memory_budget_from_the_environment():
+    assert runtime.memory_budget_mb({}) == runtime.DEFAULT_MEMORY_BUDGET_MB == 1500
+    assert runtime.memory_budget_mb({runtime.MEMORY_BUDGET_ENV: " 250 "}) == 250
+    assert runtime.memory_budget_mb({runtime.MEMORY_BUDGET_ENV: "inf"}) == float("inf")  # no limit
+    for bad in ("lots", "0", "-5", "nan"):
+        assert runtime.memory_budget_mb({runtime.MEMORY_BUDGET_ENV: bad}) == runtime.DEFAULT_MEMORY_BUDGET_MB
+
+
+def test_memory_estimate_is_the_weights_file_a_quarter_for_int8():
+    assert runtime.memory_estimate_mb(100.0, None) == runtime.memory_estimate_mb(100.0, "onnx") == 100.0
+    assert runtime.memory_estimate_mb(100.0, "int8") == 25.0

@@ -25,10 +25,13 @@ from PIL import Image
 from core.classify.compare import Comparison, compare_files
 from core.classify.predict import classify_files, preprocess, probabilities
 from core.datasets.labelled import dataset_from_uploads
+from core.engines.handle import ModelHandle
 from core.finetune.config import TrainConfig
 from core.finetune.train import train
 from core.images import decode_image
-from core.models.loading import ModelPool, load_model
+from core.models.keys import ModelKey
+from core.models.loading import load_model
+from core.models.pool import ModelPool
 from tests.faces import lfw_pngs
 from tests.hostile import example
 
@@ -72,13 +75,13 @@ def comparable(comparison: Comparison) -> list:
 def request(pool: ModelPool, kind: int):
     """One request as a page makes it: get the models from the pool, then classify or compare."""
     if kind < len(MODELS):
-        model = pool.get(MODELS[kind])
+        model = pool.get(ModelKey(MODELS[kind]))
         results = classify_files(model, FILES, k=5)
         return ("classify", model.name), (
             [(r.file, getattr(r, "predictions", None), getattr(r, "error", None)) for r in results],  # no timings
             probabilities(model, preprocess(model, PHOTOS)),
         )
-    models = [pool.get(name) for name in MODELS]
+    models = [pool.get(ModelKey(name)) for name in MODELS]
     return ("compare",), comparable(compare_files(models, FILES, k=5, latency_runs=0))
 
 
@@ -96,9 +99,9 @@ def faces():
 def under_load(faces):
     loads = Counter()
 
-    def counting_loader(name, device, **kwargs):
-        loads[name] += 1
-        return load_model(name, device, **kwargs)
+    def counting_loader(key, device, **kwargs):
+        loads[key.name] += 1
+        return ModelHandle.in_pytorch(load_model(key.name, device, **kwargs))
 
     pool = ModelPool("cpu", loader=counting_loader, budget_mb=1000)
     start = threading.Barrier(THREADS + 1)
@@ -107,7 +110,8 @@ def under_load(faces):
     def trainer():
         start.wait()
         began = time.perf_counter()
-        trained = train(pool.get(MODELS[0]), faces, TrainConfig(mode="fast", epochs=4))  # no cache: real forwards
+        backbone = pool.get(ModelKey(MODELS[0])).torch
+        trained = train(backbone, faces, TrainConfig(mode="fast", epochs=4))  # no cache: real forwards
         return trained, (began, time.perf_counter())
 
     def client(first_kind: int) -> list:
@@ -126,7 +130,7 @@ def under_load(faces):
         training_done.set()
         answers = [answer for future in clients for answer in future.result()]
 
-    models = {name: pool.get(name) for name in MODELS}
+    models = {name: pool.get(ModelKey(name)).torch for name in MODELS}
     # What the shared models must still hold: the same weights loaded afresh from their files.
     pristine = {name: parameter_hashes(load_model(name).module) for name in MODELS}
     # The single-threaded answers, from the same shared models, after the storm.

@@ -17,6 +17,7 @@ from core.finetune.estimate import DepthCost, estimate_seconds, measure_costs
 from core.finetune.lr_find import find_lr
 from core.models import weights
 from core.models.catalog import all_specs
+from core.models.keys import ModelKey
 from ui.charts import lr_finder as lr_finder_chart
 from ui.finetune import keys
 from ui.finetune.cache import feature_cache
@@ -48,11 +49,11 @@ def estimates_frame(
 def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
     """About how long each choice takes here: one batch of these images timed on this machine, once."""
     spec = all_specs()[backbone]
-    if backbone not in model_pool().loaded() and not weights.is_available(spec):
+    if ModelKey(backbone) not in model_pool().loaded() and not weights.is_available(spec):
         st.caption(f"Times appear here once {backbone}'s weights are on this machine (they download when you train).")
         return
     try:
-        loaded = load_with_progress(backbone)
+        loaded = load_with_progress(ModelKey(backbone)).torch
         key = (id(dataset), backbone, config.train_size, config.flip, config.adapt_batchnorm, config.head)
 
         def measure():
@@ -84,7 +85,7 @@ def lr_finder(dataset: Dataset, backbone: str, config: TrainConfig, options: Seq
         help="Trains a fresh head for a moment at growing learning rates on the frozen features and plots the loss.",
     ):
         try:
-            loaded = load_with_progress(backbone)
+            loaded = load_with_progress(ModelKey(backbone)).torch
             with progress_bar("Trying learning rates…") as progress:
                 finding = find_lr(loaded, dataset, config, cache=feature_cache(), progress=progress)
         except ZooScopeError as error:

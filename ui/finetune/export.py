@@ -9,6 +9,7 @@ from core.finetune.bundle import export_bundle, preprocessing
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.trained import TrainedModel
 from core.models.catalog import all_specs
+from core.models.keys import ModelKey
 from core.runtime import int8_verdict
 from ui.finetune import keys
 from ui.finetune.data import last_dataset
@@ -58,7 +59,7 @@ def onnx_downloads(trained: TrainedModel, stem: str) -> None:
     if st.button("Prepare the ONNX models (fp32 and int8)", key="finetune_prepare_onnx", icon=":material/build:"):
         try:
             with progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress:
-                loaded = load_with_progress(trained.backbone)
+                loaded = load_with_progress(ModelKey(trained.backbone)).torch
                 images = deploy_images(trained, last_dataset())
                 exports = export_onnx_models(trained, loaded, images, progress=progress)
         except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page

@@ -13,6 +13,7 @@ from core.errors import ZooScopeError
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
+from core.models.keys import ModelKey
 from ui.charts import training_curves
 from ui.finetune import keys
 from ui.finetune.cache import feature_cache
@@ -100,20 +101,21 @@ def stop_clicked() -> None:
 def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: TrainingRun) -> TrainedModel | None:
     """Train with progress bars and a live chart; None (with the reason on screen) if it cannot."""
     try:
-        loaded = load_with_progress(backbone)
+        handle = load_with_progress(ModelKey(backbone))
     except ZooScopeError as error:
         st.error(str(error), icon=":material/cloud_off:")
         return None
     live = LiveTraining(config, backbone=backbone)
     try:
         return train(
-            loaded,
+            handle.torch,
             dataset,
             config,
             cache=feature_cache(),
             progress=live.progress,
             on_epoch=live.on_epoch,
             on_interrupt=run.keep,
+            runtime=handle.runtime,
         )
     except ZooScopeError as error:
         live.clear()

@@ -11,6 +11,7 @@ from core.errors import ZooScopeError
 from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
 from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
+from core.models.keys import ModelKey
 from ui.finetune import keys
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
@@ -50,12 +51,13 @@ def try_it(trained: TrainedModel) -> None:
     pairs = [(upload.name, upload.getvalue()) for upload in files]
     k = min(TRY_TOP_K, len(trained.classes))
     key = (trained, file_digest(tuple(pairs)))
+
+    def classify_them() -> list[Classification | Failure]:
+        backbone = load_with_progress(ModelKey(trained.backbone))
+        return trained.classify_files(backbone.torch, pairs, k, thumbnails=True, runtime=backbone.runtime)
+
     try:
-        results = reuse(
-            keys.TRY_RESULTS,
-            key,
-            lambda: trained.classify_files(load_with_progress(trained.backbone), pairs, k, thumbnails=True),
-        )
+        results = reuse(keys.TRY_RESULTS, key, classify_them)
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
