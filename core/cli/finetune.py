@@ -41,6 +41,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     trained = train(backbone, dataset, config, progress=progress_to_stderr if args.format == "table" else None)
     out = Path(args.out or f"zooscope-{args.backbone}-{len(trained.classes)}classes.zip")
     out.write_bytes(export_bundle(trained))
+    assert trained.metrics is not None, "train() always evaluates on the validation images"
     val_size = int(trained.metrics.per_class_frame()["support"].sum())
     report = {
         "classes": trained.classes,
