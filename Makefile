@@ -21,8 +21,11 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Ruff (lint and format), then mypy over core, ui, pages and app.py (pyproject.toml's [tool.mypy]).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Every bench/bench_*.py, each in its own process; writes BENCHMARKS.md (about 10 minutes on 2 cores).
 bench: setup

@@ -41,7 +41,9 @@ REDUCING_GAP = 3.0
 # shift by under a pixel); photos and panoramas up to 50:1 are untouched.
 MAX_ASPECT = 50
 
-Transform = Callable[[Image.Image], torch.Tensor]
+# A model's preprocessing (torchvision's presets): a PIL image, or a uint8 CHW tensor (how
+# core.classify.predict preprocesses on a GPU), to a normalised float CHW tensor.
+Transform = Callable[[Image.Image | torch.Tensor], torch.Tensor]
 
 
 def centre_for_model(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:

@@ -5,6 +5,8 @@ the page draws what those embeddings say. Embeddings are kept in the session per
 so moving a slider never embeds again.
 """
 
+import functools
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -90,6 +92,12 @@ def embeddings_of(model: ModelHandle, sources: SourceSet, key: str) -> Embedding
     return reuse(f"features_embeddings_{model.name}", (key, model.name, model.runtime), compute)
 
 
+def thumbnails(embeddings: Embeddings) -> list[bytes]:
+    """Each image's thumbnail: embeddings_of always makes them."""
+    assert embeddings.thumbnails is not None, "embeddings_of embeds with thumbnails"
+    return embeddings.thumbnails
+
+
 def show_skipped(sources: SourceSet) -> None:
     if sources.skipped:
         with st.expander(f"{len(sources.skipped)} files in the zip were left out"):
@@ -107,7 +115,7 @@ def image_row(embeddings: Embeddings, rows: list[int], captions: list[str]) -> N
     for start in range(0, len(rows), PER_ROW):
         columns = st.columns(PER_ROW)
         for column, row, caption in zip(columns, rows[start : start + PER_ROW], captions[start:], strict=False):
-            column.image(embeddings.thumbnails[row], caption=caption, width="stretch")
+            column.image(thumbnails(embeddings)[row], caption=caption, width="stretch")
 
 
 # --- the map and the neighbours ---------------------------------------------------------------------
@@ -141,7 +149,12 @@ def show_map(embeddings: Embeddings, key: str) -> None:
         return
     left, middle, right = st.columns([1, 1, 1])
     method = left.segmented_control(
-        "Map", PROJECTIONS, default="pca", format_func=PROJECTION_LABELS.get, required=True, key="features_projection"
+        "Map",
+        PROJECTIONS,
+        default="pca",
+        format_func=PROJECTION_LABELS.__getitem__,
+        required=True,
+        key="features_projection",
     )
     colours = ["label", "cluster"] if any(embeddings.labels) else ["cluster"]
     colour = middle.segmented_control(
@@ -165,7 +178,7 @@ def show_map(embeddings: Embeddings, key: str) -> None:
         found = reuse(f"features_clusters_{embeddings.model}", (key, count), lambda: clusters(embeddings.unit, count))
         frame["cluster"] = [f"cluster {c + 1}" for c in found]
     if len(embeddings) <= MAP_THUMBNAILS:
-        frame["image"] = [image_data_url(thumbnail) for thumbnail in embeddings.thumbnails]
+        frame["image"] = [image_data_url(thumbnail) for thumbnail in thumbnails(embeddings)]
     chart_key = f"features_map_{st.session_state.get(CHART_NONCE_KEY, 0)}"
     st.altair_chart(
         embedding_map(frame, colour=colour, selectable=True),
@@ -270,7 +283,7 @@ def show_scores(all_embeddings: list[Embeddings], key: str) -> None:
         return
     rows = []
     for embeddings in all_embeddings:
-        score = reuse(f"features_knn_{embeddings.model}", key, lambda e=embeddings: knn_accuracy(e))
+        score = reuse(f"features_knn_{embeddings.model}", key, functools.partial(knn_accuracy, embeddings))
         if score is None:
             st.info("The k-NN score needs images of at least two classes.")
             return

@@ -3,6 +3,7 @@ sees in a photo, and models side by side."""
 
 import streamlit as st
 
+from core.engines.onnx_engine import OnnxModel
 from core.errors import ZooScopeError
 from core.images import decode_image
 from core.inside.anatomy import Anatomy, anatomy, compound_scaling_frame, stages_long_frame, summary_row
@@ -157,10 +158,15 @@ def show_stage_maps(found: Anatomy) -> None:
     except ZooScopeError as error:
         st.warning(f"{error} The anatomy above needs no weights; the stage maps do.", icon=":material/cloud_off:")
         return
+    # The maps hook PyTorch modules: a model run by ONNX Runtime lends its PyTorch one, which (unlike an
+    # int8 variant, "resnet50 · int8") is named as in the catalogue.
+    torch_model = model.torch_model if isinstance(model, OnnxModel) else model
     file, data = files[chosen]
     try:
-        picture = decode_image(data, min_side=decode_side([model.preprocess]))
-        maps = reuse("inside_maps", (found.model, file_digest(((file, data),))), lambda: stage_maps(model, picture))
+        picture = decode_image(data, min_side=decode_side([torch_model.preprocess]))
+        maps = reuse(
+            "inside_maps", (found.model, file_digest(((file, data),))), lambda: stage_maps(torch_model, picture)
+        )
     except ZooScopeError as error:
         st.error(f"**{verbatim(file)}**: {error}", icon=":material/broken_image:")
         return

@@ -42,7 +42,7 @@ def accuracy_vs_latency(frame: pd.DataFrame) -> alt.LayerChart:
         ],
     )
     labels = base.mark_text(align="left", baseline="middle", dx=8).encode(text=alt.Text("model:N"))
-    return alt.layer(points, labels)
+    return alt.LayerChart(layer=[points, labels])  # alt.layer may return a FacetChart; these have no facets
 
 
 def accuracy_vs_gflops(frame: pd.DataFrame) -> alt.Chart:
@@ -149,7 +149,7 @@ def confusion_heatmap(frame: pd.DataFrame, *, selectable: bool = False) -> alt.L
             color=alt.condition("datum.count > datum.max_count / 2", alt.value("white"), alt.value("black")),
         )
     )
-    return alt.layer(cells, counts).properties(width=alt.Step(step), height=alt.Step(step))
+    return alt.LayerChart(layer=[cells, counts]).properties(width=alt.Step(step), height=alt.Step(step))
 
 
 def lr_finder(frame: pd.DataFrame, suggestion: float) -> alt.LayerChart:
@@ -171,7 +171,7 @@ def lr_finder(frame: pd.DataFrame, suggestion: float) -> alt.LayerChart:
         .mark_rule(color="#dc2626", strokeDash=[4, 3])
         .encode(x=x, tooltip=[alt.Tooltip("label:N", title="")])
     )
-    return alt.layer(curve, marker).properties(width=420, height=220)
+    return alt.LayerChart(layer=[curve, marker]).properties(width=420, height=220)
 
 
 def params_per_stage(frame: pd.DataFrame) -> alt.Chart:

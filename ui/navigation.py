@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -56,7 +57,7 @@ def look_inside(name: str) -> None:
     st.page_link(INSIDE.file, label=f"Look inside {name}", icon=INSIDE.icon, query_params={"model": name})
 
 
-def navigation() -> st.navigation:
+def navigation() -> StreamlitPage:
     return st.navigation(
         [
             st.Page(page.file, title=page.title, icon=page.icon, url_path=page.url_path, default=page == DEFAULT)

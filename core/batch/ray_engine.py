@@ -70,10 +70,9 @@ def ray_session(
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read by ray.init, before anything is sent
-    common = {"runtime_env": runtime_env(), "logging_level": logging.WARNING}
     with contextlib.ExitStack() as stack:
         if address:
-            ray.init(address=address, **common)
+            ray.init(address=address, runtime_env=runtime_env(), logging_level=logging.WARNING)
         else:
             stack.enter_context(_local_token())
             ray.init(
@@ -81,7 +80,8 @@ def ray_session(
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 _temp_dir=temp_dir or os.path.join(tempfile.gettempdir(), "ray"),
-                **common,
+                runtime_env=runtime_env(),
+                logging_level=logging.WARNING,
             )
         try:
             yield
@@ -125,6 +125,8 @@ def run_ray(job: BatchJob, listing: Listing, output: Output) -> None:
         rows = [{"file": listing.name(path), "bytes": None, "error": NOT_A_FILE} for path in listing.not_files]
         others = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=input_schema()))
         data = others if data is None else data.union(others)
+    if data is None:
+        return  # an empty listing: nothing to read or write (run_batch never sends one)
     rows = data.map_batches(
         BatchWorker,
         fn_constructor_args=(job,),

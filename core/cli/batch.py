@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from core.classify.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, MAX_TOP_K
 from core.cli.common import add_runtime_option, positive, top_k
 from core.models.catalog import OFFLINE_DEFAULT
 from core.runtime import ENGINE_LABELS
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class ProgressBar:
@@ -19,7 +23,7 @@ class ProgressBar:
     def __init__(self, description: str, unit: str):
         self.description = description
         self.unit = unit
-        self.bar = None
+        self.bar: tqdm | None = None  # made on the first call, only where stderr is a terminal
 
     def __call__(self, done: int, total: int, message: str) -> None:
         if not sys.stderr.isatty():

@@ -48,6 +48,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"zooscope-{args.backbone}-{len(trained.classes)}classes.zip")
     out.write_bytes(export_bundle(trained))
+    assert trained.metrics is not None, "train() always evaluates on the validation images"
     val_size = int(trained.metrics.per_class_frame()["support"].sum())
     report = {
         "classes": trained.classes,

@@ -205,7 +205,7 @@ def _wrapping_root(paths: Sequence[list[str]]) -> list[str]:
         depth = len(root)
         first = paths[0][depth] if len(paths[0]) > depth + 1 else None
         wrapped = first is not None and all(len(p) > depth + 1 and p[depth] == first for p in paths)
-        if not wrapped or not any(len(p) > depth + 2 for p in paths):
+        if first is None or not wrapped or not any(len(p) > depth + 2 for p in paths):
             break  # the files are not all in one folder, or that folder holds no class folders
         root.append(first)
     return root

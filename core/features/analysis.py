@@ -189,8 +189,8 @@ def most_similar(embeddings: Embeddings, query: np.ndarray, k: int, *, exclude: 
     if exclude is not None:
         similarity[exclude] = -np.inf
     order = np.argsort(-similarity, kind="stable")
-    order = [int(i) for i in order if i != exclude][:k]
-    return [Neighbour(index, embeddings.files[index], float(similarity[index])) for index in order]
+    best = [int(i) for i in order if i != exclude][:k]
+    return [Neighbour(index, embeddings.files[index], float(similarity[index])) for index in best]
 
 
 def neighbours(embeddings: Embeddings, index: int, k: int) -> list[Neighbour]:
@@ -357,8 +357,9 @@ class KnnScore:
 def knn_accuracy(embeddings: Embeddings, k: int = KNN_K) -> KnnScore | None:
     """Each labelled image classified by the vote of its `k` most similar other labelled images (cosine);
     a tie goes to the class whose voters are the more similar in all. None with fewer than 2 classes."""
-    rows = [index for index, label in enumerate(embeddings.labels) if label is not None]
-    labels = [embeddings.labels[index] for index in rows]
+    labelled = [(index, label) for index, label in enumerate(embeddings.labels) if label is not None]
+    rows = [index for index, _ in labelled]
+    labels = [label for _, label in labelled]
     classes = sorted(set(labels))
     if len(classes) < 2:
         return None

@@ -24,9 +24,12 @@ METADATA_KEY = b"zooscope"
 FORMAT_VERSION = 1
 
 
-def _rows(embeddings: Embeddings) -> list[tuple[int, str, str | None, np.ndarray | None, str | None]]:
+_Row = tuple[int, str, str | None, np.ndarray | None, str | None]
+
+
+def _rows(embeddings: Embeddings) -> list[_Row]:
     """(input position, file, label, vector or None, error or None), in input order."""
-    rows = [
+    rows: list[_Row] = [
         (position, file, label, vector, None)
         for position, file, label, vector in zip(
             embeddings.positions, embeddings.files, embeddings.labels, embeddings.vectors, strict=True

@@ -88,5 +88,7 @@ def training_image(item: LabelledImage, spec: ModelSpec) -> Image.Image:
     short = min(image.size)
     if short > resize:
         scale = resize / short
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
+        )
     return image

@@ -39,9 +39,9 @@ from core.errors import ZooScopeError
 from core.features.backbone import block_path, strip_head
 from core.finetune.config import TrainConfig
 from core.finetune.depth import BYTES_PER_TRAINABLE_PARAMETER, TRAINING_MEMORY_BUDGET, trained_paths
-from core.finetune.heads import HEAD_TYPES, build_head
+from core.finetune.heads import HEAD_TYPES, build_head, first_linear
 from core.finetune.tail import private_copies
-from core.finetune.threshold import check_threshold
+from core.finetune.threshold import check_threshold, fallback_threshold
 from core.finetune.trained import TrainedModel
 from core.models.building import build_on_meta
 from core.models.catalog import ModelSpec, all_specs
@@ -93,7 +93,7 @@ def _head_description(trained: TrainedModel) -> dict:
     return {
         "type": kind,
         "in_features": trained.feature_dim,
-        "hidden": trained.head[0].out_features if kind == "mlp" else None,
+        "hidden": first_linear(trained.head).out_features if kind == "mlp" else None,
         "num_classes": len(trained.classes),
     }
 
@@ -383,10 +383,11 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
     metrics = manifest["metrics"]
     accuracy = metrics.get("val_accuracy")
     epochs_run = metrics.get("epochs_run")
+    classes = list(manifest["classes"])
     return TrainedModel(
         backbone=spec.name,
         weights_id=spec.weights_id,
-        classes=list(manifest["classes"]),
+        classes=classes,
         config=config,
         head=head.eval().requires_grad_(False),
         tuned=tuned,
@@ -394,7 +395,7 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
         val_accuracy=float(accuracy)
         if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)
         else math.nan,
-        threshold=float(manifest["threshold"]) if "threshold" in manifest else None,  # None: the fallback
+        threshold=float(manifest["threshold"]) if "threshold" in manifest else fallback_threshold(len(classes)),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Generic, TypeVar, overload
 
 from core.errors import ZooScopeError
 from core.finetune.depth import DEPTHS
@@ -21,6 +22,26 @@ MODE_DEFAULTS = {
     "finetune": {"epochs": 8, "label_smoothing": 0.1, "weight_decay": 0.01, "patience": 8},
 }
 
+T = TypeVar("T")
+
+
+class ModeDefault(Generic[T]):
+    """A TrainConfig setting given as `T | None` (None: the mode's default) and read as `T`: __post_init__
+    puts the default in before anyone reads it, so readers never check for None."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, config: None, owner: type) -> None: ...  # the class's default (dataclass reads it)
+    @overload
+    def __get__(self, config: object, owner: type) -> T: ...
+    def __get__(self, config: object, owner: type) -> T | None:
+        return None if config is None else config.__dict__[self.name]
+
+    def __set__(self, config: object, value: T | None) -> None:
+        config.__dict__[self.name] = value
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -30,12 +51,13 @@ class TrainConfig:
 
     mode: str = "fast"
     head: str = "linear"  # "linear" or "mlp"
-    epochs: int | None = None  # at most (early stopping may end sooner); None: the mode's default
+    # ModeDefault: None (the default) is the mode's own value (MODE_DEFAULTS).
+    epochs: ModeDefault[int] = ModeDefault()  # at most (early stopping may end sooner)
     lr: float = 1e-3  # the head's learning rate (AdamW), and the peak of the schedule in finetune mode
     batch_size: int = 32
-    weight_decay: float | None = None  # AdamW's decoupled weight decay; None: the mode's default
-    label_smoothing: float | None = None  # None: the mode's default
-    patience: int | None = None  # epochs without a lower validation loss before stopping; None: the mode's default
+    weight_decay: ModeDefault[float] = ModeDefault()  # AdamW's decoupled weight decay
+    label_smoothing: ModeDefault[float] = ModeDefault()
+    patience: ModeDefault[int] = ModeDefault()  # epochs without a lower validation loss before stopping
     val_fraction: float = 0.2
     seed: int = 0
     hidden: int = 256  # mlp head only
@@ -86,7 +108,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false")
         size = self.train_size
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < MIN_TRAIN_SIZE):
+        if size is not None and (not _whole(size) or size < MIN_TRAIN_SIZE):
             problems.append(f"train_size must be a whole number of pixels, at least {MIN_TRAIN_SIZE}")
         if problems:
             raise ZooScopeError("Invalid training settings: " + "; ".join(problems) + ".")
@@ -102,6 +124,10 @@ class TrainConfig:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -35,6 +36,8 @@ from core.runtime import train_channels_last
 SAMPLE_IMAGES = 4
 FORWARD_SHARE = 1 / 3  # of a training step: the forward alone
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class DepthCost:
@@ -52,7 +55,7 @@ class DepthCost:
     reason: str | None = None  # set when this depth cannot train this model
 
 
-def _timed(work: Callable[[], object]) -> tuple[float, object]:
+def _timed(work: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = work()
     return time.perf_counter() - start, result

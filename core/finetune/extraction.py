@@ -14,6 +14,7 @@ from core.datasets.labelled import LabelledImage
 from core.errors import ImageError
 from core.features.embedding import Embedder
 from core.images import decode_image
+from core.preprocessing import Transform
 from core.progress import Progress
 
 DEFAULT_CACHE_ENTRIES = 10_000  # 50 MB of 1280-d float32 features
@@ -78,7 +79,7 @@ def decode_item(item: LabelledImage, min_side: int | None = None) -> Image.Image
 
 def extract_features(
     backbone_view: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-    preprocess: Callable[[Image.Image], torch.Tensor],
+    preprocess: Transform,
     items: Sequence[LabelledImage],
     *,
     backbone: str | None = None,
@@ -96,10 +97,11 @@ def extract_features(
     """
     if cache is not None and not backbone:
         raise ValueError("extract_features needs the backbone name to use a feature cache")
+    name = backbone or "backbone"  # always the backbone's own name where there is a cache
     found: dict[int, torch.Tensor] = {}
     if cache is not None:
         for index, item in enumerate(items):
-            if (tensor := cache.get(backbone, item.digest)) is not None:
+            if (tensor := cache.get(name, item.digest)) is not None:
                 found[index] = tensor
     missing = [index for index in range(len(items)) if index not in found]
     total = len(items)
@@ -108,14 +110,14 @@ def extract_features(
         progress(done, total, f"Extracting features: {done} of {total} images")
     # The one extraction (core.features.embedding): the same decoding and preprocessing as Classify, so the
     # head is trained on exactly the features it will see in use.
-    embedder = Embedder(backbone or "backbone", backbone_view, preprocess, torch.device(device))
+    embedder = Embedder(name, backbone_view, preprocess, torch.device(device))
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
         features = embedder.embed_images([decode_item(items[index], embedder.decode_side) for index in chunk])
         for index, row in zip(chunk, features, strict=True):
             found[index] = row
             if cache is not None:
-                cache.put(backbone, items[index].digest, row)
+                cache.put(name, items[index].digest, row)
         done += len(chunk)
         if progress:
             progress(done, total, f"Extracting features: {done} of {total} images")

@@ -54,3 +54,12 @@ def build_head(
             _init_linear(nn.Linear(hidden, num_classes), generator),
         )
     raise ZooScopeError(f"Unknown head type '{kind}'; choose one of {', '.join(HEAD_TYPES)}.")
+
+
+def first_linear(head: nn.Module) -> nn.Linear:
+    """A head's first layer: the head itself ("linear"), or the Linear an "mlp" starts with. Its `in_features`
+    is the feature width; an mlp's `out_features` is its hidden width."""
+    first = head[0] if isinstance(head, nn.Sequential) else head
+    if not isinstance(first, nn.Linear):
+        raise TypeError(f"{type(head).__name__} is not a head build_head makes")
+    return first

@@ -23,8 +23,9 @@ from core.classify import predict as core_predict
 from core.errors import ZooScopeError
 from core.features.backbone import backbone_view, frozen_features
 from core.finetune.config import EpochLog, TrainConfig
+from core.finetune.heads import first_linear
 from core.finetune.metrics import Metrics
-from core.finetune.threshold import fallback_threshold, with_threshold
+from core.finetune.threshold import with_threshold
 from core.models.loading import LoadedModel
 from core.preprocessing import Transform
 
@@ -76,16 +77,12 @@ class TrainedModel:
     val_accuracy: float = float("nan")
     seconds: float = float("nan")  # how long the training took, everything included
     # Below this top-1 probability the answer is "not sure: none of the classes" (core.finetune.threshold).
-    # Training sets it from the validation results; None means there are none to set it from.
-    threshold: float | None = None
+    # Training sets it from the validation results; a bundle without one gets fallback_threshold.
+    threshold: float = field(kw_only=True)
     _inference: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.threshold is None:
-            self.threshold = fallback_threshold(len(self.classes))
 
     @property
     def name(self) -> str:
@@ -103,8 +100,7 @@ class TrainedModel:
 
     @property
     def feature_dim(self) -> int:
-        first = self.head if isinstance(self.head, nn.Linear) else self.head[0]
-        return first.in_features
+        return first_linear(self.head).in_features
 
     def _check_backbone(self, loaded: LoadedModel) -> None:
         if loaded.spec.name != self.backbone or loaded.spec.weights_id != self.weights_id:

@@ -26,6 +26,7 @@ import math
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx
@@ -199,6 +200,8 @@ def _view_source(node: torch.fx.Node) -> torch.fx.Node:
 def _tensor_operands(node: torch.fx.Node) -> list[torch.fx.Node]:
     if node.target in _CATS:
         operands = node.args[0] if node.args else node.kwargs.get("tensors", ())
+        if not isinstance(operands, list | tuple):  # cat's tensors are a list (fx's immutable_list)
+            return []
         return [arg for arg in operands if isinstance(arg, torch.fx.Node)]
     return [arg for arg in node.args if isinstance(arg, torch.fx.Node)]
 
@@ -337,10 +340,10 @@ def _shape(node: torch.fx.Node) -> tuple[int, ...] | None:
 
 
 def _spatial(shape: tuple[int, ...] | None) -> tuple[int, int] | None:
-    return shape[-2:] if shape is not None and len(shape) >= 3 else None
+    return (shape[-2], shape[-1]) if shape is not None and len(shape) >= 3 else None
 
 
-def _pair(value: object) -> tuple[int, int]:
+def _pair(value: Any) -> tuple[int, int]:  # an int or a pair: a layer's attribute or a traced call's argument
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
 
 
@@ -356,7 +359,7 @@ def _windowed(field: _Field, kernel: tuple[int, int], stride: tuple[int, int], d
     )
 
 
-def _merged(node: torch.fx.Node, fields: dict, data: set) -> _Field:
+def _merged(node: torch.fx.Node, fields: dict[torch.fx.Node, _Field], data: set) -> _Field:
     """Pointwise ops and joins: the widest field among the operands laid on the output's grid
     (a 1x1 operand broadcast over it is a channel gate, not a window)."""
     operands = [arg for arg in _inputs(node) if arg in data]
@@ -367,14 +370,18 @@ def _merged(node: torch.fx.Node, fields: dict, data: set) -> _Field:
     if out is not None and out != (1, 1):
         on_grid = [arg for arg in on_grid if _spatial(_shape(arg)) == out] or on_grid
     chosen = [fields.get(arg) for arg in (on_grid or operands)]
-    if any(field is None for field in chosen):
+    known = [field for field in chosen if field is not None]
+    if len(known) < len(chosen):
         return None
-    if any(field[0] == GLOBAL for field in chosen):
+    if any(field[0] == GLOBAL for field in known):
         return (GLOBAL, GLOBAL, 1.0, 1.0)
-    return tuple(max(values) for values in zip(*chosen, strict=True))
+    rows, cols, jump_rows, jump_cols = (max(values) for values in zip(*known, strict=True))
+    return (rows, cols, jump_rows, jump_cols)
 
 
-def _node_field(node: torch.fx.Node, module: torch.fx.GraphModule, fields: dict, data: set) -> _Field:
+def _node_field(
+    node: torch.fx.Node, module: torch.fx.GraphModule, fields: dict[torch.fx.Node, _Field], data: set
+) -> _Field:
     operands = [arg for arg in _inputs(node) if arg in data]
     first = fields.get(operands[0]) if operands else None
     before, after = (_shape(operands[0]) if operands else None), _shape(node)
@@ -414,7 +421,7 @@ def _receptive_fields(
         elif node in data:
             fields[node] = _node_field(node, module, fields, data)
     # A module's output is the last node traced inside it.
-    by_path: dict[str, float] = {}
+    by_path: dict[str, float | None] = {}  # None: its output's field is unknown
     for node in nodes:
         if node not in data:
             continue

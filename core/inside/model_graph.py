@@ -203,13 +203,13 @@ def _layers(graph, anatomy: Anatomy, stage_index: int) -> None:
     members: dict[int, list[Op]] = {}
     order: list[Block | Fold] = []
     for op in anatomy.ops:
-        item = owner(op)
-        if item is None:
+        owned = owner(op)
+        if owned is None:
             continue
-        home[op.name] = "fold" if isinstance(item, Fold) else op.name
-        if id(item) not in members:
-            order.append(item)
-        members.setdefault(id(item), []).append(op)
+        home[op.name] = "fold" if isinstance(owned, Fold) else op.name
+        if id(owned) not in members:
+            order.append(owned)
+        members.setdefault(id(owned), []).append(op)
 
     before = stages[stage_index - 1].output_shape if stage_index else (3, anatomy.input_size, anatomy.input_size)
     graph.node("input", f"{'stage input' if stage_index else 'image'}\\n{_shape(before)}", shape="oval",

@@ -121,7 +121,8 @@ _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
 def _nested_block_names(model: nn.Module) -> list[str]:
-    return [f"blocks.{s}.{b}" for s, stage in enumerate(model.blocks) for b in range(len(stage))]
+    stages = model.get_submodule("blocks")  # timm's EfficientNet: a Sequential of stages, each a Sequential of blocks
+    return [f"blocks.{s}.{b}" for s, stage in enumerate(stages.children()) for b, _ in enumerate(stage.children())]
 
 
 def rename_lite_state_dict(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch.nn as nn
 import torchvision
 from torchvision.models import Weights, WeightsEnum, get_model_builder, get_model_weights, list_models
+from torchvision.transforms._presets import ImageClassification
 
 from core.errors import UnknownModel
 from core.models import bundled
@@ -115,8 +116,8 @@ class ModelSpec:
         found = self.traits
         return (found.cam_target, found.cam_layout) if found.cam_target else None
 
-    def transforms(self) -> nn.Module:
-        """The weights' own evaluation preprocessing (resize, crop, normalise)."""
+    def transforms(self) -> ImageClassification:
+        """The weights' own evaluation preprocessing (resize, crop, normalise): torchvision's preset, an nn.Module."""
         return self.weights.transforms()
 
     def row(self) -> dict[str, Any]:

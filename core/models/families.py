@@ -30,8 +30,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
+
+
+class TraitChanges(TypedDict, total=False):
+    """The fields of FamilyTraits one model may change (a misspelt or mistyped one is a type error)."""
+
+    head: str | None
+    last_block: str | None
+    cam_target: str | None
+    cam_layout: str
+    stages: tuple[str, ...]
+    channels_last: bool
+    bf16_slow: bool
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,7 @@ class FamilyTraits:
     channels_last: bool = True
     bf16_slow: bool = False
     # Model name -> fields that differ from the family's (e.g. VGG with batch norm).
-    by_model: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    by_model: Mapping[str, TraitChanges] = field(default_factory=dict)
 
     def for_model(self, name: str) -> FamilyTraits:
         """These traits with `name`'s own exceptions applied."""
@@ -54,7 +67,7 @@ class FamilyTraits:
 
 
 # VGG with batch norm: the last conv is followed by BN, ReLU, MaxPool (without: ReLU, MaxPool).
-_VGG_BN = {f"vgg{depth}_bn": {"last_block": "features.-4"} for depth in (11, 13, 16, 19)}
+_VGG_BN: dict[str, TraitChanges] = {f"vgg{depth}_bn": {"last_block": "features.-4"} for depth in (11, 13, 16, 19)}
 
 FAMILIES: dict[str, FamilyTraits] = {
     "resnet": FamilyTraits(  # resnet, resnext and wide_resnet
