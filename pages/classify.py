@@ -155,7 +155,8 @@ def import_bundle_upload() -> None:
 def show_result(result: Classification, device: str) -> None:
     with st.container(border=True):
         picture, numbers = st.columns([1, 2], gap="medium")
-        picture.image(result.thumbnail, caption=result.file, width="stretch")
+        if result.thumbnail is not None:
+            picture.image(result.thumbnail, caption=result.file, width="stretch")
         with numbers:
             st.markdown(answer_line(result))
             st.altair_chart(top_k_bars(top_k_frame(result)), width="stretch")
@@ -180,7 +181,7 @@ def main() -> None:
         "Model",
         options,
         index=options.index(MY_MODEL_OPTION) if trained else default_index(list(specs.values())),
-        format_func=lambda name: trained.name if name == MY_MODEL_OPTION else model_label(specs[name]),
+        format_func=lambda name: trained.name if trained and name == MY_MODEL_OPTION else model_label(specs[name]),
         key=CLASSIFY_MODEL,
     )
     k = settings_k.slider("Top-k", 1, MAX_TOP_K, DEFAULT_TOP_K, key="classify_top_k")

@@ -115,7 +115,8 @@ def show_image(image: ImageComparison, models: list[str]) -> None:
         st.markdown(f"#### {verbatim(image.file)}")
         st.markdown(agreement_line(image))
         columns = st.columns([1, *[1] * len(models)], gap="small")
-        columns[0].image(image.thumbnail, width="stretch")
+        if image.thumbnail is not None:
+            columns[0].image(image.thumbnail, width="stretch")
         for column, name in zip(columns[1:], models, strict=True):
             result = image.results[name]
             with column:

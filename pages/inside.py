@@ -3,7 +3,6 @@ sees in a photo, and models side by side."""
 
 import streamlit as st
 
-from core.engines.onnx_engine import OnnxModel
 from core.errors import ZooScopeError
 from core.images import decode_image
 from core.inside.anatomy import Anatomy, anatomy, compound_scaling_frame, stages_long_frame, summary_row
@@ -154,13 +153,11 @@ def show_stage_maps(found: Anatomy) -> None:
     names = [name for name, _ in files]
     chosen = st.selectbox("Photo", range(len(files)), format_func=names.__getitem__, key="inside_photo")
     try:
-        model = load_with_progress(ModelKey(found.model)).torch  # stage maps need PyTorch itself
+        # The maps hook PyTorch modules: the handle's torch face, whatever engine runs its inference.
+        torch_model = load_with_progress(ModelKey(found.model)).torch
     except ZooScopeError as error:
         st.warning(f"{error} The anatomy above needs no weights; the stage maps do.", icon=":material/cloud_off:")
         return
-    # The maps hook PyTorch modules: a model run by ONNX Runtime lends its PyTorch one, which (unlike an
-    # int8 variant, "resnet50 · int8") is named as in the catalogue.
-    torch_model = model.torch_model if isinstance(model, OnnxModel) else model
     file, data = files[chosen]
     try:
         picture = decode_image(data, min_side=decode_side([torch_model.preprocess]))

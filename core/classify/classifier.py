@@ -15,13 +15,8 @@ import torch
 from core.preprocessing import Transform
 
 
-@runtime_checkable
-class Classifier(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def categories(self) -> Sequence[str]: ...
+class Preprocessing(Protocol):
+    """What turning images into a model's batch needs: a classifier, or a backbone without its head."""
 
     @property
     def preprocess(self) -> Transform:
@@ -32,6 +27,15 @@ class Classifier(Protocol):
     def device(self) -> torch.device:
         """Where `forward` computes (a batch may come from the CPU)."""
         ...
+
+
+@runtime_checkable
+class Classifier(Preprocessing, Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def categories(self) -> Sequence[str]: ...
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits (N, C) for a preprocessed batch (N, 3, S, S); never trains or changes shared state."""

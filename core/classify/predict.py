@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from core.classify.classifier import Classifier
+from core.classify.classifier import Classifier, Preprocessing
 from core.errors import ImageError
 from core.images import decode_image, thumbnail
 from core.preprocessing import centre_for_model, decode_side, model_batch
@@ -73,7 +73,7 @@ class Failure:
         return {"file": self.file, "error": self.error}
 
 
-def preprocess(model: Classifier, images: Sequence[Image.Image]) -> torch.Tensor:
+def preprocess(model: Preprocessing, images: Sequence[Image.Image]) -> torch.Tensor:
     """A batch tensor made by the weights' own transforms (resize, crop, normalise).
 
     On the CPU, the transforms run on the PIL images, resizing only the crop the model sees (see
@@ -85,7 +85,9 @@ def preprocess(model: Classifier, images: Sequence[Image.Image]) -> torch.Tensor
     return model_batch(images, model.preprocess)
 
 
-def preprocess_on_device(model: Classifier, images: Sequence[Image.Image], device: torch.device | str) -> torch.Tensor:
+def preprocess_on_device(
+    model: Preprocessing, images: Sequence[Image.Image], device: torch.device | str
+) -> torch.Tensor:
     """The weights' own transforms run on `device`, on each image's uint8 pixels.
 
     Resizing a photo costs several times a GPU's forward pass when done on the CPU, so for CUDA
@@ -106,7 +108,7 @@ def preprocess_on_device(model: Classifier, images: Sequence[Image.Image], devic
     return torch.stack(batch)
 
 
-def _on_cuda(model: Classifier) -> bool:
+def _on_cuda(model: Preprocessing) -> bool:
     return torch.device(model.device).type == "cuda"
 
 

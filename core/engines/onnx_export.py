@@ -76,6 +76,8 @@ def export_module(module: nn.Module, input_size: int, path: Path, *, output: str
                 optimize=True,
                 verbose=False,
             )
+            if program is None:  # only the legacy exporter returns nothing; dynamo=True returns a program
+                raise ExportFailed("torch.onnx returned no program")
             program.save(str(path), external_data=True)
     except Exception as error:  # the exporter fails in many ways (unsupported op, tracing error)
         raise ExportFailed(f"torch.onnx could not export it ({type(error).__name__}: {_first_line(error)})") from error

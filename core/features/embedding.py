@@ -98,7 +98,7 @@ def embed_encoded(
         for (index, image), vector in zip(decoded, vectors, strict=True):
             small = _thumbnail(image, thumbnail_side) if thumbnail_side else None
             results[index] = Embedded(vector, small)
-    return results  # type: ignore[return-value] - every slot is filled above
+    return [result for result in results if result is not None]  # every slot is filled above
 
 
 def _thumbnail(image: Image.Image, side: int) -> Image.Image:

@@ -72,9 +72,10 @@ def fine_tune(
     fit_head(
         outcome.head, train_features, val_features, labels, config, generator, epochs=config.head_epochs, record=best
     )
-    outcome.head.load_state_dict(best.state)
-    zeroth = dataclasses.replace(best.log, epoch=0, seconds=time.perf_counter() - start)
-    outcome.record(zeroth, best.probs)
+    best_log, best_probs, best_state = best.best()
+    outcome.head.load_state_dict(best_state)
+    zeroth = dataclasses.replace(best_log, epoch=0, seconds=time.perf_counter() - start)
+    outcome.record(zeroth, best_probs)
     report(zeroth)
     if should_stop is not None and should_stop():
         return outcome.finish(stopped_early=False, stopped_by_user=True)

@@ -120,7 +120,7 @@ def _meta_run(model: nn.Module, size: int) -> _Run:
         for length in range(1, len(parts) + 1):
             around = ".".join(parts[:length])
             started[around] = min(event, started.get(around, event))
-    return _Run(entered, exited, first=min(entered, key=entered.get), started=started)
+    return _Run(entered, exited, first=min(entered, key=entered.__getitem__), started=started)
 
 
 def meta_model(spec: ModelSpec) -> nn.Module:
@@ -202,7 +202,7 @@ def _cut(name: str, depth: str, *traits: object) -> Cut:
     layout = _layout(name, *traits)
     paths, run = layout.paths, layout.run
     if depth == "last":
-        return _partition(layout, spec, depth, paths.last_block)
+        return _partition(layout, spec, depth, paths.last_block or block_path(spec))
     if depth == "all":
         return _partition(layout, spec, depth, run.first)
     if paths.equal_blocks:
@@ -210,7 +210,8 @@ def _cut(name: str, depth: str, *traits: object) -> Cut:
     ends = paths.stage_ends
     middle = ends[len(ends) // 2 - 1] if len(ends) > 1 else ends[0]
     after = run.exited[middle]
-    return _partition(layout, spec, depth, min((p for p, t in run.entered.items() if t > after), key=run.entered.get))
+    after_middle = (path for path, event in run.entered.items() if event > after)
+    return _partition(layout, spec, depth, min(after_middle, key=run.entered.__getitem__))
 
 
 def _half_of_equal_blocks(layout: _Layout, spec: ModelSpec, last: Cut, whole: Cut) -> Cut:
@@ -240,7 +241,7 @@ def _partition(layout: _Layout, spec: ModelSpec, depth: str, start: str) -> Cut:
                 if run.ran(child_path):
                     visit(child, child_path)  # a ModuleList: never called itself, its children are
                 continue  # modules that never run (auxiliary heads in eval) stay as they are
-            if _within(start, child_path) and child_path != start or _within(head, child_path):
+            if _within(start, child_path) and child_path != start or (head is not None and _within(head, child_path)):
                 visit(child, child_path)  # an ancestor of the cut or of the head: look inside
             elif run.entered[child_path] >= begin:
                 tail.extend(_units(model, child_path, ends, run))

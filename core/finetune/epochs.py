@@ -66,10 +66,12 @@ class Outcome:
     def finish(self, *, stopped_early: bool, stopped_by_user: bool) -> TrainedModel:
         """The best state so far as the TrainedModel."""
         spec = self.loaded.spec
+        if self.best_head is None or self.best_probs is None:
+            raise RuntimeError("no epoch has finished yet: there is no model to keep")
         self.head.load_state_dict(self.best_head)
         self.head.eval().requires_grad_(False)
         tuned: dict[str, nn.Module] = {}
-        if self.best_tuned is not None:
+        if self.best_tuned is not None and self.split is not None:
             self.split.load_state(self.best_tuned)
             self.split.eval()
             tuned = {path: module.requires_grad_(False) for path, module in self.split.tuned.items()}
@@ -139,6 +141,12 @@ class BestHead:
             return False
         self.log, self.probs, self.state = log, probs, _state(self.head)
         return True
+
+    def best(self) -> tuple[EpochLog, torch.Tensor, dict[str, torch.Tensor]]:
+        """(log, probabilities, head state) of the best epoch; at least one epoch must have run."""
+        if self.log is None or self.probs is None or self.state is None:
+            raise RuntimeError("the head has not finished an epoch yet")
+        return self.log, self.probs, self.state
 
 
 def fit_head(

@@ -109,7 +109,7 @@ class SplitBackbone:
     def tail(self, cut_input: torch.Tensor, image_size: int) -> torch.Tensor:
         """Features from the prefix's output for images of `image_size` pixels, with autograd through
         the copies (and nothing before them)."""
-        if self._tail is None:
+        if self._tail is None or self._entry is None:
             return cut_input
         # The model's own forward runs from its input as usual: a free placeholder of the images' shape
         # (shape checks pass; the stand-ins ignore its values).

@@ -79,9 +79,9 @@ class Stage:
     def grid(self) -> tuple[int, int] | None:
         """The spatial size of its output (rows, columns): the patch grid for tokens."""
         if self.layout == "nchw":
-            return tuple(self.output_shape[1:3])
+            return (self.output_shape[1], self.output_shape[2]) if len(self.output_shape) >= 3 else None
         if self.layout == "nhwc":
-            return tuple(self.output_shape[0:2])
+            return (self.output_shape[0], self.output_shape[1]) if len(self.output_shape) >= 2 else None
         if self.layout == "tokens":
             side = token_grid_side(self.output_shape[0])
             return (side, side) if side else None
@@ -256,8 +256,8 @@ def anatomy(name: str) -> Anatomy:
         params[stage_of(calls[caller].first) if caller is not None else len(ends)] += _own_params(module)
 
     # Skip connections: counted in the innermost block (or stage) around what they bypass.
-    skip_stage = Counter()
-    skips_in = Counter()
+    skip_stage: Counter[int] = Counter()
+    skips_in: Counter[str] = Counter()
     kinds: dict[str, str] = {}
     for skip in flow.skips:
         inner = next((path for path in reversed(skip.scope) if path in calls), "")

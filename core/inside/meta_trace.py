@@ -34,7 +34,7 @@ class FlopCounter(FlopCounterMode):
 
     def __init__(self):
         super().__init__(display=False)
-        self.mod_tracker = _GlobalOnly()
+        self.mod_tracker = _GlobalOnly()  # type: ignore[assignment]  # duck-typed: only `parents` and the context are used
 
 
 @dataclass
@@ -54,7 +54,8 @@ def _node_shape(node: torch.fx.Node) -> tuple[int, ...]:
     meta = node.meta.get("tensor_meta")  # a TensorMetadata (a named tuple), or a tuple of them
     while isinstance(meta, (tuple, list)) and meta and not hasattr(meta, "shape"):
         meta = meta[0]
-    return tuple(meta.shape[1:]) if hasattr(meta, "shape") else ()
+    shape = getattr(meta, "shape", None)
+    return tuple(shape[1:]) if shape is not None else ()
 
 
 def trace(model: nn.Module, input_size: int) -> tuple[dict[str, ModuleCall], int, dataflow.Dataflow]:

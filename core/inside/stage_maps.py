@@ -67,7 +67,7 @@ class StageMaps:
 
     def save(self, path: str | Path) -> None:
         with open(path, "wb") as file:
-            np.savez_compressed(file, **self.arrays())
+            np.savez_compressed(file, allow_pickle=False, **self.arrays())
 
 
 def has_rollout(found: Anatomy) -> bool:
@@ -94,7 +94,7 @@ def stage_maps(loaded: LoadedModel, image: Image.Image, top_channels: int = TOP_
         try:
             with torch.inference_mode():
                 probabilities = view(batch).float().softmax(dim=1)[0]
-            weights = [tap.weights for tap in taps]
+            weights = [tap.weights for tap in taps if tap.weights is not None]
         finally:
             for handle in handles:
                 handle.remove()
@@ -136,6 +136,8 @@ def _borrowed_view(loaded: LoadedModel, *, rollout: bool) -> Iterator[tuple[nn.M
 def _first_tensor(value: object) -> torch.Tensor:
     while isinstance(value, (tuple, list)):
         value = value[0]
+    if not isinstance(value, torch.Tensor):
+        raise ZooScopeError(f"A stage's output is a {type(value).__name__}, not a tensor: no map to draw.")
     return value
 
 
@@ -195,7 +197,9 @@ def _tap_attention(view: nn.Module) -> list[_AttentionWeights]:
     paths = [path for path, module in view.named_modules() if isinstance(module, nn.MultiheadAttention)]
     taps = []
     for path in paths:
-        tap = _AttentionWeights(view.get_submodule(path))
+        attention = view.get_submodule(path)
+        assert isinstance(attention, nn.MultiheadAttention)  # found by its type just above
+        tap = _AttentionWeights(attention)
         set_layer(view, path, tap)  # in the view only
         taps.append(tap)
     return taps
@@ -203,12 +207,14 @@ def _tap_attention(view: nn.Module) -> list[_AttentionWeights]:
 
 def _rollout(weights: list[torch.Tensor]) -> np.ndarray:
     """The class token's rolled-out attention over the patch grid, scaled to [0, 1]."""
-    rolled = None
+    rolled: torch.Tensor | None = None
     for layer in weights:
         attention = layer[0].float()
         attention = 0.5 * attention + 0.5 * torch.eye(attention.shape[-1], device=attention.device)
         attention = attention / attention.sum(dim=-1, keepdim=True)
         rolled = attention if rolled is None else attention @ rolled
+    if rolled is None:
+        raise ZooScopeError("The model has no attention layers to roll out.")
     patches = rolled[0, 1:]
     side = math.isqrt(patches.numel())
     grid = patches.reshape(side, side).cpu().numpy()

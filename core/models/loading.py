@@ -88,7 +88,10 @@ def load_model(
     module = build_model(spec, read_state_dict(path))
     channels_last = runtime.use_channels_last(spec.traits, device)
     if device.type != "cpu":
-        module = module.to(device, memory_format=torch.channels_last) if channels_last else module.to(device)
+        if channels_last:  # torch's stubs lack to(device, memory_format=...), which Module.to accepts
+            module = module.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        else:
+            module = module.to(device)
     resolved = runtime.model_precision(spec.traits, device, precision, agreement=lambda: bf16_check(device))
     if device.type != "cpu":
         warm_up(module, spec.input_size, device, precision=resolved, channels_last=channels_last)

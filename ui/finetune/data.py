@@ -127,7 +127,7 @@ def data_section() -> Dataset | None:
     if archive is not None:
         if classes:
             st.info("Training uses the zip; remove it to train on the classes added one by one.")
-        key = ("zip", archive.file_id)
+        key: tuple[object, ...] = ("zip", archive.file_id)
         read = read_dataset(key, lambda p: dataset_from_zip(archive.getvalue(), progress=p), slot)
     elif classes:
         key = ("classes", tuple((name, tuple(upload.file_id for upload in files)) for name, files in classes.items()))

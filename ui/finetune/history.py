@@ -80,7 +80,7 @@ def runs_section() -> None:
     st.selectbox(
         "The model to try, use on Classify and export",
         numbers,
-        format_func=labels.get,
+        format_func=lambda number: labels.get(number, f"Run {number}"),
         key=keys.RUN_PICK,
         on_change=run_picked,
         placeholder="A model imported on the Classify page (not one of these runs)",

@@ -127,7 +127,7 @@ def show_metrics(metrics: Metrics) -> None:
 
 
 def cell_label(cell: tuple[str, str] | str, counts: dict[tuple[str, str], int], mistakes: int) -> str:
-    if cell == ALL_MISTAKES:
+    if isinstance(cell, str):  # ALL_MISTAKES, the one option that is not a cell
         return f"All mistakes ({mistakes})"
     true, predicted = cell
     count = counts.get(cell, 0)
@@ -139,6 +139,8 @@ def cell_label(cell: tuple[str, str] | str, counts: dict[tuple[str, str], int], 
 def chosen_cell(trained: TrainedModel, container=st) -> tuple[str, str] | None:
     """The selectbox of confusion cells (the keyboard's way to what a click on the heat map does)."""
     metrics = trained.metrics
+    if metrics is None:
+        return None
     cells = metrics.cells()
     counts = {(true, predicted): count for true, predicted, count in cells}
     options: list[tuple[str, str] | str] = [ALL_MISTAKES, *counts]
@@ -180,6 +182,8 @@ def gallery_heading(cell: tuple[str, str] | None, count: int) -> str:
 def show_gallery(trained: TrainedModel) -> None:
     """The mistakes, or the images of the confusion cell chosen above (by click or in the selectbox)."""
     metrics = trained.metrics
+    if metrics is None:  # an imported bundle carries no validation results
+        return
     pick, back = st.columns([2, 1], vertical_alignment="bottom")
     cell = chosen_cell(trained, container=pick)
     outcomes = metrics.mistakes if cell is None else metrics.in_cell(*cell)

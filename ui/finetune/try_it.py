@@ -71,6 +71,7 @@ def try_it(trained: TrainedModel) -> None:
 def show_try_result(result: Classification) -> None:
     with st.container(border=True):
         picture, numbers = st.columns([1, 3], gap="medium")
-        picture.image(result.thumbnail, caption=verbatim(result.file), width="stretch")
+        if result.thumbnail is not None:
+            picture.image(result.thumbnail, caption=verbatim(result.file), width="stretch")
         numbers.markdown(answer_line(result))
         top_k_table(result, show_rank=False, container=numbers)
