@@ -111,14 +111,14 @@ def test_unavailable_weights_say_which_file_and_the_bundled_model_answers(app, m
 
 
 def test_sidebar_says_when_a_model_stays_on_pytorch_and_why(app, monkeypatch, tmp_path):
-    from core.engines import onnx_engine
+    from core.engines import verified
     from core.engines.onnx_export import ExportFailed
 
     def failing_export(*args, **kwargs):
         raise ExportFailed("torch.onnx could not export it (UnsupportedOperatorError: aten::made_up)")
 
     monkeypatch.setenv("ZOOSCOPE_CACHE_DIR", str(tmp_path / "cache"))  # the failure is remembered there only
-    monkeypatch.setattr(onnx_engine, "export_module", failing_export)
+    monkeypatch.setattr(verified, "export_module", failing_export)
     upload(app, ("coffee.jpg", COFFEE, "image/jpeg"))
     assert frames(app)[0]["label"].iloc[0] == "espresso"  # classified all the same, by PyTorch
     sidebar = AppTest.from_function(sidebar_script, default_timeout=TIMEOUT).run()

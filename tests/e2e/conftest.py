@@ -92,11 +92,12 @@ def bundled_models_in_onnx_runtime():
     """The bundled models exported and checked into the run's ONNX cache (tests/conftest.py) before the app
     starts: the app then opens their sessions at once, as a restarted server would, and a browser test's
     time limit is never spent on a first export (a no-op when earlier tests already made them)."""
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.models.bundled import NAMES
+    from core.models.keys import ModelKey
 
     for name in NAMES:
-        assert load_classifier(name, runtime_choice="onnx").runtime == "onnx", name
+        assert load_handle(ModelKey(name), runtime_choice="onnx").runtime == "onnx", name
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,12 @@ TEXTURES = ROOT / "assets" / "datasets" / "textures"
 def features_in_onnx_runtime():
     """EfficientNet-Lite0's feature export made in the run's ONNX cache before the page asks for it (the app
     server reads the same cache), so the browser never waits on a first export."""
-    from core.engines.choice import load_classifier
+    from core.engines.choice import load_handle
     from core.features.embedding import embedder_for
+    from core.models.keys import ModelKey
 
-    assert embedder_for(load_classifier("efficientnet_lite0", runtime_choice="onnx")).runtime == "onnx"
+    model = load_handle(ModelKey("efficientnet_lite0"), runtime_choice="onnx")
+    assert embedder_for(model.torch, runtime=model.runtime).runtime == "onnx"
 
 
 def keyed(page, key: str):
