@@ -118,15 +118,17 @@ def test_stage_maps_of_the_offline_model_on_a_photo(inside):
 
 
 def test_stage_maps_of_a_model_run_in_int8(inside, monkeypatch):
-    """Where the pool runs a model in ONNX Runtime int8 (named "efficientnet_lite0 · int8", which the catalogue
-    does not know), the maps come from its PyTorch model. They never run its session: a real OnnxModel handle
-    around the real model, with no session, stands in for the pool's (quantizing takes minutes)."""
+    """Where the pool runs a model in ONNX Runtime int8 (labelled "efficientnet_lite0 · int8", which the catalogue
+    does not know), the maps come from its torch face. They never run its session: a real handle around the
+    real model, with an int8 engine that has no session, stands in for the pool's (quantizing takes minutes)."""
     import ui.loading
-    from core.engines.onnx_engine import OnnxModel
+    from core.engines.handle import ModelHandle
+    from core.engines.onnx_engine import OnnxEngine
     from core.models.loading import load_model
 
-    int8 = OnnxModel(torch_model=load_model("efficientnet_lite0"), engine="int8", session=None, file_bytes=0)
-    monkeypatch.setattr(ui.loading, "load_with_progress", lambda name, **_: int8)
+    engine = OnnxEngine(runtime="int8", session=None, file_bytes=0)  # type: ignore[arg-type]
+    int8 = ModelHandle(torch=load_model("efficientnet_lite0"), inference=engine)
+    monkeypatch.setattr(ui.loading, "load_with_progress", lambda key, **_: int8)
     inside.selectbox(key="inside_model").set_value("efficientnet_lite0").run()
     inside.file_uploader(key="inside_files").set_value([("chelsea.jpg", CHELSEA, "image/jpeg")]).run()
     ok(inside)
