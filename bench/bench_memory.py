@@ -6,7 +6,7 @@
 Offline and self-contained: the script writes each model's weights file itself (random values under
 torchvision's real file name) into a temporary hub cache, then, in a fresh subprocess per variant:
 
-- ours: the app's pool, `core.models.pool.ModelPool("cpu")` with its default memory budget, loading each
+- ours: the app's pool, `core.engines.pool.ModelPool("cpu")` with its default memory budget, loading each
   model's handle in PyTorch (meta-device build, mmap'd weights assigned, not copied);
 - baseline: `torchvision.models.get_model(name, weights="DEFAULT")` for each (torchvision's standard
   builder: random initialisation, then the cached file loaded and copied in);
@@ -81,9 +81,9 @@ def _child(variant: str, names: list[str], hub_dir: str, streamlit: bool) -> dic
 
     from bench.fake_weights import use_hub
     from core.engines.choice import load_handle
+    from core.engines.pool import ModelPool
     from core.models.catalog import get_spec
     from core.models.keys import ModelKey
-    from core.models.pool import ModelPool
 
     use_hub(Path(hub_dir))
     before = _status()

@@ -8,8 +8,8 @@ import streamlit as st
 
 from core.engines.choice import load_handle
 from core.engines.handle import ModelHandle
+from core.engines.pool import ModelPool
 from core.models.keys import ModelKey
-from core.models.pool import ModelPool
 from core.progress import Progress
 from core.runtime import pick_device
 

@@ -10,7 +10,7 @@ A `ModelHandle` has two faces:
   what was measured about it (`report`).
 
 The handle answers to core.classify.classifier.Classifier, so classifying and comparing never ask which
-engine it has. core.engines.choice.load_handle makes handles; core.models.pool keeps them.
+engine it has. core.engines.choice.load_handle makes handles; core.engines.pool keeps them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`load_model(name, device)`: build on the meta device, mmap the weights, assign them, eval().
 
 A `LoadedModel` is the PyTorch model itself, the torch face of a catalogue model's handle
-(core.engines.handle.ModelHandle); the shared pool of handles is core.models.pool.
+(core.engines.handle.ModelHandle); the shared pool of handles is core.engines.pool.
 
 Building on the meta device skips the random initialisation a standard build pays for (seconds
 for VGG), and `load_state_dict(assign=True)` from an mmap'd file keeps the tensors in the page

@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 from core.engines.handle import ModelHandle
+from core.engines.pool import ModelPool
 from core.errors import UnknownModel, WeightsUnavailable
 from core.models import weights
 from core.models.bundled import rename_lite_state_dict
@@ -25,7 +26,6 @@ from core.models.loading import (
     load_model,
     read_state_dict,
 )
-from core.models.pool import ModelPool
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -24,10 +24,10 @@ from core.engines.choice import load_handle
 from core.engines.handle import ModelHandle, PyTorchEngine
 from core.engines.onnx_engine import OnnxEngine
 from core.engines.onnx_export import Agreement, ExportFailed, check_batches, compare_classifiers
+from core.engines.pool import ModelPool
 from core.images import decode_image
 from core.models.keys import ModelKey
 from core.models.loading import load_model
-from core.models.pool import ModelPool
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]

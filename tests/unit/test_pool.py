@@ -1,4 +1,4 @@
-"""core.models.pool.ModelPool under a memory budget: LRU eviction, callbacks, oversized models, threads.
+"""core.engines.pool.ModelPool under a memory budget: LRU eviction, callbacks, oversized models, threads.
 
 A fake loader hands out stand-ins with a chosen `memory_mb`, and the pool's size estimate is a
 table lookup, so no test here needs real weights (except the two that measure a real model).
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from core.engines import pool as pool_module
+from core.engines.pool import ModelPool
 from core.errors import WeightsUnavailable
-from core.models import pool as pool_module
 from core.models.catalog import get_spec
 from core.models.keys import ModelKey
 from core.models.loading import LoadedModel
-from core.models.pool import ModelPool
 from core.runtime import DEFAULT_MEMORY_BUDGET_MB, MEMORY_BUDGET_ENV
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -188,7 +188,7 @@ def test_model_is_never_evicted_for_itself():
 def test_oversized_model_loads_alone(caplog):
     pool, loader = make_pool({"a": 20.0, "b": 20.0, "huge": 500.0, "c": 20.0}, budget_mb=100)
     get_all(pool, ["a", "b"])
-    with caplog.at_level(logging.WARNING, logger="core.models.pool"):
+    with caplog.at_level(logging.WARNING, logger="core.engines.pool"):
         assert get_all(pool, ["huge"]) == ["a", "b"]
     assert pool.loaded() == ["huge"]
     assert "huge" in caplog.text and "budget" in caplog.text  # noted, not refused

@@ -26,12 +26,12 @@ from core.classify.compare import Comparison, compare_files
 from core.classify.predict import classify_files, preprocess, probabilities
 from core.datasets.labelled import dataset_from_uploads
 from core.engines.handle import ModelHandle
+from core.engines.pool import ModelPool
 from core.finetune.config import TrainConfig
 from core.finetune.train import train
 from core.images import decode_image
 from core.models.keys import ModelKey
 from core.models.loading import load_model
-from core.models.pool import ModelPool
 from tests.faces import lfw_pngs
 from tests.hostile import example
 
