@@ -111,3 +111,18 @@ def test_the_command_line_starts_without_heavy_libraries(command: list[str]):
     )
     loaded = json.loads(done.stderr.strip().splitlines()[-1])
     assert loaded == [], f"`python -m core {' '.join(command)}` imported {loaded}"
+
+
+MAX_LINES = 500
+
+
+def test_no_source_file_is_over_500_lines():
+    """Small modules with one job: a file past 500 lines holds more than one (the code standard)."""
+    ours = [
+        path
+        for path in ROOT.rglob("*.py")
+        if not any(part.startswith(".") or part == "test-output" for part in path.relative_to(ROOT).parts)
+    ]
+    sizes = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in ours}
+    assert len(sizes) > 50
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
