@@ -18,6 +18,7 @@ from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.finetune.bundle import import_bundle
 from core.finetune.threshold import answers, predictions_with_threshold, with_threshold
+from core.jobs.queue import JobCancelled
 from core.models import weights
 from core.models.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.models.keys import ModelKey
@@ -141,6 +142,8 @@ def import_bundle_upload() -> None:
         if st.session_state.get("classify_bundle_digest") != digest:
             try:
                 trained = import_bundle(bundle.getvalue(), loaded_for=backbone_for_bundle)
+            except JobCancelled:
+                return  # the backbone's first export was cancelled: in_line said so
             except ZooScopeError as error:
                 st.error(f"**{verbatim(bundle.name)}**: {error}", icon=":material/error:")
                 return
@@ -207,6 +210,8 @@ def main() -> None:
             fallback.fall_back(CLASSIFY_MODEL, [choice], single=True)  # learned just now: rerun with a stand-in
         st.error(str(error), icon=":material/cloud_off:")
         return
+    except JobCancelled:
+        return  # its first export was cancelled: in_line said so, with a way to start again
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return

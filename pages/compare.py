@@ -3,11 +3,12 @@
 import streamlit as st
 
 from core.classify.compare import Comparison, ImageComparison, compare_files
-from core.classify.explain import grad_cam, overlay
+from core.classify.explain import grad_cam, grad_cam_memory_mb, overlay
 from core.classify.predict import DEFAULT_TOP_K, MAX_TOP_K
 from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.images import decode_image
+from core.jobs.queue import JobCancelled
 from core.models import bundled
 from core.models.catalog import all_specs, curated_specs
 from core.models.keys import ModelKey
@@ -15,6 +16,7 @@ from core.preprocessing import decode_side
 from ui import fallback
 from ui.charts import accuracy_vs_latency
 from ui.inputs import file_digest, image_inputs
+from ui.jobs import in_line
 from ui.loading import load_many
 from ui.model_pool import model_pool
 from ui.navigation import ensure_app, look_inside
@@ -133,14 +135,19 @@ def show_explanations(comparison: Comparison, models: list[ModelHandle], files: 
     labels = sorted({p.label for result in image.results.values() for p in result.predictions})
     target = right.selectbox("Class", [EACH_OWN_TOP1, *labels], key="compare_explain_class")
     picture = decode_image(dict(files)[image.file], min_side=decode_side(model.preprocess for model in models))
-    columns = st.columns(len(models))
-    for column, model in zip(columns, models, strict=True):
-        class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)
-        with column, st.spinner(f"Grad-CAM for {model.name}…"):
-            explanation = grad_cam(model.torch, picture, class_index)
-            st.image(overlay(explanation), width="stretch")
-            computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
-            st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}")
+    label = f"Grad-CAM of {image.file} on {len(models)} model{'s' if len(models) > 1 else ''}"
+    try:
+        with in_line("explain", label, memory_mb=grad_cam_memory_mb([model.spec for model in models])):
+            columns = st.columns(len(models))
+            for column, model in zip(columns, models, strict=True):
+                class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)
+                with column, st.spinner(f"Grad-CAM for {model.name}…"):
+                    explanation = grad_cam(model.torch, picture, class_index)
+                    st.image(overlay(explanation), width="stretch")
+                    computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
+                    st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}")
+    except JobCancelled:
+        return  # in_line said so, with a way to start again
 
 
 def main() -> None:

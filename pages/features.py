@@ -15,6 +15,7 @@ from core.datasets.sources import SourceSet, from_uploads, from_zip
 from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.features.analysis import (
+    DEFAULT_BATCH_SIZE,
     DEFAULT_DUPLICATE_THRESHOLD,
     PROJECTION_LABELS,
     PROJECTIONS,
@@ -31,15 +32,17 @@ from core.features.analysis import (
     projection_refusal,
     similar_pairs,
 )
-from core.features.embedding import Embedded, embed_encoded, embedder_for
+from core.features.embedding import Embedded, embed_encoded, embedder_for, embedding_memory_mb
 from core.features.feature_files import to_csv, to_parquet
 from core.images import SUPPORTED_TYPES
+from core.jobs.queue import JobCancelled
 from core.models import bundled
 from core.models.catalog import all_specs, curated_specs
 from core.models.keys import ModelKey
 from ui import fallback
 from ui.charts import POINT_SELECTION, embedding_map, image_data_url
 from ui.inputs import file_digest, image_inputs
+from ui.jobs import in_line
 from ui.loading import load_many
 from ui.navigation import ensure_app
 from ui.progress import progress_bar
@@ -85,7 +88,12 @@ def embeddings_of(model: ModelHandle, sources: SourceSet, key: str) -> Embedding
     """`sources` through `model`'s penultimate layer, once per (images, backbone) in this session."""
 
     def compute() -> Embeddings:
-        with progress_bar(f"Embedding {len(sources.images):,} images with {model.name}…") as progress:
+        label = f"Embedding {len(sources.images):,} images with {model.name}"
+        memory = embedding_memory_mb(
+            model.torch, len(sources.images), runtime=model.runtime, batch_size=DEFAULT_BATCH_SIZE,
+            thumbnail_side=THUMBNAIL_SIDE,
+        )  # fmt: skip
+        with in_line("embed", label, memory_mb=memory), progress_bar(f"{label}…") as progress:
             embedder = embedder_for(model.torch, runtime=model.runtime, progress=progress)
             return embed(embedder, sources, thumbnail_side=THUMBNAIL_SIDE, progress=progress)
 
@@ -373,6 +381,8 @@ def main() -> None:
     for model in models:
         try:
             all_embeddings.append((model, embeddings_of(model, sources, key)))
+        except JobCancelled:
+            return  # in_line said so, with a way to start again
         except ZooScopeError as error:
             st.warning(f"**{model.name}** is left out: {error}", icon=":material/block:")
     if not all_embeddings:

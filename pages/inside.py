@@ -7,13 +7,15 @@ from core.errors import ZooScopeError
 from core.images import decode_image
 from core.inside.anatomy import Anatomy, anatomy, compound_scaling_frame, stages_long_frame, summary_row
 from core.inside.model_graph import DEFAULT_DEPTH, DEPTHS, default_stage, model_dot
-from core.inside.stage_maps import StageMaps, channel_grid, overlay, stage_maps
+from core.inside.stage_maps import StageMaps, channel_grid, overlay, stage_maps, stage_maps_memory_mb
+from core.jobs.queue import JobCancelled
 from core.models import bundled
 from core.models.catalog import all_specs, curated_specs, get_spec
 from core.models.keys import ModelKey
 from core.preprocessing import decode_side
 from ui.charts import compound_scaling, params_per_stage
 from ui.inputs import file_digest, image_inputs
+from ui.jobs import in_line
 from ui.loading import load_with_progress
 from ui.navigation import ensure_app
 from ui.session import INSIDE_FOLLOWED, INSIDE_MODEL, reuse
@@ -155,15 +157,23 @@ def show_stage_maps(found: Anatomy) -> None:
     try:
         # The maps hook PyTorch modules: the handle's torch face, whatever engine runs its inference.
         torch_model = load_with_progress(ModelKey(found.model)).torch
+    except JobCancelled:
+        return  # its first export was cancelled: in_line said so, with a way to start again
     except ZooScopeError as error:
         st.warning(f"{error} The anatomy above needs no weights; the stage maps do.", icon=":material/cloud_off:")
         return
     file, data = files[chosen]
     try:
         picture = decode_image(data, min_side=decode_side([torch_model.preprocess]))
-        maps = reuse(
-            "inside_maps", (found.model, file_digest(((file, data),))), lambda: stage_maps(torch_model, picture)
-        )
+
+        def compute() -> StageMaps:
+            label = f"Stage maps of {file} through {found.model}"
+            with in_line("stage-maps", label, memory_mb=stage_maps_memory_mb(torch_model)):
+                return stage_maps(torch_model, picture)
+
+        maps = reuse("inside_maps", (found.model, file_digest(((file, data),))), compute)
+    except JobCancelled:
+        return  # in_line said so, with a way to start again
     except ZooScopeError as error:
         st.error(f"**{verbatim(file)}**: {error}", icon=":material/broken_image:")
         return

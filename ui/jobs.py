@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.jobs.queue import Job, JobQueue, queue_for_this_host
+from core.jobs.queue import Job, JobCancelled, JobQueue, queue_for_this_host
 from ui.text import duration
 
 
@@ -57,17 +57,76 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def _cancelled_key(kind: str, label: str) -> str:
+    return f"cancelled_job_{kind}_{label}"
+
+
+def draw_waiting(status, cancel_slot, queue: JobQueue, job: Job, *, button: bool = True) -> None:
+    """The place in line and the wait in `status`; with `button`, a Cancel button in `cancel_slot`
+    (drawn once per job: a widget's key may appear once per script run)."""
+    status.info(waiting_text(queue, job), icon=":material/hourglass_top:")
+    if button:
+        cancel_slot.button(
+            "Cancel",
+            key=f"cancel_job_{job.id}",
+            on_click=_mark_cancelled,
+            args=(job.kind, job.label),
+            icon=":material/close:",
+            help="Leave the line: this work does not run.",
+        )
+
+
+def _mark_cancelled(kind: str, label: str) -> None:
+    # Runs before the rerun the click starts: the script run that waited stops at its next drawing
+    # (leaving the line through JobQueue.admitted's finally), and the rerun must not queue again.
+    st.session_state[_cancelled_key(kind, label)] = True
+
+
+def _start_again(kind: str, label: str) -> None:
+    st.session_state.pop(_cancelled_key(kind, label), None)
+
+
+def _show_cancelled(kind: str, label: str, where: str = "") -> None:
+    st.info(f"Cancelled{where}: {label}.", icon=":material/cancel:")
+    st.button(
+        "Start again", key=f"start_again_{kind}_{label}", on_click=_start_again, args=(kind, label),
+        icon=":material/replay:",
+    )  # fmt: skip
+
+
 @contextmanager
 def in_line(kind: str, label: str, *, memory_mb: float, estimate_s: float | None = None) -> Iterator[Job]:
-    """Wait for this session's turn at heavy work, showing the place in line, then run the block."""
+    """Wait for this session's turn at heavy work, showing the place in line and a Cancel button, then
+    run the block.
+
+    Raises JobCancelled (after saying so in the page, with a Start again button) when the person
+    cancelled this work (`kind`, `label`) in an earlier run, or when the queue cancelled it (the
+    session closed); the page stops that section. A Cancel click reruns the page: this run stops
+    where it waits and leaves the line.
+    """
+    if st.session_state.get(_cancelled_key(kind, label)):
+        _show_cancelled(kind, label)
+        raise JobCancelled("Cancelled.")
     queue = job_queue()
-    status = st.empty()
+    status, cancel_slot = st.empty(), st.empty()
+    drawn: set[int] = set()
+    last_place = [0]
 
     def on_wait(job: Job) -> None:
-        status.info(waiting_text(queue, job), icon=":material/hourglass_top:")
+        last_place[0] = queue.place(job) or last_place[0]
+        draw_waiting(status, cancel_slot, queue, job, button=job.id not in drawn)
+        drawn.add(job.id)
 
-    with queue.admitted(
-        kind=kind, label=label, owner=session_id(), memory_mb=memory_mb, estimate_s=estimate_s, on_wait=on_wait
-    ) as job:
+    try:
+        with queue.admitted(
+            kind=kind, label=label, owner=session_id(), memory_mb=memory_mb, estimate_s=estimate_s, on_wait=on_wait
+        ) as job:
+            status.empty()
+            cancel_slot.empty()
+            yield job
+    except JobCancelled:
         status.empty()
-        yield job
+        cancel_slot.empty()
+        where = f" while {_ordinal(last_place[0])} in line" if last_place[0] else ""
+        _show_cancelled(kind, label, where)
+        raise

@@ -21,6 +21,7 @@ from PIL import Image
 
 from core import preprocessing
 from core.errors import ZooScopeError
+from core.jobs import footprints
 from core.models.catalog import ModelSpec
 from core.models.families import LAYOUTS
 from core.models.family_paths import resolve_layer
@@ -49,6 +50,12 @@ def model_view(spec: ModelSpec, image: Image.Image) -> Image.Image:
     these pixels exactly.
     """
     return preprocessing.model_view(image, spec.transforms())
+
+
+def grad_cam_memory_mb(specs: list[ModelSpec]) -> float:
+    """What Grad-CAM of one photo on each of `specs` in turn will hold at most (core.jobs.footprints):
+    one forward and backward at a time, so the hungriest model's."""
+    return max((footprints.grad_cam_mb(input_size=spec.input_size, family=spec.family) for spec in specs), default=0.0)
 
 
 def grad_cam(loaded: LoadedModel, image: Image.Image, class_index: int | None = None) -> Explanation:

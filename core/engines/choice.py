@@ -16,10 +16,15 @@ import logging
 import torch
 
 from core import runtime
+from core.engines import verified
 from core.engines.handle import ModelHandle
+from core.engines.onnx_cache import MANIFEST
 from core.engines.onnx_engine import onnx_inference
 from core.engines.verified import EngineUnavailable
 from core.errors import ZooScopeError
+from core.jobs import footprints
+from core.models import weights
+from core.models.catalog import get_spec
 from core.models.keys import ModelKey
 from core.models.loading import load_model
 from core.progress import Progress
@@ -68,3 +73,30 @@ def load_handle(
                 return ModelHandle(loaded, fp32, note=f"ONNX Runtime fp32: int8 is not available ({reason})")
         return ModelHandle.in_pytorch(loaded, note=f"PyTorch: {reason}")
     return ModelHandle(loaded, inference, note=inference.note)
+
+
+def engine_for(key: ModelKey, device: torch.device | str, runtime_choice: str | None = None) -> str:
+    """The engine `key` would load in on `device`: "torch", "onnx" or "int8" (load_handle's choice)."""
+    return runtime.resolve_runtime(key.engine or runtime_choice or runtime.requested_runtime(), device)
+
+
+def export_pending(key: ModelKey, device: torch.device | str, runtime_choice: str | None = None) -> bool:
+    """Whether loading `key` on `device` would first export it to ONNX (and quantize it, for int8): heavy
+    work for the job queue. It looks for the cached manifests without hashing them (the weights are hashed,
+    once per process, as the load does anyway); where the
+    weights are not here yet (a download comes first), nothing cached can be matched, so True."""
+    engine = engine_for(key, device, runtime_choice)
+    if engine == "torch":
+        return False
+    spec = get_spec(key.name)
+    if not weights.is_available(spec):
+        return True
+    artifacts = ("fp32", "int8") if engine == "int8" else ("fp32",)
+    return not all((verified.place(spec, artifact).folder / MANIFEST).exists() for artifact in artifacts)
+
+
+def export_memory_mb(key: ModelKey, device: torch.device | str, runtime_choice: str | None = None) -> float:
+    """What a first export of `key` (with its load) will hold (core.jobs.footprints)."""
+    spec = get_spec(key.name)
+    engine = engine_for(key, device, runtime_choice)
+    return footprints.export_mb(params=spec.num_params, input_size=spec.input_size, family=spec.family, engine=engine)

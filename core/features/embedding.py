@@ -29,8 +29,10 @@ from PIL import Image
 
 from core.classify import predict
 from core.errors import ImageError, ZooScopeError
-from core.features.backbone import backbone_view, frozen_features
+from core.features.backbone import backbone_view, frozen_features, head_path
 from core.images import decode_image
+from core.jobs import footprints
+from core.models.family_paths import get_layer
 from core.models.loading import LoadedModel
 from core.preprocessing import Transform, decode_side
 from core.progress import Progress
@@ -149,3 +151,30 @@ def embedder_for(loaded: LoadedModel, *, runtime: str = "torch", progress: Progr
         if runtime not in known:
             known[runtime] = build_embedder(loaded, runtime=runtime, progress=progress)
         return known[runtime]
+
+
+def embedding_memory_mb(
+    loaded: LoadedModel, images: int, *, runtime: str = "torch", batch_size: int, thumbnail_side: int = 0
+) -> float:
+    """What embedding `images` images through the shared `loaded` will hold, estimated before it starts
+    (core.jobs.footprints): activations at `batch_size`, the (n, d) result and thumbnails; plus a first
+    ONNX export of its feature extractor where this process has no embedder for it in `runtime` yet."""
+    spec = loaded.spec
+    head = get_layer(loaded.module, head_path(spec), spec.name)
+    dimensions = int(getattr(head, "in_features", 0)) or 4096  # a head that is no Linear is refused later
+    need = footprints.embedding_mb(
+        params=spec.num_params,
+        input_size=spec.input_size,
+        family=spec.family,
+        images=images,
+        dimensions=dimensions,
+        batch=batch_size,
+        thumbnail_side=thumbnail_side,
+    )
+    with _embedders_lock:
+        built = runtime in _embedders.get(loaded.module, {})
+    if runtime != "torch" and not built:
+        need += footprints.export_mb(
+            params=spec.num_params, input_size=spec.input_size, family=spec.family, engine="onnx", weights_loaded=True
+        )
+    return need

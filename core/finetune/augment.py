@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from core import runtime
 from core.datasets.labelled import LabelledImage
 from core.errors import ZooScopeError
 from core.finetune.depth import shapes_model
@@ -74,7 +75,7 @@ def check_train_size(spec: ModelSpec, size: int | None) -> int:
     if size > own:
         raise ZooScopeError(f"Train {spec.name} at {own} pixels or fewer (its own resolution), not {size}.")
     try:
-        with torch.no_grad():
+        with runtime.TORCH_GLOBAL_STATE, torch.no_grad():  # a meta forward of a shared model
             shapes_model(spec.name)(torch.empty(1, 3, size, size, device="meta"))
     except Exception:  # noqa: BLE001 - shape checks fail in many ways: all mean "only its own size"
         raise ZooScopeError(f"{spec.name} takes only {own}-pixel images: train it at its own resolution.") from None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from core import runtime
 from core.errors import ZooScopeError
 from core.features.backbone import block_path, head_path, strip_head
 from core.models.building import build_on_meta
@@ -109,7 +110,7 @@ def _meta_run(model: nn.Module, size: int) -> _Run:
             handles.append(module.register_forward_pre_hook(lambda m, a, name=name: on_enter(name)))
             handles.append(module.register_forward_hook(lambda m, a, o, name=name: on_exit(name)))
     try:
-        with torch.no_grad():
+        with runtime.TORCH_GLOBAL_STATE, torch.no_grad():  # a meta forward: torch.fx state is process-wide
             model(torch.empty(1, 3, size, size, device="meta"))
     finally:
         for handle in handles:

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils import _pytree as pytree
 
+from core import runtime
 from core.features.backbone import BackboneView, backbone_view
 from core.finetune.depth import Cut, shapes_model
 from core.models.family_paths import get_layer, set_layer
@@ -62,7 +63,7 @@ class _ZerosLike(nn.Module):
         shapes = self._shapes.get(key)
         if shapes is None:
             on_meta = pytree.tree_map(lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x, (args, kwargs))
-            with torch.no_grad():
+            with runtime.TORCH_GLOBAL_STATE, torch.no_grad():  # a meta forward of a shared model
                 shapes = self._shapes[key] = self._meta[0](*on_meta[0], **on_meta[1])
         device = leaves[0].device if leaves else torch.device("cpu")
         return pytree.tree_map(lambda t: torch.zeros((), dtype=t.dtype, device=device).expand(t.shape), shapes)

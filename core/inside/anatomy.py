@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from core import runtime
 from core.errors import ZooScopeError
 from core.inside import dataflow
 from core.inside.meta_trace import ModuleCall, trace
@@ -221,7 +222,7 @@ def _auxiliary_params(spec: ModelSpec) -> int:
     """Parameters of the auxiliary classifiers a builder adds for training (GoogLeNet, Inception v3)."""
     if spec.build_kwargs.get("aux_logits") is not False:
         return 0
-    with torch.device("meta"):
+    with runtime.TORCH_GLOBAL_STATE, torch.device("meta"):
         with_aux = spec.builder(weights=None, **{**spec.build_kwargs, "aux_logits": True})
         without = spec.build()
     return sum(p.numel() for p in with_aux.parameters()) - sum(p.numel() for p in without.parameters())

@@ -24,6 +24,7 @@ import _operator
 import builtins
 import math
 import operator
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
+
+from core import runtime
 
 GLOBAL = math.inf  # a receptive field that covers the whole image
 
@@ -87,7 +90,13 @@ class Dataflow:
 
 class _Tracer(torch.fx.Tracer):
     """torch.fx's tracer, keeping whole what timm registers as not traceable (e.g. its TF-"same"
-    padded convolutions, which compute their padding from the input's size)."""
+    padded convolutions, which compute their padding from the input's size).
+
+    While it traces, torch.fx patches torch.nn.Module.__call__ and __getattr__ for the whole process:
+    every other visitor's forward pass runs through this tracer's hooks too. For any thread but the
+    tracing one they step aside (the module runs, the attribute is returned as it is), so another
+    session's forward never becomes a proxy or raises "module is not installed as a submodule".
+    """
 
     def __init__(self):
         from timm.layers import _fx as timm_fx  # timm's registry of untraceable modules and functions
@@ -96,7 +105,22 @@ class _Tracer(torch.fx.Tracer):
         # StochasticDepth calls a function torchvision keeps opaque to fx; whole, it is plainly
         # pointwise (the identity in eval mode).
         self._leaves = (StochasticDepth, *timm_fx.get_notrace_modules())
+        self._tracing_thread = threading.get_ident()
         super().__init__(autowrap_functions=tuple(timm_fx.get_notrace_functions()))
+
+    def trace(self, root, concrete_args=None):
+        self._tracing_thread = threading.get_ident()
+        return super().trace(root, concrete_args)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if threading.get_ident() != self._tracing_thread:
+            return forward(*args, **kwargs)  # another session's forward pass: run it for real
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if threading.get_ident() != self._tracing_thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return isinstance(module, self._leaves) or super().is_leaf_module(module, qualified_name)
@@ -120,13 +144,18 @@ def trace(
     model: nn.Module, input_size: int, after: Callable[[torch.fx.Node], None] | None = None
 ) -> torch.fx.GraphModule:
     """`model` as an fx graph, run once on an image-sized zero tensor (on the model's device) to
-    fill in every node's output shape; `after(node)` is called as each node has run."""
-    tracer = _Tracer()
-    graph = tracer.trace(model)
-    module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        _Propagation(module, after).propagate(torch.zeros(1, 3, input_size, input_size, device=device))
+    fill in every node's output shape; `after(node)` is called as each node has run.
+
+    Under runtime.TORCH_GLOBAL_STATE: two traces at once would each patch torch.nn.Module and restore
+    the other's patch, leaving every later forward pass in the process running through a dead tracer.
+    """
+    with runtime.TORCH_GLOBAL_STATE:
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+        module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            _Propagation(module, after).propagate(torch.zeros(1, 3, input_size, input_size, device=device))
     return module
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 from core import preprocessing
 from core.errors import ZooScopeError
 from core.inside.anatomy import Anatomy, Stage, anatomy, token_grid_side
+from core.jobs import footprints
 from core.models.family_paths import get_layer, set_layer
 from core.models.loading import LoadedModel
 from core.models.views import private_view
@@ -79,6 +80,11 @@ def _class_token(stage: Stage) -> bool:
     length = stage.output_shape[0]
     side = token_grid_side(length)
     return side is not None and side * side == length - 1
+
+
+def stage_maps_memory_mb(loaded: LoadedModel) -> float:
+    """What one photo's stage maps will hold (core.jobs.footprints), the weights being the shared model's."""
+    return footprints.stage_maps_mb(input_size=loaded.spec.input_size, family=loaded.spec.family)
 
 
 def stage_maps(loaded: LoadedModel, image: Image.Image, top_channels: int = TOP_CHANNELS) -> StageMaps:

@@ -73,3 +73,60 @@ def test_the_lock_is_reentrant_and_shared():
     with runtime.TORCH_GLOBAL_STATE:
         build_on_meta(get_spec("resnet18"))
         runtime.configure_threads()
+
+
+# --- torch.fx tracing: it patches torch.nn.Module.__call__ and __getattr__ for the whole process ----
+
+TRACES = 6
+FORWARDERS = 2
+
+
+def test_forward_passes_beside_fx_traces_stay_real():
+    # Inside's anatomy traces models with torch.fx while other visitors classify: a forward pass in
+    # another thread runs through the tracer's patched Module.__call__ and must neither raise
+    # ("module is not installed as a submodule") nor come back as a Proxy.
+    from core.inside import dataflow
+
+    original_call, original_getattr = nn.Module.__call__, nn.Module.__getattr__
+    model = small_cnn()
+    image = torch.zeros(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(image)
+    errors: list[str] = []
+    forwards = [0]
+    done = threading.Event()
+
+    def forwarder():
+        while not done.is_set():
+            try:
+                with torch.no_grad():
+                    out = model(image)
+                if not isinstance(out, torch.Tensor) or not torch.equal(out, expected):
+                    errors.append(f"forward gave {type(out).__name__}")
+                forwards[0] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"forward: {error!r}")
+
+    def tracer(count: int):
+        try:
+            for _ in range(count):
+                flow = dataflow.analyse(build_on_meta(get_spec("resnet18")), 64)
+                if flow.depth != 18:
+                    errors.append(f"trace: depth {flow.depth}")
+        except Exception as error:  # noqa: BLE001
+            errors.append(f"trace: {error!r}")
+
+    forwarders = [threading.Thread(target=forwarder) for _ in range(FORWARDERS)]
+    tracers = [threading.Thread(target=tracer, args=(TRACES // 2,)) for _ in range(2)]
+    for thread in forwarders + tracers:
+        thread.start()
+    for thread in tracers:
+        thread.join(timeout=300)
+    done.set()
+    for thread in forwarders:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in forwarders + tracers), "a thread is stuck"
+    assert not errors, errors[:5]
+    assert forwards[0] > 0
+    # Two traces at once would restore each other's patches: the process must end with torch's own.
+    assert nn.Module.__call__ is original_call and nn.Module.__getattr__ is original_getattr
