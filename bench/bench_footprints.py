@@ -1,4 +1,4 @@
-"""The job queue's activation estimates (core.jobs.footprints) against a forward's measured peak.
+"""The job queue's activation estimates (core.models.footprints) against a forward's measured peak.
 
     python bench/bench_footprints.py [--models resnet50,vgg16,vit_b_16,efficientnet_b0,mobilenet_v3_large]
                                      [--batch 16] [--size 224]
@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from core.jobs.footprints import activations_mb
     from core.models.catalog import get_spec
+    from core.models.footprints import activations_mb
 
     print(f"{'model':<22}{'measured MB/image':>18}{'estimate':>10}{'ratio':>8}")
     for name in args.models.split(","):

@@ -21,7 +21,7 @@ from PIL import Image
 
 from core import preprocessing
 from core.errors import ZooScopeError
-from core.jobs import footprints
+from core.models import footprints
 from core.models.catalog import ModelSpec
 from core.models.families import LAYOUTS
 from core.models.family_paths import resolve_layer
@@ -53,7 +53,7 @@ def model_view(spec: ModelSpec, image: Image.Image) -> Image.Image:
 
 
 def grad_cam_memory_mb(specs: list[ModelSpec]) -> float:
-    """What Grad-CAM of one photo on each of `specs` in turn will hold at most (core.jobs.footprints):
+    """What Grad-CAM of one photo on each of `specs` in turn will hold at most (core.models.footprints):
     one forward and backward at a time, so the hungriest model's."""
     return max((footprints.grad_cam_mb(input_size=spec.input_size, family=spec.family) for spec in specs), default=0.0)
 

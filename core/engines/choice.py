@@ -22,8 +22,7 @@ from core.engines.onnx_cache import MANIFEST
 from core.engines.onnx_engine import onnx_inference
 from core.engines.verified import EngineUnavailable
 from core.errors import ZooScopeError
-from core.jobs import footprints
-from core.models import weights
+from core.models import footprints, weights
 from core.models.catalog import get_spec
 from core.models.keys import ModelKey
 from core.models.loading import load_model
@@ -96,7 +95,7 @@ def export_pending(key: ModelKey, device: torch.device | str, runtime_choice: st
 
 
 def export_memory_mb(key: ModelKey, device: torch.device | str, runtime_choice: str | None = None) -> float:
-    """What a first export of `key` (with its load) will hold (core.jobs.footprints)."""
+    """What a first export of `key` (with its load) will hold (core.models.footprints)."""
     spec = get_spec(key.name)
     engine = engine_for(key, device, runtime_choice)
     return footprints.export_mb(params=spec.num_params, input_size=spec.input_size, family=spec.family, engine=engine)

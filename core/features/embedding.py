@@ -31,7 +31,7 @@ from core.classify import predict
 from core.errors import ImageError, ZooScopeError
 from core.features.backbone import backbone_view, frozen_features, head_path
 from core.images import decode_image
-from core.jobs import footprints
+from core.models import footprints
 from core.models.family_paths import get_layer
 from core.models.loading import LoadedModel
 from core.preprocessing import Transform, decode_side
@@ -157,7 +157,7 @@ def embedding_memory_mb(
     loaded: LoadedModel, images: int, *, runtime: str = "torch", batch_size: int, thumbnail_side: int = 0
 ) -> float:
     """What embedding `images` images through the shared `loaded` will hold, estimated before it starts
-    (core.jobs.footprints): activations at `batch_size`, the (n, d) result and thumbnails; plus a first
+    (core.models.footprints): activations at `batch_size`, the (n, d) result and thumbnails; plus a first
     ONNX export of its feature extractor where this process has no embedder for it in `runtime` yet."""
     spec = loaded.spec
     head = get_layer(loaded.module, head_path(spec), spec.name)

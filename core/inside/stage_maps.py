@@ -32,7 +32,7 @@ from PIL import Image
 from core import preprocessing
 from core.errors import ZooScopeError
 from core.inside.anatomy import Anatomy, Stage, anatomy, token_grid_side
-from core.jobs import footprints
+from core.models import footprints
 from core.models.family_paths import get_layer, set_layer
 from core.models.loading import LoadedModel
 from core.models.views import private_view
@@ -83,7 +83,7 @@ def _class_token(stage: Stage) -> bool:
 
 
 def stage_maps_memory_mb(loaded: LoadedModel) -> float:
-    """What one photo's stage maps will hold (core.jobs.footprints), the weights being the shared model's."""
+    """What one photo's stage maps will hold (core.models.footprints), the weights being the shared model's."""
     return footprints.stage_maps_mb(input_size=loaded.spec.input_size, family=loaded.spec.family)
 
 

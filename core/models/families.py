@@ -14,7 +14,13 @@ not say, the way timm's `PretrainedCfg` carries `classifier` and `first_conv`:
   stages, so "half" fine-tuning cuts between blocks, not after a stage (core.finetune.depth);
 - `channels_last`: mostly 2-D convolutions on NCHW maps, which cuDNN runs fastest channels-last;
 - `bf16_slow`: bf16 autocast measured slower than fp32 even at batch 64 (H100: depthwise
-  convolutions do not use the tensor cores).
+  convolutions do not use the tensor cores);
+- `activation_elements`: the peak float32 elements an inference forward holds per input pixel and
+  image, measured (bench/bench_footprints.py: torch 2.14, one thread, batch 16, 224 px) and rounded
+  up; the job queue's memory estimates read it (core.models.footprints). A family not measured gets
+  the default, above all measured but VGG's;
+- `attention_quadratic`: global attention (ViT): its scores grow with the square of the tokens, so
+  `activation_elements` (measured at 224 px) grows with the input's area.
 
 Paths are dotted module paths; an integer part indexes a module's children by position, a
 negative one from the end ("classifier.-1" is the last module of a Sequential). In `stages`,
@@ -45,6 +51,8 @@ class TraitChanges(TypedDict, total=False):
     stages: tuple[str, ...]
     channels_last: bool
     bf16_slow: bool
+    activation_elements: int
+    attention_quadratic: bool
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class FamilyTraits:
     equal_blocks: tuple[str, ...] = ()
     channels_last: bool = True
     bf16_slow: bool = False
+    activation_elements: int = 120
+    attention_quadratic: bool = False
     # Model name -> fields that differ from the family's (e.g. VGG with batch norm).
     by_model: Mapping[str, TraitChanges] = field(default_factory=dict)
 
@@ -75,6 +85,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         last_block="layer4",
         cam_target="layer4",
         stages=("maxpool", "layer1", "layer2", "layer3", "layer4"),
+        activation_elements=80,  # 77 measured (resnet50)
     ),
     "vgg": FamilyTraits(
         head="classifier.-1",
@@ -82,12 +93,14 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="features.-2",
         stages=("features.*MaxPool2d",),
         by_model=_VGG_BN,
+        activation_elements=200,  # 192 measured (vgg16)
     ),
     "alexnet": FamilyTraits(
         head="classifier.-1",
         last_block="features.-3",
         cam_target="features.-2",
         stages=("features.*MaxPool2d",),
+        activation_elements=40,
     ),
     "efficientnet": FamilyTraits(  # b0-b7 and v2: features[0] is the stem, features[-1] the final 1x1 conv
         head="classifier.-1",
@@ -95,6 +108,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="features.-1",
         stages=("features.*",),
         bf16_slow=True,
+        activation_elements=80,  # 79 measured (efficientnet_b0)
     ),
     "efficientnet_lite": FamilyTraits(  # timm's tf_efficientnet_lite layout
         head="classifier",
@@ -102,6 +116,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="bn2",
         stages=("bn1", "blocks.*", "bn2"),
         bf16_slow=True,
+        activation_elements=80,
     ),
     "mobilenet_v2": FamilyTraits(
         head="classifier.-1",
@@ -109,6 +124,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="features.-1",
         stages=("features.1", "features.3", "features.6", "features.13", "features.17", "features.18"),
         bf16_slow=True,
+        activation_elements=60,
     ),
     "mobilenet_v3": FamilyTraits(
         head="classifier.-1",
@@ -121,6 +137,7 @@ FAMILIES: dict[str, FamilyTraits] = {
                 "stages": ("features.0", "features.1", "features.3", "features.8", "features.11", "features.12")
             }
         },
+        activation_elements=50,  # 48 measured (mobilenet_v3_large)
     ),
     "convnext": FamilyTraits(
         head="classifier.-1",
@@ -128,6 +145,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         cam_target="features.-1",
         stages=("features.0", "features.1", "features.3", "features.5", "features.7"),
         equal_blocks=("features.1.*", "features.3.*", "features.5.*", "features.7.*"),
+        activation_elements=80,  # 70 measured (convnext_tiny)
     ),
     "densenet": FamilyTraits(
         head="classifier",
@@ -140,6 +158,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             "features.denseblock3",
             "features.norm5",
         ),
+        activation_elements=100,  # 91 measured (densenet121)
     ),
     "regnet": FamilyTraits(
         head="fc",
@@ -194,6 +213,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         stages=("features.0", "features.1", "features.3", "features.5", "features.7"),
         equal_blocks=("features.1.*", "features.3.*", "features.5.*", "features.7.*"),
         channels_last=False,
+        activation_elements=120,  # 107 and 113 measured (swin_t, two runs): windows of tokens, linear in the area
     ),
     "vit": FamilyTraits(  # token sequences
         head="heads.head",
@@ -203,6 +223,8 @@ FAMILIES: dict[str, FamilyTraits] = {
         stages=("conv_proj", "encoder.layers.*/4"),
         equal_blocks=("encoder.layers.*",),
         channels_last=False,
+        activation_elements=60,  # 59 measured (vit_b_16)
+        attention_quadratic=True,
     ),
 }
 

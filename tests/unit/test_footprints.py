@@ -1,4 +1,4 @@
-"""core.jobs.footprints: the memory the queue admits heavy work by, estimated before it starts."""
+"""core.models.footprints: the memory the queue admits heavy work by, estimated before it starts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from core.jobs import footprints
+from core.models import footprints
 from core.models.catalog import get_spec
 
 

@@ -5,10 +5,10 @@ at the caller), so the estimate costs nothing: no model is built or traced to ma
 
 - Weights: float32, 4 bytes a parameter, counted only where the work loads them (a model already in
   the shared pool is in the process's resident memory, which the queue reads anyway).
-- Activations of an inference forward: the peak growth of resident memory per image, measured here
-  (torch 2.14, one thread, batch 16, 224 px, random weights; bench/bench_footprints.py) and written
-  as float32 elements per input pixel, by family: VGG's full-resolution 64-channel maps are the widest.
-  ViT's attention grows with the square of the tokens, so its factor grows with the input's area.
+- Activations of an inference forward: the peak growth of resident memory per image, measured
+  (bench/bench_footprints.py) and kept in the family table as float32 elements per input pixel
+  (core.models.families: `activation_elements`, `attention_quadratic`): VGG's full-resolution
+  64-channel maps are the widest; ViT's attention grows with the square of the tokens.
 - A backward (Grad-CAM) keeps every activation until it has run: BACKWARD_FACTOR times the
   forward's peak (the saved tensors of a whole network against its few live ones).
 - Results: n x d float32 for embeddings, plus their thumbnails.
@@ -16,26 +16,12 @@ at the caller), so the estimate costs nothing: no model is built or traced to ma
 
 from __future__ import annotations
 
+from core.models.families import traits
+
 BYTES_PER_FLOAT = 4
 MIB = 2**20
 MEASURED_AT = 224  # the input side the per-pixel factors were measured at
 
-# Peak float32 elements held per input pixel and image by an inference forward (measured, rounded up).
-ELEMENTS_PER_PIXEL = {
-    "vgg": 200,  # 192 measured (vgg16)
-    "alexnet": 40,
-    "resnet": 80,  # 77 (resnet50)
-    "efficientnet": 80,  # 79 (efficientnet_b0)
-    "efficientnet_lite": 80,
-    "mobilenet_v3": 50,  # 48 (mobilenet_v3_large)
-    "mobilenet_v2": 60,
-    "vit": 60,  # 59 (vit_b_16), at 224: see QUADRATIC
-    "densenet": 100,  # 91 (densenet121)
-    "convnext": 80,  # 70 (convnext_tiny)
-    "swin": 120,  # 107 and 113 (swin_t, two runs): windows of tokens, linear in the area
-}
-DEFAULT_ELEMENTS_PER_PIXEL = 120  # families not measured: above all but VGG that were
-QUADRATIC = {"vit"}  # global attention: tokens x tokens scores
 BACKWARD_FACTOR = 8  # a backward's saved activations against a forward's peak (whole network, batch 1)
 EXPORT_WEIGHT_COPIES = 3  # torch.export's graph, the ONNX model in memory, the session that checks it
 INT8_WEIGHT_COPIES = 2  # the fp32 session that calibrates and measures, the int8 one
@@ -49,8 +35,9 @@ def weights_mb(params: int) -> float:
 
 def activations_mb(input_size: int, family: str, batch: int = 1) -> float:
     """Peak activations of an inference forward of `batch` images at `input_size` pixels square."""
-    per_pixel: float = ELEMENTS_PER_PIXEL.get(family, DEFAULT_ELEMENTS_PER_PIXEL)
-    if family in QUADRATIC:
+    family_traits = traits(family)
+    per_pixel: float = family_traits.activation_elements
+    if family_traits.attention_quadratic:
         per_pixel *= max(input_size / MEASURED_AT, 1.0) ** 2
     return batch * input_size * input_size * per_pixel * BYTES_PER_FLOAT / MIB
 
