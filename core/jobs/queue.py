@@ -13,6 +13,8 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
   estimate (it could never fit better).
 - A waiting job can be cancelled and leaves the line; a running one is asked to stop (`cancelled()`
   turns true; work that checks it raises JobCancelled or returns early).
+- The wait a page shows adds up the time left of the jobs ahead: each one's own estimate where its
+  page made one, else what jobs of its kind took here lately (a moving average).
 - Jobs belong to a session (`owner`); when `is_alive(owner)` turns false the session has closed, and
   its jobs are cancelled, so a closed tab frees its place.
 
@@ -35,6 +37,8 @@ from core.errors import ZooScopeError
 
 JobState = Literal["waiting", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
+# A finished job's weight in its kind's typical duration (a moving average: recent jobs count most).
+TYPICAL_WEIGHT = 0.5
 DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the allocator's slack need
 
 _log = logging.getLogger(__name__)
@@ -121,6 +125,7 @@ class JobQueue:
         self._running: list[Job] = []
         self._work: dict[int, Work | None] = {}  # None: the job runs in the thread that asked (`admitted`)
         self._janitor: threading.Thread | None = None
+        self._typical_s: dict[str, float] = {}  # kind -> seconds jobs of that kind took lately
 
     # --- asking -----------------------------------------------------------------------------------
 
@@ -226,15 +231,26 @@ class JobQueue:
             now = self._clock()
             remaining = []
             for running in self._running:
-                if running.estimate_s is None:
+                expected = self._expected_s_locked(running)
+                if expected is None:
                     return None
                 elapsed = now - (running.started_at if running.started_at is not None else now)
-                remaining.append(max(running.estimate_s - elapsed, 0.0))
+                remaining.append(max(expected - elapsed, 0.0))
             for ahead in self._waiting[: self._waiting.index(job)]:
-                if ahead.estimate_s is None:
+                expected = self._expected_s_locked(ahead)
+                if expected is None:
                     return None
-                remaining.append(ahead.estimate_s)
+                remaining.append(expected)
         return sum(remaining) / self.slots
+
+    def typical_s(self, kind: str) -> float | None:
+        """How long jobs of `kind` took here lately (a moving average of those that finished), if any did."""
+        with self._lock:
+            return self._typical_s.get(kind)
+
+    def _expected_s_locked(self, job: Job) -> float | None:
+        # The job's own estimate where its page made one, else what jobs of its kind took here lately.
+        return job.estimate_s if job.estimate_s is not None else self._typical_s.get(job.kind)
 
     def jobs(self, owner: str | None = None) -> list[Job]:
         """Running then waiting jobs, in order; only `owner`'s when given."""
@@ -290,6 +306,10 @@ class JobQueue:
     def _finish_locked(self, job: Job, state: JobState) -> None:
         job.state = state
         job.finished_at = self._clock()
+        if state == "done" and job.started_at is not None:
+            took = job.finished_at - job.started_at
+            before = self._typical_s.get(job.kind, took)
+            self._typical_s[job.kind] = TYPICAL_WEIGHT * took + (1 - TYPICAL_WEIGHT) * before
         job._finished.set()
 
     # --- closed sessions --------------------------------------------------------------------------

@@ -199,6 +199,37 @@ def test_the_wait_is_estimated_from_the_jobs_ahead():
     assert jobs[2].wait(WAIT)
 
 
+def test_without_an_estimate_the_wait_comes_from_what_jobs_of_that_kind_took():
+    now = {"t": 0.0}
+    queue = JobQueue(slots=1, memory_limit_mb=1000, memory_in_use_mb=lambda: 0.0, safety=1.0, clock=lambda: now["t"])
+    started: list[str] = []
+    first = Gate(started)
+    job = queue.submit(first, kind="embed", label="first", owner="a", memory_mb=1)
+    until(lambda: started == ["first"])
+    waiting = queue.submit(Gate(started), kind="embed", label="second", owner="b", memory_mb=1)
+    assert queue.typical_s("embed") is None
+    assert queue.wait_estimate_s(waiting) is None  # nothing of its kind has finished here yet
+    now["t"] = 30.0
+    first.opened.set()
+    assert job.wait(WAIT)
+    assert queue.typical_s("embed") == pytest.approx(30.0)
+
+    gates = [Gate(started), Gate(started)]
+    third = queue.submit(gates[0], kind="embed", label="third", owner="c", memory_mb=1)
+    behind = queue.submit(gates[1], kind="embed", label="fourth", owner="d", memory_mb=1)
+    queue.cancel(waiting)
+    until(lambda: started[-1] == "third")
+    now["t"] = 40.0  # "third" started at 30: about 20 s left of a typical 30
+    assert queue.wait_estimate_s(behind) == pytest.approx(20.0)
+    now["t"] = 50.0
+    gates[0].opened.set()
+    assert third.wait(WAIT)
+    assert queue.typical_s("embed") == pytest.approx(0.5 * 20.0 + 0.5 * 30.0)  # recent jobs count most
+    assert queue.typical_s("train") is None
+    gates[1].opened.set()
+    assert behind.wait(WAIT)
+
+
 def test_progress_is_readable_while_the_job_runs():
     queue, seen = make_queue(), threading.Event()
 
