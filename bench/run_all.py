@@ -63,6 +63,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_duplicates.py": t,
         "bench_startup.py": ["--repeats", "5"],
         "bench_batch.py": ["--images", "1000"],  # Ray's actors take the CPUs: no --threads
+        "bench_light_work.py": ["--runs", "15", "--trainings", "2"],  # the app's own threads
         # The app's own threads on the cores a small host has: no --threads.
         "bench_soak.py": ["--sessions", "12", "--memory-mb", "2000", "--cores", "2"],
     }
@@ -84,6 +85,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_duplicates.py": work_rows.duplicates_rows,
     "bench_startup.py": model_rows.startup_rows,
     "bench_batch.py": model_rows.batch_rows,
+    "bench_light_work.py": work_rows.light_work_rows,
     "bench_soak.py": work_rows.soak_rows,
 }
 ORDER = [
@@ -99,6 +101,7 @@ ORDER = [
     "bench_duplicates.py",
     "bench_startup.py",
     "bench_batch.py",
+    "bench_light_work.py",
     "bench_soak.py",
 ]
 

@@ -219,3 +219,20 @@ def soak_rows(data: dict) -> list[Row]:
             )
         )
     return rows
+
+
+def light_work_rows(data: dict) -> list[Row]:
+    """bench_light_work: classifying one photo while whole-network fine-tunes train in the same process."""
+    if data["ratio"] is None:
+        return [("classify one photo while fine-tunes train", "training ended first", "", "", "", "")]
+    return [
+        (
+            f"classify one photo (efficientnet_lite0, ONNX Runtime) while {data['trainings']} whole-network "
+            "fine-tunes train in the same process",
+            f"{data['beside_training_ms']:.1f} ms",
+            f"{data['alone_ms']:.1f} ms (alone, same run)",
+            f"{data['ratio']:.2f}x",
+            f"< {data['goal']:.0f}x",
+            mark(data["ratio"] < data["goal"]),
+        )
+    ]
