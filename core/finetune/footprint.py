@@ -18,12 +18,14 @@ Shapes come from one forward on the meta device (no weights, no arithmetic) of a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
+from core.errors import ZooScopeError
 from core.finetune.config import TrainConfig
 from core.finetune.deeper import PREFIX_CACHE_BUDGET, caches_prefix
 from core.finetune.depth import BYTES_PER_TRAINABLE_PARAMETER, cut_for, meta_model
@@ -88,7 +90,7 @@ def training_memory_mb(
     trainable = cut.trainable_params * (BYTES_PER_TRAINABLE_PARAMETER + BEST_STATE_BYTES)
     frozen_batch = 2 * shapes.largest * FLOAT * min(config.batch_size, n_train + n_val)
     resize = spec.transforms().resize_size[0]
-    total = trainable + frozen_batch
+    total = float(trainable + frozen_batch)
     if config.mode == "finetune":
         total += n_train * resize * resize * 3 * 4 / 3  # decoded RGB, a 4:3 photo's short side at the resize
         if cut.start is not None:
@@ -118,3 +120,19 @@ def export_memory_mb(spec_name: str) -> float:
     """MiB an ONNX export of a trained model needs: the exporter's graph and constants, the fp32 and int8
     files, and sessions to check them: a few times the model's float32 weights (file size)."""
     return 6 * all_specs()[spec_name].file_size_mb + 256
+
+
+def measuring_memory_mb(spec_name: str, config: TrainConfig, images: int, *, model_loaded: bool = True) -> float:
+    """MiB that timing a step of every depth on `images` images needs (core.finetune.estimate): the
+    dearest depth's training on them, each depth's copies freed before the next."""
+    from core.finetune.depth import DEPTHS, check_memory
+
+    needs = [0.0]
+    for depth in DEPTHS:
+        try:
+            check_memory(spec_name, cut_for(spec_name, depth))
+        except ZooScopeError:
+            continue  # a depth refused here is not measured
+        finetune = dataclasses.replace(config, mode="finetune", unfreeze=depth, views=1)
+        needs.append(training_memory_mb(spec_name, finetune, images, 0, model_loaded=model_loaded))
+    return max(needs)
