@@ -53,6 +53,8 @@ def _options(threads: int) -> dict[str, list[str]]:
         # Fine-tune mode's 3-minute goal is for the app's own threads on a 2-core CPU, not --threads.
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", "--splits", "3", *t],
         "bench_finetune_memory.py": t,
+        # The estimate is for the app's own threads, as the page measures it: no --threads.
+        "bench_estimate.py": ["--models", "efficientnet_lite0", "--depths", "head,last,all", "--epochs", "3"],
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
         "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
@@ -307,6 +309,22 @@ def _finetune_memory_rows(data: list[dict]) -> list[Row]:
     ]
 
 
+def _estimate_rows(data: dict) -> list[Row]:
+    low, high = data["goal"]
+    return [
+        (
+            f"fine-tune mode's time estimate, {r['model']} to depth '{r['depth']}' ({r['epochs']} epochs, "
+            f"the example dataset's {r['images']} photos)",
+            f"{r['actual_s']:.1f} s (actual train())",
+            f"{r['estimate_s']:.1f} s (the estimate, measured in {r['measuring_s']:.0f} s)",
+            f"{r['ratio']:.2f}",
+            f"{low}-{high}",
+            _mark(low <= r["ratio"] <= high),
+        )
+        for r in data["results"]
+    ]
+
+
 def _memory_rows(data: dict) -> list[Row]:
     ours, tv = data["zooscope"], data["torchvision"]
     rows: list[Row] = [
@@ -498,6 +516,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_compare.py": _compare_rows,
     "bench_finetune.py": _finetune_rows,
     "bench_finetune_memory.py": _finetune_memory_rows,
+    "bench_estimate.py": _estimate_rows,
     "bench_memory.py": _memory_rows,
     "bench_allocator.py": _allocator_rows,
     "bench_inside.py": _inside_rows,
@@ -512,6 +531,7 @@ ORDER = [
     "bench_compare.py",
     "bench_finetune.py",
     "bench_finetune_memory.py",
+    "bench_estimate.py",
     "bench_memory.py",
     "bench_allocator.py",
     "bench_inside.py",
