@@ -51,7 +51,20 @@ def faces_zip(faces) -> bytes:
     return zip_of({label: images[:PER_CLASS] for label, images in faces.items()})
 
 
-pytestmark = pytest.mark.usefixtures("offline")
+pytestmark = pytest.mark.usefixtures("offline", "no_job_left")
+
+
+@pytest.fixture
+def no_job_left():
+    """After each test, the queue's background jobs (time estimates measuring) cancelled and finished: none
+    runs on into the next test, or into the process's exit."""
+    yield
+    from ui.jobs import job_queue
+
+    queue = job_queue()
+    for job in queue.jobs():
+        queue.cancel(job)
+        assert job.wait(TIMEOUT), f"{job.label} did not stop"
 
 
 @pytest.fixture

@@ -50,9 +50,9 @@ def held_measuring(monkeypatch) -> threading.Event:
     monkeypatch.setattr(costs, "measure_costs", waiting)
     yield go
     go.set()
-    for job in measuring_jobs():  # none left measuring in the background when the process ends
+    for job in costs.job_queue().jobs():  # none left measuring in the background when the process ends
         costs.job_queue().cancel(job)
-        job.wait(TIMEOUT)
+        assert job.wait(TIMEOUT), f"{job.label} did not stop"
 
 
 @pytest.fixture
