@@ -1,6 +1,6 @@
 """How long each choice of "how much to unfreeze" will take, measured on this machine before training.
 
-`measure_costs` times a small batch of the person's own images the way train() runs them: decoding,
+`measure_costs` times a batch of the person's own images the way train() runs them (its batch size): decoding,
 the augmentation, one frozen forward of the whole backbone at the model's own resolution (the
 features of epoch 0), and, for each depth, the frozen prefix, one training step of the tail
 (forward, backward in micro-batches, AdamW) and the tail's forward without autograd (validation),
@@ -37,7 +37,8 @@ from core.preprocessing import model_batch
 from core.progress import Progress
 from core.runtime import train_channels_last
 
-SAMPLE_IMAGES = 8  # a micro-batch's worth for most tails: the per-image cost of a batch of 4 is not that of 16
+SAMPLE_IMAGES = 8  # images decoded; they are repeated to fill a batch of the training's size
+MAX_BATCH = 64  # the largest batch timed: a cost per image at 32 is not that at 8 (measured: 2.5x on lite0)
 TIMED_RUNS = 2  # after one untimed run; the fastest is kept (a busy neighbour only ever adds time)
 
 T = TypeVar("T")
@@ -137,7 +138,8 @@ def measure_costs(
     *,
     progress: Progress | None = None,
 ) -> dict[str, DepthCost]:
-    """Per-image costs of every depth for `loaded`, timed on one batch of up to SAMPLE_IMAGES of `items`.
+    """Per-image costs of every depth for `loaded`, timed on one batch of the training's batch size made of
+    up to SAMPLE_IMAGES of `items` (repeated), each step in micro-batches as train() runs it.
 
     `progress` is called before each part; whatever it raises (a cancelled job) ends the measuring.
     """
@@ -146,10 +148,11 @@ def measure_costs(
     sample = list(items[:SAMPLE_IMAGES])
     if not sample:
         raise ZooScopeError("There are no images to time a training step on.")
-    n = len(sample)
+    n = min(config.batch_size, MAX_BATCH)  # train() runs its batches at this size: so are they timed
     if progress:
         progress(0, len(DEPTHS) + 1, f"Timing one batch of {n} images through the frozen backbone")
-    decode_seconds, images = _timed(lambda: [training_image(item, spec) for item in sample])
+    decode_seconds, decoded = _timed(lambda: [training_image(item, spec) for item in sample])
+    images = [decoded[i % len(decoded)] for i in range(n)]
     augment = augmentation(spec, size=train_size, flip=config.flip, crop_scale=config.crop_scale)
     augment_seconds, batch = _warm_timed(lambda: augmented_batch(augment, images, seed=0))
     frozen = backbone_view(loaded).module
@@ -158,7 +161,7 @@ def measure_costs(
         feature_seconds, _ = _warm_timed(lambda: frozen(eval_batch))
     shared = DepthCost(
         "head",
-        decode=decode_seconds / n,
+        decode=decode_seconds / len(decoded),
         augment=augment_seconds / n,
         features=feature_seconds / n,
         scale=(spec.input_size / train_size) ** 2,

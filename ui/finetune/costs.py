@@ -23,7 +23,7 @@ from core.finetune.augment import resolve_train_size
 from core.finetune.config import TrainConfig
 from core.finetune.cost_cache import CostCache, CostKey, cache_file, host_key
 from core.finetune.depth import DEPTH_LABELS, DEPTHS
-from core.finetune.estimate import SAMPLE_IMAGES, DepthCost, estimate_seconds, measure_costs
+from core.finetune.estimate import MAX_BATCH, SAMPLE_IMAGES, DepthCost, estimate_seconds, measure_costs
 from core.finetune.footprint import measuring_memory_mb
 from core.finetune.lr_find import find_lr
 from core.jobs.queue import Job
@@ -119,7 +119,8 @@ def measuring_job(pool: ModelPool, key: CostKey, items: Sequence[LabelledImage],
         cache.put(key, costs)
         return costs
 
-    memory = measuring_memory_mb(key.backbone, config, len(items), model_loaded=model in pool.loaded())
+    images = min(config.batch_size, MAX_BATCH)
+    memory = measuring_memory_mb(key.backbone, config, images, model_loaded=model in pool.loaded())
     return job_queue().submit(
         work,
         kind="estimate",
