@@ -156,18 +156,25 @@ def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None
 
 def _measuring(dataset: Dataset, backbone: str, config: TrainConfig, key: CostKey, job: Job) -> None:
     """Polled every POLL_S seconds (only this section): where the measuring stands, then the table."""
-    if shared_costs().get(key, DEPTHS) is not None:
+    ready = shared_costs().get(key, DEPTHS) is not None
+    if ready:
         _estimates_table(dataset, backbone, config, key)
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        context = get_script_run_ctx()
-        if context is not None and context.fragment_ids_this_run:
-            st.rerun(scope="app")  # once, to draw the section again without polling
-        return
-    if job.state == "failed":
+    elif job.state == "failed":
         st.caption(verbatim(f"The times could not be measured: {job.error}"))
-        return
-    st.caption(f"Measuring how long each choice takes… ({_where(job)})")
+    else:
+        st.caption(f"Measuring how long each choice takes… ({_where(job)})")
+    if (ready or job.state == "cancelled") and _polled():
+        # Once: the page again, to draw this section without polling, or to ask for a measuring anew
+        # (the session that asked for this one changed its settings, or closed).
+        st.rerun(scope="app")
+
+
+def _polled() -> bool:
+    """Whether this is one of the fragment's own runs (not the page's run that drew it first)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    return context is not None and bool(context.fragment_ids_this_run)
 
 
 def _where(job: Job) -> str:
