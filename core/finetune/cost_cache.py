@@ -13,6 +13,7 @@ way, so ten sessions opening the page start one measurement, not ten.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -50,7 +51,9 @@ class CostKey:
         return f"{self.backbone} | {depth} | {self.train_size} px | {flags} | {self.host}"
 
 
+@functools.cache
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's name (read once: every render of the page asks for the host's key)."""
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.lower().startswith("model name"):
