@@ -56,6 +56,8 @@ def _options(threads: int) -> dict[str, list[str]]:
         # Fine-tune mode's 3-minute goal is for the app's own threads on a 2-core CPU, not --threads.
         "bench_finetune.py": ["--repeats", "1", "--naive-epochs", "2", "--splits", "3", *t],
         "bench_finetune_memory.py": t,
+        # The estimate is for the app's own threads, as the page measures it: no --threads.
+        "bench_estimate.py": ["--models", "efficientnet_lite0", "--depths", "head,last,all", "--epochs", "3"],
         "bench_memory.py": ["--repeats", "1", *t],
         "bench_allocator.py": ["--repeats", "5", *t],
         "bench_inside.py": ["--repeats", "7", "--maps-models", "resnet50,vit_b_16", *t],
@@ -78,6 +80,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_compare.py": model_rows.compare_rows,
     "bench_finetune.py": work_rows.finetune_rows,
     "bench_finetune_memory.py": work_rows.finetune_memory_rows,
+    "bench_estimate.py": work_rows.estimate_rows,
     "bench_memory.py": model_rows.memory_rows,
     "bench_allocator.py": model_rows.allocator_rows,
     "bench_inside.py": work_rows.inside_rows,
@@ -94,6 +97,7 @@ ORDER = [
     "bench_compare.py",
     "bench_finetune.py",
     "bench_finetune_memory.py",
+    "bench_estimate.py",
     "bench_memory.py",
     "bench_allocator.py",
     "bench_inside.py",

@@ -103,6 +103,22 @@ def finetune_memory_rows(data: list[dict]) -> list[Row]:
     ]
 
 
+def estimate_rows(data: dict) -> list[Row]:
+    low, high = data["goal"]
+    return [
+        (
+            f"fine-tune mode's time estimate, {r['model']} to depth '{r['depth']}' ({r['epochs']} epochs, "
+            f"the example dataset's {r['images']} photos)",
+            f"{r['actual_s']:.1f} s (actual train())",
+            f"{r['estimate_s']:.1f} s (the estimate, measured in {r['measuring_s']:.0f} s)",
+            f"{r['ratio']:.2f}",
+            f"{low}-{high}",
+            mark(low <= r["ratio"] <= high),
+        )
+        for r in data["results"]
+    ]
+
+
 def inside_rows(data: dict) -> list[Row]:
     anatomy = data["anatomy"]
     cold = sum(r["cold_s"] for r in anatomy)

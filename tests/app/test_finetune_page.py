@@ -51,7 +51,20 @@ def faces_zip(faces) -> bytes:
     return zip_of({label: images[:PER_CLASS] for label, images in faces.items()})
 
 
-pytestmark = pytest.mark.usefixtures("offline")
+pytestmark = pytest.mark.usefixtures("offline", "no_job_left")
+
+
+@pytest.fixture
+def no_job_left():
+    """After each test, the queue's background jobs (time estimates measuring) cancelled and finished: none
+    runs on into the next test, or into the process's exit."""
+    yield
+    from ui.jobs import job_queue
+
+    queue = job_queue()
+    for job in queue.jobs():
+        queue.cancel(job)
+        assert job.wait(TIMEOUT), f"{job.label} did not stop"
 
 
 @pytest.fixture
@@ -416,6 +429,15 @@ def glyphs_zip() -> bytes:
     return zip_of({f"digit_{label}": list(images) for label, images in glyph_pngs(8).items() if label in "012"})
 
 
+def estimates_measured(at: AppTest) -> AppTest:
+    """`at` run again once the queue's jobs (the time estimates' measuring) have finished."""
+    from ui.jobs import job_queue
+
+    for job in job_queue().jobs():
+        assert job.wait(TIMEOUT), f"{job.label} did not finish"
+    return ok(at.run())
+
+
 def helps(at: AppTest, key: str) -> str:
     return next(widget.help for widget in at.checkbox if widget.key == key)
 
@@ -425,6 +447,7 @@ def test_finetune_mode_times_each_choice_trains_and_lists_the_runs(page, glyphs_
     ok(page.radio(key="finetune_mode").set_value("finetune").run())
     depth = page.radio(key="finetune_unfreeze")
     assert depth.options == ["Head only", "Last block", "Last half", "Whole network"] and depth.value == "half"
+    estimates_measured(page)  # in a background job of the queue: the page draws the table once it is done
     estimates = frame_with(page, "parameters that train")
     assert estimates["choice"].tolist() == depth.options
     assert all(time.startswith("about ") for time in estimates["time"])  # measured for every choice

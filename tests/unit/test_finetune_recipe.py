@@ -307,7 +307,8 @@ def test_time_estimates_are_measured_for_every_depth(lite0, small_glyphs, monkey
     assert list(costs) == list(DEPTHS)
     for cost in costs.values():
         assert cost.reason is None
-        assert all(value > 0 for value in (cost.augment, cost.features, cost.prefix, cost.step))
+        assert all(value > 0 for value in (cost.decode, cost.augment, cost.features, cost.prefix, cost.step))
+        assert 0 < cost.forward < cost.step
         assert cost.scale == pytest.approx((224 / 96) ** 2)
     assert [costs[d].has_prefix for d in DEPTHS] == [True, True, True, False]
     assert costs["head"].trainable_params == 0 < costs["last"].trainable_params < costs["all"].trainable_params
@@ -321,15 +322,25 @@ def test_time_estimates_are_measured_for_every_depth(lite0, small_glyphs, monkey
 
 
 def test_estimate_arithmetic():
+    """The same steps as train(): features of uncached images, training images decoded once, the views through
+    the prefix once (cached) or each epoch (not), validation through the tail at the model's resolution."""
     config = TrainConfig(mode="finetune", epochs=5, views=4)
-    half = DepthCost("half", 1, augment=0.01, features=0.05, prefix=0.02, step=0.09, scale=2.0, has_prefix=True)
-    validation = 20 * 0.09 / 3 * 2.0
+    half = DepthCost(
+        "half", 1, decode=0.004, augment=0.01, features=0.05, prefix=0.02, step=0.09, forward=0.03, scale=2.0,
+        has_prefix=True,
+    )  # fmt: skip
+    validation = 20 * 0.03 * 2.0
     cached = estimate_seconds(half, config, 100, 20, uncached=120)
-    assert cached == pytest.approx(120 * 0.05 + 4 * 100 * 0.03 + 20 * 0.05 + 5 * (100 * 0.09 + validation))
+    fixed = 120 * (0.004 + 0.05) + 100 * 0.004 + 3 * 0.03
+    assert cached == pytest.approx(
+        fixed + 4 * 100 * (0.01 + 0.02) + 20 * (0.004 + 0.02 * 2.0) + 5 * (100 * 0.09 + validation)
+    )
     whole = dataclasses.replace(half, depth="all", has_prefix=False)
     fresh = estimate_seconds(whole, config, 100, 20)
-    assert fresh == pytest.approx(5 * (100 * (0.01 + 0.02 + 0.09) + 20 * 0.05 + validation))
-    assert estimate_seconds(dataclasses.replace(half, reason="too big"), config, 100, 20) != cached
+    per_epoch = 100 * (0.01 + 0.02 + 0.09) + 20 * (0.004 + 0.02 * 2.0) + validation
+    assert fresh == pytest.approx(100 * 0.004 + 3 * 0.03 + 5 * per_epoch)
+    assert estimate_seconds(half, config, 100, 40, uncached=120) > cached  # more validation images take longer
+    assert math.isnan(estimate_seconds(dataclasses.replace(half, reason="too big"), config, 100, 20))
 
 
 def test_lr_finder_sweeps_upwards_and_suggests_a_rate(lite0, small_glyphs, cache):

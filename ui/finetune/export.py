@@ -1,4 +1,5 @@
-"""Export: the model bundle, and ONNX models (fp32 and int8) with their measured agreement."""
+"""Export: the model bundle, and ONNX models (fp32 and int8) with their measured agreement (heavy work:
+it waits its turn in the job queue)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import streamlit as st
 from core.errors import ZooScopeError
 from core.finetune.bundle import export_bundle, preprocessing
 from core.finetune.deploy import deploy_images, describe, export_onnx_models
+from core.finetune.footprint import export_memory_mb
 from core.finetune.trained import TrainedModel
+from core.jobs.queue import JobCancelled
 from core.models.catalog import all_specs
 from core.models.keys import ModelKey
 from core.runtime import int8_verdict
 from ui.finetune import keys
 from ui.finetune.data import last_dataset
+from ui.jobs import in_line
 from ui.loading import load_with_progress
 from ui.progress import progress_bar
 from ui.session import recall, remember, reuse
@@ -57,11 +61,17 @@ def export(trained: TrainedModel) -> None:
 def onnx_downloads(trained: TrainedModel, stem: str) -> None:
     """fp32 and int8 ONNX files on request, each with its measured agreement (core.finetune.deploy)."""
     if st.button("Prepare the ONNX models (fp32 and int8)", key="finetune_prepare_onnx", icon=":material/build:"):
+        label = f"Exporting {trained.backbone} and its head to ONNX (fp32 and int8)"
         try:
-            with progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress:
+            with (
+                in_line("export", label, memory_mb=export_memory_mb(trained.backbone)),
+                progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress,
+            ):
                 loaded = load_with_progress(ModelKey(trained.backbone)).torch
                 images = deploy_images(trained, last_dataset())
                 exports = export_onnx_models(trained, loaded, images, progress=progress)
+        except JobCancelled:
+            st.warning("The server took this export out of the line (the session closed).", icon=":material/warning:")
         except Exception as error:  # noqa: BLE001 - the exporter fails in many ways; say so, keep the page
             st.error(f"The ONNX export failed: {error}", icon=":material/error:")
         else:

@@ -24,7 +24,6 @@ def setting(name: str) -> str:
 
 
 # ui.session slots: the last answer, and the inputs it was made for.
-COSTS = "finetune_costs"  # the measured time of each depth
 LR_FINDING = "finetune_lr_finding"  # the LR finder's last curve
 TRY_RESULTS = "finetune_try_last"  # Try it's classifications
 BUNDLE = "finetune_bundle"  # the bundle's bytes

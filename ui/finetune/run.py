@@ -1,25 +1,33 @@
-"""The training run: Train's click trains with live progress and curves, and Stop (or any other click)
-ends it with the best model so far."""
+"""The training run: Train's click waits its turn in the job queue (with the training's memory estimate),
+then trains with live progress and curves; Stop (or any other click) leaves the line, or ends the
+training with the best model so far."""
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.datasets.labelled import Dataset
+from core.datasets.labelled import Dataset, stratified_split
 from core.errors import ZooScopeError
 from core.finetune.config import EpochLog, TrainConfig
+from core.finetune.estimate import estimate_seconds
+from core.finetune.footprint import training_memory_mb
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
+from core.jobs.queue import JobCancelled
 from core.models.keys import ModelKey
 from ui.charts import training_curves
 from ui.finetune import keys
 from ui.finetune.cache import feature_cache
+from ui.finetune.costs import drop_waiting_estimates, measured_costs
 from ui.finetune.describe import history_frame, trained_part
 from ui.finetune.history import add_run
+from ui.jobs import in_line
 from ui.loading import load_with_progress
+from ui.model_pool import model_pool
 from ui.session import MY_MODEL
 from ui.text import verbatim
 
@@ -36,6 +44,7 @@ class TrainingRun:
     """
 
     stop_clicked: bool = False  # set by the Stop button's callback, at the start of the new run
+    started: bool = False  # its turn in the job queue came (before that, a click only leaves the line)
     done: bool = False  # train() returned (completed, stopped early, or refused with an error)
     model: TrainedModel | None = None
     finished: threading.Event = field(default_factory=threading.Event)
@@ -123,24 +132,57 @@ def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: Traini
         return None
 
 
-def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
-    """Train; a click on Stop (or anywhere else) while it runs ends it with the best model so far.
+def queue_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> tuple[float, float | None]:
+    """(MiB, seconds) this training should take: what the job queue admits it by and tells the others
+    waiting. The time only where the costs were measured already (nothing waits for them)."""
+    train_items, val_items = stratified_split(dataset.items, val_fraction=config.val_fraction, seed=config.seed)
+    loaded = ModelKey(backbone) in model_pool().loaded()
+    memory = training_memory_mb(backbone, config, len(train_items), len(val_items), model_loaded=loaded)
+    costs = measured_costs(backbone, config) if config.mode == "finetune" else None
+    seconds = None
+    if costs is not None:
+        uncached = sum((backbone, item.digest) not in feature_cache() for item in dataset.items)
+        seconds = estimate_seconds(costs[config.depth], config, len(train_items), len(val_items), uncached=uncached)
+    return memory, seconds if seconds is not None and math.isfinite(seconds) else None
 
-    The click starts a new run of the page at once and stops this one at its next st.* call, the chart
-    update after an epoch: train() hands its best model to `run.keep` there, and the new run picks it up.
+
+def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
+    """Wait in line, then train; a click on Stop (or anywhere else) leaves the line, or, while it trains,
+    ends it with the best model so far.
+
+    The click starts a new run of the page at once and stops this one at its next st.* call (the place in
+    line redrawn, or the chart update after an epoch): train() hands its best model to `run.keep` there,
+    and the new run picks it up.
     """
+    try:
+        memory_mb, estimate_s = queue_estimates(dataset, backbone, config)
+    except ZooScopeError as error:  # a depth this model cannot be cut at: train() would refuse it the same way
+        st.error(verbatim(str(error)), icon=":material/error:")
+        return
+    drop_waiting_estimates()  # a training never waits behind this session's own time estimates
     run = TrainingRun()
     st.button(
         "Stop",
         key="finetune_stop",
         on_click=stop_clicked,
         icon=":material/stop_circle:",
-        help="Ends the training after the current epoch and keeps the best model so far.",
+        help="Leaves the line, or ends the training after the current epoch and keeps the best model so far.",
     )
     st.session_state[keys.RUN] = run  # from here on `finished` is always set: a later run waits for it
+    trained = None
     try:
-        trained = train_live(dataset, backbone, config, run)
+        with in_line(
+            "train",
+            f"Fine-tuning {backbone} ({trained_part(config) if config.mode == 'finetune' else 'the head'})",
+            memory_mb=memory_mb,
+            estimate_s=estimate_s,
+        ):
+            run.started = True
+            trained = train_live(dataset, backbone, config, run)
         run.model, run.done = trained, True
+    except JobCancelled:
+        run.done = True
+        st.warning("The server took this training out of the line (the session closed).", icon=":material/warning:")
     finally:
         run.finished.set()
     if trained is None:
@@ -162,6 +204,9 @@ def collect_training_run() -> None:
     if kept is not None and st.session_state.get(MY_MODEL) is not kept:
         add_run(kept)
     if run.done:
+        return
+    if not run.started:
+        st.info("Left the line: nothing was trained.", icon=":material/stop_circle:")
         return
     if kept is None:
         st.info("The training stopped before its first epoch ended, so there is no model to keep.")
