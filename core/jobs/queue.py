@@ -43,6 +43,9 @@ DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the
 
 _log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+# The job each thread is running now, if any: work nested in it (a training that first exports its
+# backbone) is part of it, and must not wait in line behind the slot it holds itself.
+_running_here = threading.local()
 
 
 class JobCancelled(ZooScopeError):
@@ -167,6 +170,12 @@ class JobQueue:
         it raises (a click that reruns the page) leaves the line. Raises JobCancelled if the job was cancelled
         (its session closed) before it started; inside the block, `job.cancelled()` says when to stop.
         """
+        outer = getattr(_running_here, "job", None)
+        if outer is not None and not outer.finished:
+            # Nested in a job this thread runs: that job's slot and memory estimate cover it. Waiting in
+            # line here would wait for the slot this very thread holds (on a one-core host, forever).
+            yield outer
+            return
         job = Job(kind=kind, label=label, owner=owner, memory_mb=float(memory_mb), estimate_s=estimate_s)
         job.submitted_at = self._clock()
         with self._lock:
@@ -181,12 +190,14 @@ class JobQueue:
                 if on_wait is not None:
                     on_wait(job)
                 job._started.wait(poll_s)
+            _running_here.job = job
             yield job
             state = "cancelled" if job.cancelled() else "done"
         except JobCancelled:
             state = "cancelled"
             raise
         finally:
+            _running_here.job = None
             with self._lock:
                 if job in self._waiting:
                     self._waiting.remove(job)
@@ -290,6 +301,7 @@ class JobQueue:
 
     def _run(self, job: Job, work: Work) -> None:
         state: JobState = "done"
+        _running_here.job = job
         try:
             job.result = work(job)
         except JobCancelled:
@@ -298,6 +310,8 @@ class JobQueue:
             state = "failed"
             job.error = str(error) if isinstance(error, ZooScopeError) else f"{type(error).__name__}: {error}"
             _log.exception("job %s (%s) failed", job.id, job.label)
+        finally:
+            _running_here.job = None
         with self._lock:
             self._running.remove(job)
             self._finish_locked(job, state)

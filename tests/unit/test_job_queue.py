@@ -334,3 +334,23 @@ def test_a_failure_inside_an_admitted_block_frees_the_slot():
     gate.opened.set()
     after = queue.submit(gate, kind="train", label="after", owner="a", memory_mb=10)
     assert after.wait(WAIT) and after.state == "done"
+
+
+def test_work_nested_in_a_running_job_is_part_of_it_and_never_waits_for_its_own_slot():
+    # A training whose first step is a first export of its backbone: on one slot, a second place in line
+    # would wait for the slot its own thread holds, forever.
+    queue = make_queue(slots=1)
+    with queue.admitted(kind="train", label="training", owner="a", memory_mb=1) as outer:
+        with queue.admitted(kind="export", label="export", owner="a", memory_mb=1) as inner:
+            assert inner is outer
+        assert [job.label for job in queue.jobs()] == ["training"]
+    assert outer.state == "done" and queue.jobs() == []
+
+    def nested(job: Job) -> str:
+        with queue.admitted(kind="export", label="inner", owner="b", memory_mb=1) as inner:
+            return "nested in its own job" if inner is job else "a second job"
+
+    submitted = queue.submit(nested, kind="embed", label="outer", owner="b", memory_mb=1)
+    assert submitted.wait(WAIT) and submitted.result == "nested in its own job"
+    with queue.admitted(kind="export", label="after", owner="a", memory_mb=1) as later:
+        assert later.label == "after"  # once the outer job is over, work waits in line again
