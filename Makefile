@@ -18,8 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-batch.txt
 run: setup
 	env $$(grep -v '^#' malloc.env | xargs) $(BIN)/streamlit run app.py
 
+# Two pytest-xdist workers: the browser tests on one, the app tests on one, the unit tests on both
+# (tests/conftest.py groups them); about 12.5 minutes on 2 cores against 17 in one process.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Ruff (lint and format), then mypy over core, ui, pages and app.py (pyproject.toml's [tool.mypy]).
 lint: setup

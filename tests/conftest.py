@@ -29,6 +29,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[_XDG_CACHE] = tempfile.mkdtemp(prefix="zooscope-tests-xdg-cache-")
 
 
+# Under pytest-xdist (`make test` runs two workers) each of these folders runs whole on one worker: the
+# browser tests share one app server and its ONNX cache, and the app tests' AppTest runs time out at
+# 120-180 s, which two of them at once on two cores put at risk. The unit tests spread over both.
+_WHOLE_ON_ONE_WORKER = ("e2e", "app")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in _WHOLE_ON_ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(folder))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if not _saved_xdg:
         return
