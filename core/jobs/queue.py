@@ -9,7 +9,9 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
   although part of them is already in the process's memory: conservative on purpose, since the
   price of a wrong guess is the OOM killer ending every session at once.
 - The line is first come, first served: a job never overtakes one that asked before it, so its
-  place in line only ever goes down. The job at the head starts when nothing runs, whatever its
+  place in line only ever goes down. One exception keeps short work short: long jobs (training)
+  run in at most all slots but one, and the short jobs behind a long one that waits for that lane
+  may start in the slot left. The job at the head starts when nothing runs, whatever its
   estimate (it could never fit better).
 - A waiting job can be cancelled and leaves the line; a running one is asked to stop (`cancelled()`
   turns true; work that checks it raises JobCancelled or returns early).
@@ -37,6 +39,8 @@ from core.errors import ZooScopeError
 
 JobState = Literal["waiting", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
+# Kinds of job that take minutes: they leave one slot to the rest (see _long_lane_full_locked).
+LONG_KINDS = frozenset({"train"})
 # A finished job's weight in its kind's typical duration (a moving average: recent jobs count most).
 TYPICAL_WEIGHT = 0.5
 DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the allocator's slack need
@@ -110,6 +114,7 @@ class JobQueue:
         memory_limit_mb: float,
         memory_in_use_mb: Callable[[], float],
         safety: float = DEFAULT_SAFETY,
+        long_kinds: frozenset[str] = LONG_KINDS,
         is_alive: Callable[[str], bool] | None = None,
         janitor_every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -119,6 +124,7 @@ class JobQueue:
         self.slots = slots
         self.memory_limit_mb = memory_limit_mb
         self.safety = safety
+        self.long_kinds = long_kinds
         self._memory_in_use_mb = memory_in_use_mb
         self._is_alive = is_alive
         self._janitor_every_s = janitor_every_s
@@ -276,6 +282,14 @@ class JobQueue:
 
     # --- admission --------------------------------------------------------------------------------
 
+    def _long_lane_full_locked(self, job: Job) -> bool:
+        # Long jobs (training) take at most all slots but one: a visitor's embedding or Grad-CAM of a
+        # few seconds never waits minutes behind trainings that arrived first (measured in the soak:
+        # up to 19x its time alone). On one slot there is no lane to keep.
+        if job.kind not in self.long_kinds or self.slots < 2:
+            return False
+        return sum(running.kind in self.long_kinds for running in self._running) >= self.slots - 1
+
     def _fits_locked(self, job: Job) -> bool:
         if not self._running:
             return True  # alone it can never fit better: run it rather than wait forever
@@ -285,8 +299,15 @@ class JobQueue:
         return self._memory_in_use_mb() + promised + job.memory_mb <= self.safety * self.memory_limit_mb
 
     def _dispatch_locked(self) -> None:
-        while self._waiting and self._fits_locked(self._waiting[0]):
-            job = self._waiting.pop(0)
+        index = 0
+        while index < len(self._waiting):
+            job = self._waiting[index]
+            if self._long_lane_full_locked(job):
+                index += 1  # it keeps its place among the long jobs; short work behind it may start
+                continue
+            if not self._fits_locked(job):
+                break  # first come, first served: nothing overtakes a job that does not fit yet
+            self._waiting.pop(index)
             work = self._work.pop(job.id)
             job.state = "running"
             job.started_at = self._clock()

@@ -354,3 +354,34 @@ def test_work_nested_in_a_running_job_is_part_of_it_and_never_waits_for_its_own_
     assert submitted.wait(WAIT) and submitted.result == "nested in its own job"
     with queue.admitted(kind="export", label="after", owner="a", memory_mb=1) as later:
         assert later.label == "after"  # once the outer job is over, work waits in line again
+
+
+def test_trainings_leave_one_slot_to_short_work():
+    queue, started = make_queue(slots=2), []
+    gates = {name: Gate(started) for name in ("train 1", "train 2", "embed", "train 3")}
+    jobs = {
+        name: queue.submit(gate, kind=name.split()[0], label=name, owner=name, memory_mb=1)
+        for name, gate in gates.items()
+    }
+    until(lambda: started == ["train 1", "embed"])  # the second training waits for the long lane
+    assert queue.place(jobs["train 2"]) == 1 and queue.place(jobs["train 3"]) == 2
+    gates["train 1"].opened.set()
+    until(lambda: started == ["train 1", "embed", "train 2"])  # trainings keep their order among themselves
+    gates["embed"].opened.set()
+    assert jobs["embed"].wait(WAIT)
+    assert jobs["train 3"].state == "waiting"  # the free slot stays short work's
+    for gate in gates.values():
+        gate.opened.set()
+    assert jobs["train 3"].wait(WAIT) and started[-1] == "train 3"
+
+
+def test_on_one_slot_a_training_runs_like_any_job():
+    queue, started = make_queue(slots=1), []
+    gates = [Gate(started), Gate(started)]
+    train = queue.submit(gates[0], kind="train", label="train", owner="a", memory_mb=1)
+    embed = queue.submit(gates[1], kind="embed", label="embed", owner="b", memory_mb=1)
+    until(lambda: started == ["train"])
+    assert queue.place(embed) == 1
+    for gate in gates:
+        gate.opened.set()
+    assert train.wait(WAIT) and embed.wait(WAIT) and started == ["train", "embed"]
