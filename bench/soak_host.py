@@ -34,6 +34,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Until Streamlit at `url` answers its health check; RuntimeError if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"streamlit did not become healthy within {timeout_s:.0f} s")
+
+
 def _writable_group(name: str) -> tuple[str, Path] | None:
     """A new memory cgroup this process may fill, as ("v1" | "v2", its folder); None where the OS says no."""
     if (CGROUP_V1 / "memory.limit_in_bytes").exists():
@@ -127,17 +142,11 @@ class SmallHost:
             (group / "memory.swap.max").write_text("0") if (group / "memory.swap.max").exists() else None
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise RuntimeError(f"the app exited at start:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"the app did not answer within {STARTUP_TIMEOUT_S} s")
+        assert self.process is not None
+        try:
+            wait_healthy(self.url, self.process, STARTUP_TIMEOUT_S)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}:\n{self.log_tail()}") from error
 
     def _sample_rss(self) -> None:
         while self._sampling.is_set() and self.alive:

@@ -13,11 +13,9 @@ way, so ten sessions opening the page start one measurement, not ten.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
-import platform
 import tempfile
 import threading
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.finetune.estimate import DepthCost
+from core.jobs.limits import cpu_model
 
 FILE_NAME = "finetune-costs.json"
 FORMAT = 2  # DepthCost's fields changed (warmed-up timings): entries of another format are measured again
@@ -49,18 +48,6 @@ class CostKey:
         """One depth's entry in the file: every part of the key, readable."""
         flags = f"head={self.head} adapt_batchnorm={self.adapt_batchnorm} flip={self.flip}"
         return f"{self.backbone} | {depth} | {self.train_size} px | {flags} | {self.host}"
-
-
-@functools.cache
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The processor's name (read once: every render of the page asks for the host's key)."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def host_key(device: str = "cpu") -> str:

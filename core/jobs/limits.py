@@ -9,8 +9,10 @@ Cloud: 2.7 GB), so the cgroup is read first.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -90,3 +92,15 @@ def memory_limit_mb(env: Mapping[str, str] | None = None) -> float:
 def process_memory_mb() -> float:
     """Resident memory of this process in MiB: what the kernel counts against the limit."""
     return psutil.Process().memory_info().rss / 2**20
+
+
+@functools.cache
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's name (read once: a fine-tune page asks for its host's key on every render)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
