@@ -43,6 +43,7 @@ class SoakReport:
     memory_limit_mb: int
     limit_kind: str
     alone: dict[str, float] = field(default_factory=dict)  # flow -> seconds, run alone on the warm app
+    alone_server_ms: dict[str, float] = field(default_factory=dict)  # flow -> the latency its page reported
     together: list[FlowResult] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     peak_anon_mb: float = 0.0
@@ -142,6 +143,8 @@ def soak(
                 (result,) = _run_in_own_thread(host.url, [(flow, 0, 0.0)], timeout_s, options)
                 if result.ok:
                     report.alone[flow] = result.seconds
+                    if result.server_ms is not None:
+                        report.alone_server_ms[flow] = result.server_ms
         jobs = [
             (flow, index + 1, classify_delay_s if flow == "classify" else 0.0)
             for index, flow in enumerate(plan(sessions, flows))

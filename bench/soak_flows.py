@@ -36,6 +36,7 @@ class FlowResult:
     session: int
     seconds: float
     error: str | None = None
+    server_ms: float | None = None  # Classify: the latency the page reports (preprocess, forward, top-k)
 
     @property
     def ok(self) -> bool:
@@ -139,7 +140,8 @@ async def inside(page, url: str) -> None:
     await page.locator("[data-testid='stMarkdown']").get_by_text("9. bn2", exact=True).wait_for()
 
 
-async def classify(page, url: str) -> None:
+async def classify(page, url: str) -> float:
+    """A bad file beside a photo; returns the photo's latency as the page reports it (the server's own work)."""
     await page.goto(url)
     await page.get_by_role("heading", name="Classify").first.wait_for()
     await _settle(page)
@@ -148,9 +150,11 @@ async def classify(page, url: str) -> None:
     await _photo_input(page).set_input_files([bad, photo])
     await page.get_by_text("holiday.jpg: The file looks like a text/HTML file").wait_for()
     await page.get_by_text("1 of 2 images classified").wait_for()
+    caption = await page.get_by_text(re.compile(r"[\d.]+ ms on ")).first.inner_text()
+    return float(caption.split(" ms on ")[0])
 
 
-FLOWS: dict[str, Callable[..., Awaitable[None]]] = {
+FLOWS: dict[str, Callable[..., Awaitable[float | None]]] = {
     "finetune": finetune,
     "features": features,
     "compare": compare,
@@ -170,9 +174,9 @@ async def run_flow(
     page = await context.new_page()
     page.set_default_timeout(timeout_s * 1000)
     started = time.monotonic()
-    error = None
+    error, server_ms = None, None
     try:
-        await FLOWS[flow](page, url, **(options or {}))
+        server_ms = await FLOWS[flow](page, url, **(options or {}))
         await _settle(page)
         if await page.locator("[data-testid='stException']").count():
             error = (
@@ -185,4 +189,4 @@ async def run_flow(
         error = f"{type(failure).__name__}: {str(failure).splitlines()[0][:300]}"
     seconds = time.monotonic() - started
     await context.close()
-    return FlowResult(flow, session, seconds, error)
+    return FlowResult(flow, session, seconds, error, server_ms)
