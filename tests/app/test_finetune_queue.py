@@ -132,8 +132,10 @@ def test_stop_while_waiting_in_line_leaves_the_line(glyphs_zip, monkeypatch):
 
     queue = ui.jobs.job_queue()
     release = threading.Event()
+    # Short work of other visitors in every slot: a training in line is then first, whatever the host's
+    # slots (trainings keep one slot free for short work, so other trainings would not fill them all).
     others = [
-        queue.submit(lambda job: release.wait(TIMEOUT), kind="train", label="another visitor", owner="x", memory_mb=1)
+        queue.submit(lambda job: release.wait(TIMEOUT), kind="embed", label="another visitor", owner="x", memory_mb=1)
         for _ in range(queue.slots)
     ]
     shown: list[str] = []
