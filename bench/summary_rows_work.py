@@ -222,16 +222,26 @@ def soak_rows(data: dict) -> list[Row]:
         ),
     ]
     for flow, ratio in data["slowdown"].items():
-        goal = data["classify_goal"] if flow == "classify" else data["bound"]
         rows.append(
             (
                 f"{where}: {flow}, slowest session against the flow alone",
                 f"{ratio * data['alone_s'][flow]:.1f} s",
                 f"{data['alone_s'][flow]:.1f} s (alone, same run)",
                 f"{ratio:.2f}x",
-                f"≤ {goal:.1f}x"
-                + (" (while the heavy flows run)" if flow == "classify" else " (1.5 x sessions / cores)"),
-                mark(ratio <= goal),
+                f"≤ {data['bound']:.1f}x (1.5 x sessions / cores)",
+                mark(ratio <= data["bound"]),
+            )
+        )
+    server = data.get("classify_server_ms") or {}
+    if data.get("classify_slowdown") is not None:
+        rows.append(
+            (
+                f"{where}: Classify of one photo, the latency its page reports, slowest session",
+                f"{server['together']:.1f} ms",
+                f"{server['alone']:.1f} ms (alone, same run)",
+                f"{data['classify_slowdown']:.2f}x",
+                f"≤ {data['classify_goal']:.1f}x (while the heavy flows run)",
+                mark(data["classify_slowdown"] <= data["classify_goal"]),
             )
         )
     return rows

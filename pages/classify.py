@@ -26,6 +26,7 @@ from core.models.loading import LoadedModel
 from ui import fallback
 from ui.charts import top_k_bars
 from ui.inputs import file_digest, image_inputs
+from ui.jobs import light_work
 from ui.loading import load_with_progress
 from ui.model_pool import model_pool
 from ui.navigation import ensure_app
@@ -121,7 +122,7 @@ def classify(choice: str, engine: str | None, files: list[tuple[str, bytes]], k:
 
     def compute() -> list[Classification | Failure]:
         model = chosen_model(choice, engine)
-        with progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
+        with light_work(), progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
             return classify_files(model, files, k=k, thumbnails=True, progress=progress)
 
     return reuse("classify_last", (choice, engine, id(trained), k, file_digest(tuple(files))), compute)

@@ -16,7 +16,7 @@ from core.preprocessing import decode_side
 from ui import fallback
 from ui.charts import accuracy_vs_latency
 from ui.inputs import file_digest, image_inputs
-from ui.jobs import in_line
+from ui.jobs import in_line, light_work
 from ui.loading import load_many
 from ui.model_pool import model_pool
 from ui.navigation import ensure_app, look_inside
@@ -54,7 +54,8 @@ def run_comparison(models: list[ModelHandle], files: list[tuple[str, bytes]], k:
     """Compare once per (models, files, k): widget reruns reuse this session's last answer."""
 
     def compute() -> Comparison:
-        with progress_bar(f"Running {len(models)} models on {len(files)} image(s)…") as progress:
+        # Light work: never in line, and trainings pause meanwhile, so the latency measured here is the model's own.
+        with light_work(), progress_bar(f"Running {len(models)} models on {len(files)} image(s)…") as progress:
             return compare_files(models, files, k=k, thumbnails=True, progress=progress)
 
     return reuse("compare_last", (tuple(model.name for model in models), k, file_digest(tuple(files))), compute)

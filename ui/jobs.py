@@ -5,6 +5,7 @@ Heavy work on a page runs inside `in_line(...)`: the script run waits its turn (
 line and the estimated wait, with a Cancel button), then does the work itself, so everything it draws
 stays in the page. A click while waiting reruns the page and leaves the line; a closed tab is noticed
 by the queue's janitor (Streamlit's runtime says which sessions are still open) and frees its place.
+Light work never waits: inside `light_work()` it runs at once, and trainings pause for it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def session_is_alive(owner: str) -> bool:
 def job_queue() -> JobQueue:
     """The process's one queue for heavy work: a slot per usable CPU, admitted by the memory limit."""
     return queue_for_this_host(is_alive=session_is_alive)
+
+
+def light_work():
+    """Around light work (classifying a few photos): it runs at once, and trainings give way to it."""
+    return job_queue().light()
 
 
 def waiting_text(queue: JobQueue, job: Job) -> str:

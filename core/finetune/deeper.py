@@ -30,6 +30,7 @@ from core.finetune.extraction import decode_item
 from core.finetune.micro_batch import activation_bytes_per_image, even_slices, micro_batch_size
 from core.finetune.tail import SplitBackbone, split_backbone
 from core.finetune.trained import TrainedModel
+from core.jobs.queue import give_way
 from core.models.loading import LoadedModel
 from core.preprocessing import model_batch
 from core.progress import Progress
@@ -108,6 +109,7 @@ def fine_tune(
         order = torch.randperm(len(labels.train_items), generator=generator)
         views = torch.randint(config.views, (len(labels.train_items),), generator=generator)
         for batch_number, indices in enumerate(order.split(config.batch_size)):
+            give_way()  # a visitor's short work (an embedding, a Grad-CAM, a classify) goes first
             cut_input = inputs.train_batch(indices, views[indices], seed=_batch_seed(config.seed, epoch, batch_number))
             targets = labels.y_train[indices].to(device)
             optimizer.zero_grad(set_to_none=True)

@@ -19,6 +19,7 @@ from core.finetune.metrics import evaluate
 from core.finetune.tail import SplitBackbone
 from core.finetune.threshold import default_threshold
 from core.finetune.trained import TrainedModel
+from core.jobs.queue import give_way
 from core.models.loading import LoadedModel
 
 
@@ -174,6 +175,7 @@ def fit_head(
         head.train()
         total_loss, total_correct = 0.0, 0
         for indices in torch.randperm(len(labels.train_items), generator=generator).split(config.batch_size):
+            give_way()  # a visitor's short work goes first (core.jobs.queue)
             logits = head(train_features[indices.to(device)])
             targets = labels.y_train[indices].to(device)
             loss = criterion(logits, targets)

@@ -14,6 +14,7 @@ from core.datasets.labelled import LabelledImage
 from core.errors import ImageError
 from core.features.embedding import Embedder
 from core.images import decode_image
+from core.jobs.queue import give_way
 from core.preprocessing import Transform
 from core.progress import Progress
 
@@ -112,6 +113,7 @@ def extract_features(
     # head is trained on exactly the features it will see in use.
     embedder = Embedder(name, backbone_view, preprocess, torch.device(device))
     for start in range(0, len(missing), batch_size):
+        give_way()  # in a training, a visitor's short work goes first (core.jobs.queue)
         chunk = missing[start : start + batch_size]
         features = embedder.embed_images([decode_item(items[index], embedder.decode_side) for index in chunk])
         for index, row in zip(chunk, features, strict=True):

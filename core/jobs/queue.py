@@ -11,8 +11,13 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
 - The line is first come, first served: a job never overtakes one that asked before it, so its
   place in line only ever goes down. One exception keeps short work short: long jobs (training)
   run in at most all slots but one, and the short jobs behind a long one that waits for that lane
-  may start in the slot left. The job at the head starts when nothing runs, whatever its
-  estimate (it could never fit better).
+  may start. The job at the head starts when nothing runs, whatever its estimate (it could never
+  fit better).
+- Long jobs give way: between its steps a training calls `give_way()`, which pauses it while short
+  work runs (a job of another kind, or light work inside `light()`), so that short work gets the
+  cores to itself. A paused training holds no core, so short jobs count only each other against the
+  slots. A pause lasts at most `max_pause_s`; after a pause that long the training runs at least
+  `min_run_s` before it gives way again, so a stream of short work slows it but never stops it.
 - A waiting job can be cancelled and leaves the line; a running one is asked to stop (`cancelled()`
   turns true; work that checks it raises JobCancelled or returns early).
 - The wait a page shows adds up the time left of the jobs ahead: each one's own estimate where its
@@ -20,8 +25,8 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
 - Jobs belong to a session (`owner`); when `is_alive(owner)` turns false the session has closed, and
   its jobs are cancelled, so a closed tab frees its place.
 
-Light work (classifying a few photos) does not go through here at all, so it never waits behind a
-training run. Nothing here imports streamlit: the page draws a job from its fields.
+Light work (classifying a few photos) never waits in line: it runs at once inside `light()`, which
+only tells the trainings to give way. Nothing here imports streamlit: the page draws a job from its fields.
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ LONG_KINDS = frozenset({"train"})
 # A finished job's weight in its kind's typical duration (a moving average: recent jobs count most).
 TYPICAL_WEIGHT = 0.5
 DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the allocator's slack need
+MAX_PAUSE_S = 30.0  # the longest a long job gives way at a time
+MIN_RUN_S = 10.0  # how long it then runs before it gives way again
 
 _log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-# The job each thread is running now, if any: work nested in it (a training that first exports its
-# backbone) is part of it, and must not wait in line behind the slot it holds itself.
+# The job each thread is running now, if any, and its queue: work nested in it (a training that first
+# exports its backbone) is part of it, and must not wait in line behind the slot it holds itself.
 _running_here = threading.local()
 
 
@@ -72,12 +79,14 @@ class Job:
     progress_done: int = 0
     progress_total: int = 0
     progress_message: str = ""
+    paused: bool = False  # a long job giving way to short work just now
     submitted_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _started: threading.Event = field(default_factory=threading.Event, repr=False)
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
+    _no_pause_until: float = 0.0  # time.monotonic(): after a full-length pause, it runs a while first
 
     def progress(self, done: int, total: int, message: str) -> None:
         """The core.progress.Progress callback long work reports through."""
@@ -118,6 +127,8 @@ class JobQueue:
         is_alive: Callable[[str], bool] | None = None,
         janitor_every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        max_pause_s: float = MAX_PAUSE_S,
+        min_run_s: float = MIN_RUN_S,
     ):
         if slots < 1:
             raise ValueError("a queue needs at least one slot")
@@ -129,7 +140,11 @@ class JobQueue:
         self._is_alive = is_alive
         self._janitor_every_s = janitor_every_s
         self._clock = clock
+        self.max_pause_s = max_pause_s
+        self.min_run_s = min_run_s
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # short work ended: paused long jobs look again
+        self._light = 0  # light work running now (`light()`)
         self._waiting: list[Job] = []
         self._running: list[Job] = []
         self._work: dict[int, Work | None] = {}  # None: the job runs in the thread that asked (`admitted`)
@@ -196,7 +211,7 @@ class JobQueue:
                 if on_wait is not None:
                     on_wait(job)
                 job._started.wait(poll_s)
-            _running_here.job = job
+            _running_here.job, _running_here.queue = job, self
             yield job
             state = "cancelled" if job.cancelled() else "done"
         except JobCancelled:
@@ -213,6 +228,36 @@ class JobQueue:
                     self._running.remove(job)
                 self._finish_locked(job, state)
                 self._dispatch_locked()
+
+    @contextmanager
+    def light(self) -> Iterator[None]:
+        """Run light work (classifying a few photos) at once, never in line: long jobs give way to it."""
+        with self._lock:
+            self._light += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._light -= 1
+                self._changed.notify_all()
+
+    def give_way(self, job: Job) -> None:
+        """Called by a long job between its steps: pause while short work runs (see the module's notes)."""
+        if job.kind not in self.long_kinds or time.monotonic() < job._no_pause_until:
+            return
+        deadline = time.monotonic() + self.max_pause_s
+        with self._changed:
+            while self._short_work_locked() and not job.cancelled():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    job._no_pause_until = time.monotonic() + self.min_run_s
+                    break
+                job.paused = True
+                self._changed.wait(min(left, 0.5))  # also looks again now and then: a cancel sets no condition
+            job.paused = False
+
+    def _short_work_locked(self) -> bool:
+        return self._light > 0 or any(running.kind not in self.long_kinds for running in self._running)
 
     def cancel(self, job: Job) -> None:
         """A waiting job leaves the line at once; a running one is asked to stop."""
@@ -283,9 +328,8 @@ class JobQueue:
     # --- admission --------------------------------------------------------------------------------
 
     def _long_lane_full_locked(self, job: Job) -> bool:
-        # Long jobs (training) take at most all slots but one: a visitor's embedding or Grad-CAM of a
-        # few seconds never waits minutes behind trainings that arrived first (measured in the soak:
-        # up to 19x its time alone). On one slot there is no lane to keep.
+        # Long jobs (training) take at most all slots but one: beside each other on shared cores they get
+        # no faster, and the memory is better kept for short work. On one slot there is no lane to keep.
         if job.kind not in self.long_kinds or self.slots < 2:
             return False
         return sum(running.kind in self.long_kinds for running in self._running) >= self.slots - 1
@@ -293,7 +337,10 @@ class JobQueue:
     def _fits_locked(self, job: Job) -> bool:
         if not self._running:
             return True  # alone it can never fit better: run it rather than wait forever
-        if len(self._running) >= self.slots:
+        # A long job needs a free core; short work counts only short work, since long jobs give way to it.
+        long_job = job.kind in self.long_kinds
+        busy = sum(long_job or running.kind not in self.long_kinds for running in self._running)
+        if busy >= self.slots:
             return False
         promised = sum(running.memory_mb for running in self._running)
         return self._memory_in_use_mb() + promised + job.memory_mb <= self.safety * self.memory_limit_mb
@@ -322,7 +369,7 @@ class JobQueue:
 
     def _run(self, job: Job, work: Work) -> None:
         state: JobState = "done"
-        _running_here.job = job
+        _running_here.job, _running_here.queue = job, self
         try:
             job.result = work(job)
         except JobCancelled:
@@ -346,6 +393,7 @@ class JobQueue:
             before = self._typical_s.get(job.kind, took)
             self._typical_s[job.kind] = TYPICAL_WEIGHT * took + (1 - TYPICAL_WEIGHT) * before
         job._finished.set()
+        self._changed.notify_all()
 
     # --- closed sessions --------------------------------------------------------------------------
 
@@ -383,3 +431,11 @@ def queue_for_this_host(*, is_alive: Callable[[str], bool] | None = None) -> Job
         memory_in_use_mb=process_memory_mb,
         is_alive=is_alive,
     )
+
+
+def give_way() -> None:
+    """Long work (a training) calls this between its steps: outside a job, or in a short one, it returns
+    at once; in a long job it pauses while short work runs (JobQueue.give_way)."""
+    job, queue = getattr(_running_here, "job", None), getattr(_running_here, "queue", None)
+    if job is not None and queue is not None:
+        queue.give_way(job)

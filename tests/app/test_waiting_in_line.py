@@ -32,7 +32,9 @@ def waiting_script():
     if "cancelled_job_embed_Embedding 3 images" not in st.session_state and "cancel_clicked" not in st.session_state:
         queue = JobQueue(slots=1, memory_limit_mb=1000, memory_in_use_mb=lambda: 0.0)
         gate = threading.Event()
-        queue.submit(lambda job: gate.wait(10), kind="train", label="train", owner="other", memory_mb=1, estimate_s=65)
+        queue.submit(
+            lambda job: gate.wait(10), kind="explain", label="explain", owner="other", memory_mb=1, estimate_s=65
+        )
         ours = queue.submit(lambda job: None, kind="embed", label="Embedding 3 images", owner="me", memory_mb=1)
         draw_waiting(st.empty(), st.empty(), queue, ours)
         st.session_state["job_id"] = ours.id

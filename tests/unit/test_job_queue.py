@@ -373,15 +373,3 @@ def test_trainings_leave_one_slot_to_short_work():
     for gate in gates.values():
         gate.opened.set()
     assert jobs["train 3"].wait(WAIT) and started[-1] == "train 3"
-
-
-def test_on_one_slot_a_training_runs_like_any_job():
-    queue, started = make_queue(slots=1), []
-    gates = [Gate(started), Gate(started)]
-    train = queue.submit(gates[0], kind="train", label="train", owner="a", memory_mb=1)
-    embed = queue.submit(gates[1], kind="embed", label="embed", owner="b", memory_mb=1)
-    until(lambda: started == ["train"])
-    assert queue.place(embed) == 1
-    for gate in gates:
-        gate.opened.set()
-    assert train.wait(WAIT) and embed.wait(WAIT) and started == ["train", "embed"]

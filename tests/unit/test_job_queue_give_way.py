@@ -1,0 +1,111 @@
+"""Trainings give way to short work: they pause between steps while a short job or light work runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from core.jobs.queue import Job, give_way
+from tests.unit.test_job_queue import WAIT, Gate, make_queue, until
+
+
+class Training:
+    """A long job's steps: each one gives way first, then counts."""
+
+    def __init__(self):
+        self.steps = 0
+        self.stop = threading.Event()
+
+    def __call__(self, job: Job) -> int:
+        while not self.stop.is_set():
+            give_way()
+            job.check()
+            self.steps += 1
+            time.sleep(0.002)
+        return self.steps
+
+
+def stands_still(training: Training, seconds: float = 0.3) -> bool:
+    before = training.steps
+    time.sleep(seconds)
+    return training.steps == before
+
+
+def test_on_one_slot_short_work_starts_beside_a_training_which_pauses_for_it():
+    queue, started = make_queue(slots=1), []
+    training, embedding = Training(), Gate(started)
+    train = queue.submit(training, kind="train", label="train", owner="a", memory_mb=1)
+    until(lambda: training.steps > 3)
+    embed = queue.submit(embedding, kind="embed", label="embed", owner="b", memory_mb=1)
+    until(lambda: started == ["embed"])  # not behind the training: a paused training holds no core
+    until(lambda: train.paused)
+    assert stands_still(training) and train.state == "running"
+    embedding.opened.set()
+    assert embed.wait(WAIT)
+    until(lambda: training.steps > 0 and not train.paused)
+    assert not stands_still(training)  # it goes on where it paused
+    training.stop.set()
+    assert train.wait(WAIT) and train.state == "done"
+
+
+def test_trainings_pause_for_light_work_which_never_waits():
+    queue = make_queue(slots=1)
+    training = Training()
+    train = queue.submit(training, kind="train", label="train", owner="a", memory_mb=1)
+    until(lambda: training.steps > 3)
+    with queue.light():  # a visitor classifying a photo: at once, no place in line
+        until(lambda: train.paused)
+        assert stands_still(training)
+    until(lambda: not train.paused)
+    assert not stands_still(training)
+    training.stop.set()
+    assert train.wait(WAIT)
+
+
+def test_a_stream_of_short_work_slows_a_training_but_never_stops_it():
+    queue = make_queue(slots=1, max_pause_s=0.2, min_run_s=0.4)
+    training = Training()
+    train = queue.submit(training, kind="train", label="train", owner="a", memory_mb=1)
+    until(lambda: training.steps > 3)
+    with queue.light():  # light work that lasts far longer than a pause
+        until(lambda: train.paused)
+        paused_at = training.steps
+        until(lambda: training.steps > paused_at + 5)  # after max_pause_s it runs again...
+        until(lambda: train.paused)  # ...for min_run_s, then gives way again
+    training.stop.set()
+    assert train.wait(WAIT)
+
+
+def test_a_cancelled_training_stops_pausing_and_ends():
+    queue = make_queue(slots=1)
+    training = Training()
+    train = queue.submit(training, kind="train", label="train", owner="a", memory_mb=1)
+    until(lambda: training.steps > 3)
+    with queue.light():
+        until(lambda: train.paused)
+        queue.cancel(train)
+        assert train.wait(WAIT) and train.state == "cancelled"
+
+
+def test_short_jobs_and_work_outside_jobs_never_pause():
+    queue = make_queue(slots=2)
+    with queue.light():
+        started = time.monotonic()
+        give_way()  # no job in this thread
+        short = queue.submit(lambda job: give_way() or "went on", kind="embed", label="embed", owner="a", memory_mb=1)
+        assert short.wait(WAIT) and short.result == "went on"
+        assert time.monotonic() - started < queue.max_pause_s
+
+
+def test_a_training_still_needs_a_free_slot():
+    # Short work may use every slot beside a paused training; a training never runs beyond the slots.
+    queue, started = make_queue(slots=1), []
+    gates = [Gate(started), Gate(started)]
+    embed = queue.submit(gates[0], kind="embed", label="embed", owner="a", memory_mb=1)
+    train = queue.submit(gates[1], kind="train", label="train", owner="b", memory_mb=1)
+    until(lambda: started == ["embed"])
+    assert queue.place(train) == 1
+    gates[0].opened.set()
+    until(lambda: started == ["embed", "train"])
+    gates[1].opened.set()
+    assert embed.wait(WAIT) and train.wait(WAIT)
