@@ -75,6 +75,7 @@ def summary(report: SoakReport) -> dict:
         "classify_slowdown": classify,
         "classify_server_ms": {"alone": alone_ms, "together": max(served) if served else None},
         "classify_goal": CLASSIFY_GOAL,
+        "server_log": report.log,
     }
 
 
@@ -147,6 +148,7 @@ def main() -> None:
     print(render(data, args.markdown))
     if not report.alive or report.errors:
         print("\nThe app's log ends:\n" + report.log_tail, file=sys.stderr)
+    print(f"The app's log, with the queue's jobs (start, pause, end): {report.log}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))
 

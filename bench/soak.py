@@ -52,6 +52,7 @@ class SoakReport:
     alive: bool = True
     tracebacks: int = 0
     log_tail: str = ""
+    log: str = ""  # the app's log file
 
     @property
     def errors(self) -> list[FlowResult]:
@@ -134,8 +135,9 @@ def soak(
         raise ValueError(f"unknown flows: {sorted(unknown)}; known: {sorted(FLOWS)}")
     folder = folder or Path(tempfile.mkdtemp(prefix="zooscope-soak-"))
     options = flow_options or {}
-    host = SmallHost(folder, memory_limit_mb=memory_limit_mb, cores=cores)
-    report = SoakReport(sessions, host.cores, memory_limit_mb, host.limit_kind)
+    # The queue's comings and goings (starts, waits, pauses) in the app's log, kept with the report.
+    host = SmallHost(folder, memory_limit_mb=memory_limit_mb, cores=cores, env={"ZOOSCOPE_LOG_LEVEL": "INFO"})
+    report = SoakReport(sessions, host.cores, memory_limit_mb, host.limit_kind, log=str(host.log))
     host.start()
     try:
         if alone:

@@ -1,6 +1,7 @@
 """Compare: several models on the same images: answers, agreement, speed, size, and where they look."""
 
 import streamlit as st
+from PIL import Image
 
 from core.classify.compare import Comparison, ImageComparison, compare_files
 from core.classify.explain import grad_cam, grad_cam_memory_mb, overlay
@@ -135,20 +136,34 @@ def show_explanations(comparison: Comparison, models: list[ModelHandle], files: 
     image = comparison.images[chosen]
     labels = sorted({p.label for result in image.results.values() for p in result.predictions})
     target = right.selectbox("Class", [EACH_OWN_TOP1, *labels], key="compare_explain_class")
-    picture = decode_image(dict(files)[image.file], min_side=decode_side(model.preprocess for model in models))
     label = f"Grad-CAM of {image.file} on {len(models)} model{'s' if len(models) > 1 else ''}"
-    try:
+
+    def compute() -> list[tuple[Image.Image, str]]:
+        picture = decode_image(dict(files)[image.file], min_side=decode_side(model.preprocess for model in models))
+        maps = []
         with in_line("explain", label, memory_mb=grad_cam_memory_mb([model.spec for model in models])):
-            columns = st.columns(len(models))
-            for column, model in zip(columns, models, strict=True):
+            for model in models:
                 class_index = None if target == EACH_OWN_TOP1 else model.categories.index(target)
-                with column, st.spinner(f"Grad-CAM for {model.name}…"):
+                with st.spinner(f"Grad-CAM for {model.name}…"):
                     explanation = grad_cam(model.torch, picture, class_index)
-                    st.image(overlay(explanation), width="stretch")
-                    computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
-                    st.caption(f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}")
+                computed_by = "" if model.runtime == "torch" else " · heat map from the PyTorch fp32 model"
+                maps.append(
+                    (
+                        overlay(explanation),
+                        f"{model.name}: {explanation.label} ({explanation.probability:.1%}){computed_by}",
+                    )
+                )
+        return maps
+
+    # Once per (models, image, class): a rerun for another widget (top-k) does not queue Grad-CAM again.
+    key = (tuple(model.name for model in models), file_digest(((image.file, dict(files)[image.file]),)), target)
+    try:
+        maps = reuse("compare_explain_last", key, compute)
     except JobCancelled:
         return  # in_line said so, with a way to start again
+    for column, (heat_map, caption) in zip(st.columns(len(models)), maps, strict=True):
+        column.image(heat_map, width="stretch")
+        column.caption(caption)
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ Light work never waits: inside `light_work()` it runs at once, and trainings pau
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,6 +41,11 @@ def session_is_alive(owner: str) -> bool:
 @st.cache_resource(show_spinner=False)
 def job_queue() -> JobQueue:
     """The process's one queue for heavy work: a slot per usable CPU, admitted by the memory limit."""
+    if level := os.environ.get("ZOOSCOPE_LOG_LEVEL"):  # the line's comings and goings in the server's log
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("core").addHandler(handler)
+        logging.getLogger("core").setLevel(level.upper())
     return queue_for_this_host(is_alive=session_is_alive)
 
 

@@ -114,6 +114,7 @@ def fine_tune(
             targets = labels.y_train[indices].to(device)
             optimizer.zero_grad(set_to_none=True)
             for rows in even_slices(len(indices), micro):  # gradients add up: one step for the whole batch
+                give_way()  # also between micro-batches: a whole-network step takes seconds on a small host
                 logits = head(split.tail(cut_input[rows], train_size))
                 loss = criterion(logits, targets[rows]) * (len(logits) / len(indices))  # the batch's mean
                 loss.backward()

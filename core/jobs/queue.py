@@ -15,9 +15,12 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
   fit better).
 - Long jobs give way: between its steps a training calls `give_way()`, which pauses it while short
   work runs (a job of another kind, or light work inside `light()`), so that short work gets the
-  cores to itself. A paused training holds no core, so short jobs count only each other against the
-  slots. A pause lasts at most `max_pause_s`; after a pause that long the training runs at least
-  `min_run_s` before it gives way again, so a stream of short work slows it but never stops it.
+  cores to itself. A paused training holds no core and no activations (it pauses between micro-
+  batches), only what is already in the process's memory: so short jobs count only each other
+  against the slots and the memory, start once the trainings have paused, and keep them paused
+  until they end. For light work a pause lasts at most `max_pause_s`; after a pause that long the
+  training runs at least `min_run_s` before it gives way again, so a stream of classifying slows it
+  but never stops it.
 - A waiting job can be cancelled and leaves the line; a running one is asked to stop (`cancelled()`
   turns true; work that checks it raises JobCancelled or returns early).
 - The wait a page shows adds up the time left of the jobs ahead: each one's own estimate where its
@@ -80,6 +83,7 @@ class Job:
     progress_total: int = 0
     progress_message: str = ""
     paused: bool = False  # a long job giving way to short work just now
+    beside_long: bool = False  # a short job admitted beside long jobs: they stay paused while it runs
     submitted_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -211,6 +215,7 @@ class JobQueue:
                 if on_wait is not None:
                     on_wait(job)
                 job._started.wait(poll_s)
+            self._await_long_jobs_paused(job)
             _running_here.job, _running_here.queue = job, self
             yield job
             state = "cancelled" if job.cancelled() else "done"
@@ -249,12 +254,29 @@ class JobQueue:
         with self._changed:
             while self._short_work_locked() and not job.cancelled():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 and not any(running.beside_long for running in self._running):
                     job._no_pause_until = time.monotonic() + self.min_run_s
                     break
-                job.paused = True
+                if not job.paused:
+                    _log.info("pause %s %r: short work runs", job.kind, job.label)
+                    job.paused = True
+                    self._changed.notify_all()  # short work waiting for this pause may start
                 self._changed.wait(min(left, 0.5))  # also looks again now and then: a cancel sets no condition
             job.paused = False
+
+    def _await_long_jobs_paused(self, job: Job, timeout_s: float = 60.0) -> None:
+        # A short job admitted beside trainings starts once they have paused: until then their
+        # activations are live, and the memory it was admitted by does not count them.
+        if not job.beside_long:
+            return
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not job.cancelled() and time.monotonic() < deadline:
+                stepping = [r for r in self._running if r.kind in self.long_kinds and not r.paused]
+                if not stepping:
+                    return
+                self._changed.wait(0.5)
+            _log.warning("%r starts although a training has not paused for %.0f s", job.label, timeout_s)
 
     def _short_work_locked(self) -> bool:
         return self._light > 0 or any(running.kind not in self.long_kinds for running in self._running)
@@ -337,12 +359,14 @@ class JobQueue:
     def _fits_locked(self, job: Job) -> bool:
         if not self._running:
             return True  # alone it can never fit better: run it rather than wait forever
-        # A long job needs a free core; short work counts only short work, since long jobs give way to it.
+        # A long job needs a free core and counts every promise. Short work counts only short work: the long
+        # jobs pause while it runs, and what they hold then is in the process's memory already.
         long_job = job.kind in self.long_kinds
-        busy = sum(long_job or running.kind not in self.long_kinds for running in self._running)
-        if busy >= self.slots:
-            return False
-        promised = sum(running.memory_mb for running in self._running)
+        counted = [running for running in self._running if long_job or running.kind not in self.long_kinds]
+        return len(counted) < self.slots and self._memory_fits_locked(job, counted)
+
+    def _memory_fits_locked(self, job: Job, beside: list[Job]) -> bool:
+        promised = sum(running.memory_mb for running in beside)
         return self._memory_in_use_mb() + promised + job.memory_mb <= self.safety * self.memory_limit_mb
 
     def _dispatch_locked(self) -> None:
@@ -358,11 +382,18 @@ class JobQueue:
             work = self._work.pop(job.id)
             job.state = "running"
             job.started_at = self._clock()
+            # Admitted only because the trainings will pause: it starts once they have, and keeps them paused.
+            job.beside_long = job.kind not in self.long_kinds and not self._memory_fits_locked(job, self._running)
             self._running.append(job)
             if job.memory_mb > self.safety * self.memory_limit_mb:
                 _log.warning(
                     "%s needs about %.0f MB, more than the limit allows; it runs alone", job.label, job.memory_mb
                 )
+            _log.info(
+                "start %s %r (%s) after %.1f s in line, needs %.0f MB; running: %s",
+                job.kind, job.label, job.owner[:8], job.started_at - job.submitted_at, job.memory_mb,
+                ", ".join(running.kind for running in self._running),
+            )  # fmt: skip
             job._started.set()
             if work is not None:
                 threading.Thread(target=self._run, args=(job, work), name=f"zooscope-job-{job.id}", daemon=True).start()
@@ -371,6 +402,7 @@ class JobQueue:
         state: JobState = "done"
         _running_here.job, _running_here.queue = job, self
         try:
+            self._await_long_jobs_paused(job)
             job.result = work(job)
         except JobCancelled:
             state = "cancelled"
@@ -388,6 +420,8 @@ class JobQueue:
     def _finish_locked(self, job: Job, state: JobState) -> None:
         job.state = state
         job.finished_at = self._clock()
+        ran = f"ran {job.finished_at - job.started_at:.1f} s" if job.started_at is not None else "never ran"
+        _log.info("%s %s %r (%s), %s", state, job.kind, job.label, job.owner[:8], ran)
         if state == "done" and job.started_at is not None:
             took = job.finished_at - job.started_at
             before = self._typical_s.get(job.kind, took)

@@ -72,13 +72,28 @@ def test_three_models_table_agreement_and_tradeoff_chart(compare):
         assert field in encoded
 
 
-def test_explain_shows_one_heat_map_per_model(compare):
+def test_explain_shows_one_heat_map_per_model_once_per_image_and_class(compare, monkeypatch):
+    import core.classify.explain
+
+    real, calls = core.classify.explain.grad_cam, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs.get("class_index"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.classify.explain, "grad_cam", counted)
     upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
     images_before = len(compare.get("image"))
     compare.toggle(key="compare_explain").set_value(True).run()
     assert not compare.exception, compare.exception
     assert len(compare.get("image")) == images_before + len(LITE)
     assert any("espresso" in caption.value for caption in compare.caption)
+    assert len(calls) == len(LITE)
+    compare.slider(key="compare_top_k").set_value(3).run()  # another widget: the heat maps are kept
+    assert len(calls) == len(LITE) and len(compare.get("image")) == images_before + len(LITE)
+    compare.selectbox(key="compare_explain_class").set_value("espresso").run()  # another class: computed again
+    assert not compare.exception, compare.exception
+    assert len(calls) == 2 * len(LITE) and calls[-1] is not None
 
 
 def test_a_model_that_needs_a_download_gives_its_place_to_a_bundled_one(compare):

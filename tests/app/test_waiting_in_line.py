@@ -83,7 +83,7 @@ def test_features_waits_in_line_behind_other_work_and_can_be_cancelled(features)
     gate = threading.Event()
     # Someone else's work that promises all the memory there is: nothing else fits beside it.
     other = queue.submit(
-        lambda job: gate.wait(WAIT), kind="train", label="Someone's training", owner="other",
+        lambda job: gate.wait(WAIT), kind="explain", label="Someone's Grad-CAM", owner="other",
         memory_mb=queue.memory_limit_mb,
     )  # fmt: skip
     ours: list[Job] = []

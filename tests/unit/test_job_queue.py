@@ -373,3 +373,12 @@ def test_trainings_leave_one_slot_to_short_work():
     for gate in gates.values():
         gate.opened.set()
     assert jobs["train 3"].wait(WAIT) and started[-1] == "train 3"
+
+
+def test_memory_in_use_is_the_anonymous_resident_set(tmp_path):
+    from core.jobs.limits import process_memory_mb
+
+    status = tmp_path / "status"
+    status.write_text("VmRSS:\t 2097152 kB\nRssAnon:\t 1048576 kB\nRssFile:\t 1048576 kB\n")
+    assert process_memory_mb(status) == 1024.0  # file pages (libraries, mmap'd weights) the kernel can drop
+    assert process_memory_mb(tmp_path / "missing") > 0  # elsewhere: the resident set

@@ -109,3 +109,28 @@ def test_a_training_still_needs_a_free_slot():
     until(lambda: started == ["embed", "train"])
     gates[1].opened.set()
     assert embed.wait(WAIT) and train.wait(WAIT)
+
+
+def test_short_work_is_admitted_by_the_memory_of_short_work_alone_once_the_trainings_pause():
+    # A training promised most of the memory; the short job fits only because the training pauses
+    # (between micro-batches: no live activations) while it runs, and it starts only once it has.
+    queue = make_queue(slots=1, limit=1000.0, in_use=100.0, max_pause_s=0.2)
+    training = Training()
+    train = queue.submit(training, kind="train", label="train", owner="a", memory_mb=800)
+    until(lambda: training.steps > 3)
+    seen_paused: list[bool] = []
+
+    def explain(job: Job) -> str:
+        seen_paused.append(train.paused)
+        time.sleep(0.6)  # longer than max_pause_s: the training stays paused all the same
+        seen_paused.append(train.paused)
+        return "done"
+
+    short = queue.submit(explain, kind="explain", label="explain", owner="b", memory_mb=500)
+    assert short.wait(WAIT) and short.result == "done"
+    assert seen_paused == [True, True]
+    too_big = queue.submit(lambda job: None, kind="explain", label="too big", owner="b", memory_mb=950)
+    time.sleep(0.2)
+    assert too_big.state == "waiting"  # short work's own memory still has to fit
+    training.stop.set()
+    assert train.wait(WAIT) and too_big.wait(WAIT)
