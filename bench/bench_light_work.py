@@ -1,6 +1,6 @@
 """Light work beside heavy work: classifying one photo while a whole-network fine-tune trains in the same process.
 
-    python bench/bench_light_work.py [--runs 15] [--epochs 3] [--markdown] [--json PATH]
+    python bench/bench_light_work.py [--runs 30] [--epochs 3] [--trainings N] [--markdown] [--json PATH]
 
 On Community Cloud every visitor is a thread of one process, so a visitor classifying a photo shares the
 cores with another visitor's training run. Classifying never waits in the job queue (core/jobs); this
@@ -56,12 +56,18 @@ def classify_times(handle, runs: int, keep_going=lambda: True, around=contextlib
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--trainings", type=int, default=2, help="at once (the queue admits one per core)")
+    parser.add_argument(
+        "--trainings", type=int, help="at once (default: as many as the host's line runs, all cores but one)"
+    )
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.trainings is None:
+        from core.runtime import available_cpus
+
+        args.trainings = max(1, available_cpus() - 1)  # the line keeps a core's slot for short work
 
     from core.engines.choice import load_handle
     from core.finetune.config import TrainConfig

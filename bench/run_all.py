@@ -65,7 +65,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_duplicates.py": t,
         "bench_startup.py": ["--repeats", "5"],
         "bench_batch.py": ["--images", "1000"],  # Ray's actors take the CPUs: no --threads
-        "bench_light_work.py": ["--runs", "15", "--trainings", "2"],  # the app's own threads
+        "bench_light_work.py": [],  # the app's own threads; as many trainings as the line runs here
         # The app's own threads on the cores a small host has: no --threads.
         "bench_soak.py": ["--sessions", "12", "--memory-mb", "2000", "--cores", "2"],
     }
