@@ -256,7 +256,8 @@ def light_work_rows(data: dict) -> list[Row]:
     ):
         what = (
             f"classify one photo (efficientnet_lite0, ONNX Runtime) while {data['trainings']} whole-network "
-            f"fine-tunes train in the same process, {how}"
+            f"fine-tune{'s' if data['trainings'] > 1 else ''} train{'' if data['trainings'] > 1 else 's'} in the "
+            f"same process, {how}"
         )
         if data.get(ratio) is None:
             rows.append((what, "training ended first", "", "", "", ""))

@@ -247,7 +247,9 @@ class JobQueue:
                 self._changed.notify_all()
 
     def give_way(self, job: Job) -> None:
-        """Called by a long job between its steps: pause while short work runs (see the module's notes)."""
+        """Called by a long job between its steps: pause while short work runs (see the module's notes).
+        Raises JobCancelled once the job was cancelled (its session closed): it ends at its next step."""
+        job.check()
         if job.kind not in self.long_kinds or time.monotonic() < job._no_pause_until:
             return
         deadline = time.monotonic() + self.max_pause_s
@@ -261,8 +263,9 @@ class JobQueue:
                     _log.info("pause %s %r: short work runs", job.kind, job.label)
                     job.paused = True
                     self._changed.notify_all()  # short work waiting for this pause may start
-                self._changed.wait(min(left, 0.5))  # also looks again now and then: a cancel sets no condition
+                self._changed.wait(min(left, 0.5) if left > 0 else 0.5)  # a cancel sets no condition: look again
             job.paused = False
+        job.check()
 
     def _await_long_jobs_paused(self, job: Job, timeout_s: float = 60.0) -> None:
         # A short job admitted beside trainings starts once they have paused: until then their

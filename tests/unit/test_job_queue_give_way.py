@@ -134,3 +134,20 @@ def test_short_work_is_admitted_by_the_memory_of_short_work_alone_once_the_train
     assert too_big.state == "waiting"  # short work's own memory still has to fit
     training.stop.set()
     assert train.wait(WAIT) and too_big.wait(WAIT)
+
+
+def test_a_training_whose_session_closed_ends_at_its_next_step():
+    # Its page's loop never asks whether the job was cancelled: give_way() does, between its steps.
+    queue = make_queue(slots=1)
+    steps = []
+
+    def training(job: Job) -> None:
+        while True:
+            give_way()
+            steps.append(1)
+            time.sleep(0.002)
+
+    train = queue.submit(training, kind="train", label="train", owner="a", memory_mb=1)
+    until(lambda: len(steps) > 3)
+    queue.close_owner("a")
+    assert train.wait(WAIT) and train.state == "cancelled"

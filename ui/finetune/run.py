@@ -126,6 +126,8 @@ def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: Traini
             on_interrupt=run.keep,
             runtime=handle.runtime,
         )
+    except JobCancelled:
+        raise  # the session closed: the training stopped at its next step (core.jobs.queue.give_way)
     except ZooScopeError as error:
         live.clear()
         st.error(verbatim(str(error)), icon=":material/error:")
