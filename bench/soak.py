@@ -99,13 +99,18 @@ async def _run_all(url: str, jobs: Jobs, timeout_s: float, options: dict[str, di
             await browser.close()
 
 
-def _run_in_own_thread(url: str, jobs: Jobs, timeout_s: float, options: dict[str, dict]) -> list[FlowResult]:
+def _run_in_own_thread(
+    url: str, jobs: Jobs, timeout_s: float, options: dict[str, dict], cpus: set[int] | None = None
+) -> list[FlowResult]:
     """`_run_all` on an event loop of its own thread: the caller's thread may already hold one (pytest's
-    sync Playwright in the browser tests)."""
+    sync Playwright in the browser tests). With `cpus`, the browsers run there: a visitor's browser runs
+    on the visitor's machine, not on the host's cores."""
     outcome: dict[str, object] = {}
 
     def work() -> None:
         try:
+            if cpus:
+                os.sched_setaffinity(0, cpus)  # this thread's, inherited by Playwright's driver and Chromium
             outcome["results"] = asyncio.run(_run_all(url, jobs, timeout_s, options))
         except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
             outcome["error"] = error
@@ -142,7 +147,7 @@ def soak(
     try:
         if alone:
             for flow in dict.fromkeys(flows):
-                (result,) = _run_in_own_thread(host.url, [(flow, 0, 0.0)], timeout_s, options)
+                (result,) = _run_in_own_thread(host.url, [(flow, 0, 0.0)], timeout_s, options, host.other_cpus)
                 if result.ok:
                     report.alone[flow] = result.seconds
                     if result.server_ms is not None:
@@ -151,7 +156,7 @@ def soak(
             (flow, index + 1, classify_delay_s if flow == "classify" else 0.0)
             for index, flow in enumerate(plan(sessions, flows))
         ]
-        report.together = _run_in_own_thread(host.url, jobs, timeout_s, options)
+        report.together = _run_in_own_thread(host.url, jobs, timeout_s, options, host.other_cpus)
     finally:
         report.alive = host.alive
         report.peak_rss_mb = host.peak_rss_mb

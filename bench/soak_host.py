@@ -90,6 +90,16 @@ class SmallHost:
         self.process: subprocess.Popen | None = None
 
     @property
+    def app_cpus(self) -> set[int]:
+        """The CPUs the app runs on: the first `cores` this process may use."""
+        return set(sorted(os.sched_getaffinity(0))[: self.cores])
+
+    @property
+    def other_cpus(self) -> set[int]:
+        """The CPUs left: where the browsers run, so that they do not take the app's (empty if none are left)."""
+        return set(os.sched_getaffinity(0)) - self.app_cpus
+
+    @property
     def limit_kind(self) -> str:
         """How the limit is enforced: "cgroup v1", "cgroup v2" or "soft (ZOOSCOPE_MEMORY_LIMIT_MB)"."""
         return f"cgroup {self._group[0]}" if self._group else "soft (ZOOSCOPE_MEMORY_LIMIT_MB)"
@@ -111,7 +121,7 @@ class SmallHost:
             "--server.headless=true", f"--server.port={self.port}", "--server.address=127.0.0.1",
             "--server.fileWatcherType=none", "--browser.gatherUsageStats=false",
         ]  # fmt: skip
-        cpus = set(sorted(os.sched_getaffinity(0))[: self.cores])
+        cpus = self.app_cpus
         procs = (self._group[1] / "cgroup.procs") if self._group else None
 
         def enter_host() -> None:  # in the child, before exec: its CPUs and its memory group

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import platform
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -101,6 +102,19 @@ def process_memory_mb(status: Path = Path("/proc/self/status")) -> float:
     except (OSError, ValueError, IndexError):
         pass
     return psutil.Process().memory_info().rss / 2**20
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread, and the threads it starts from now on, at OS priority `nice` (Linux: 0 normal,
+    19 lowest) where it runs higher. Raising it back would need privileges: it lasts the thread's life."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+    except OSError:
+        pass  # not allowed here: the line still pauses long work for short work
 
 
 @functools.cache

@@ -10,9 +10,8 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
   price of a wrong guess is the OOM killer ending every session at once.
 - The line is first come, first served: a job never overtakes one that asked before it, so its
   place in line only ever goes down. One exception keeps short work short: long jobs (training)
-  run in at most all slots but one, and the short jobs behind a long one that waits for that lane
-  may start. The job at the head starts when nothing runs, whatever its estimate (it could never
-  fit better).
+  run in at most all slots but one, and short jobs may start past long ones that wait. The job at
+  the head starts when nothing runs, whatever its estimate (it could never fit better).
 - Long jobs give way: between its steps a training calls `give_way()`, which pauses it while short
   work runs (a job of another kind, or light work inside `light()`), so that short work gets the
   cores to itself. A paused training holds no core and no activations (it pauses between micro-
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.errors import ZooScopeError
+from core.jobs.limits import lower_thread_priority
 
 JobState = Literal["waiting", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
@@ -54,6 +54,7 @@ TYPICAL_WEIGHT = 0.5
 DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the allocator's slack need
 MAX_PAUSE_S = 30.0  # the longest a long job gives way at a time
 MIN_RUN_S = 10.0  # how long it then runs before it gives way again
+LONG_JOB_NICE = 10  # the OS priority of a long job's threads (Linux nice: 0 normal, 19 lowest)
 
 _log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -133,6 +134,7 @@ class JobQueue:
         clock: Callable[[], float] = time.monotonic,
         max_pause_s: float = MAX_PAUSE_S,
         min_run_s: float = MIN_RUN_S,
+        long_job_nice: int = LONG_JOB_NICE,
     ):
         if slots < 1:
             raise ValueError("a queue needs at least one slot")
@@ -146,6 +148,7 @@ class JobQueue:
         self._clock = clock
         self.max_pause_s = max_pause_s
         self.min_run_s = min_run_s
+        self.long_job_nice = long_job_nice
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # short work ended: paused long jobs look again
         self._light = 0  # light work running now (`light()`)
@@ -216,6 +219,7 @@ class JobQueue:
                     on_wait(job)
                 job._started.wait(poll_s)
             self._await_long_jobs_paused(job)
+            self._lower_priority(job)
             _running_here.job, _running_here.queue = job, self
             yield job
             state = "cancelled" if job.cancelled() else "done"
@@ -281,6 +285,12 @@ class JobQueue:
                 self._changed.wait(0.5)
             _log.warning("%r starts although a training has not paused for %.0f s", job.label, timeout_s)
 
+    def _lower_priority(self, job: Job) -> None:
+        # Light work and the server's own threads (pages, websockets) get the cores first, even inside a
+        # training step: the long job's thread, and the torch threads it starts, run at a lower priority.
+        if job.kind in self.long_kinds:
+            lower_thread_priority(self.long_job_nice)
+
     def _short_work_locked(self) -> bool:
         return self._light > 0 or any(running.kind not in self.long_kinds for running in self._running)
 
@@ -317,13 +327,18 @@ class JobQueue:
                 return 0.0
             now = self._clock()
             remaining = []
+            short = job.kind not in self.long_kinds  # short work waits only for short work
             for running in self._running:
+                if short and running.kind in self.long_kinds:
+                    continue
                 expected = self._expected_s_locked(running)
                 if expected is None:
                     return None
                 elapsed = now - (running.started_at if running.started_at is not None else now)
                 remaining.append(max(expected - elapsed, 0.0))
             for ahead in self._waiting[: self._waiting.index(job)]:
+                if short and ahead.kind in self.long_kinds:
+                    continue
                 expected = self._expected_s_locked(ahead)
                 if expected is None:
                     return None
@@ -373,11 +388,16 @@ class JobQueue:
         return self._memory_in_use_mb() + promised + job.memory_mb <= self.safety * self.memory_limit_mb
 
     def _dispatch_locked(self) -> None:
-        index = 0
+        index, long_waits = 0, False
         while index < len(self._waiting):
             job = self._waiting[index]
-            if self._long_lane_full_locked(job):
-                index += 1  # it keeps its place among the long jobs; short work behind it may start
+            if job.kind in self.long_kinds and (
+                long_waits or self._long_lane_full_locked(job) or not self._fits_locked(job)
+            ):
+                # It keeps its place among the long jobs; short work behind it may start (it never waits
+                # behind a training: trainings give way to it anyway).
+                long_waits = True
+                index += 1
                 continue
             if not self._fits_locked(job):
                 break  # first come, first served: nothing overtakes a job that does not fit yet
@@ -406,6 +426,7 @@ class JobQueue:
         _running_here.job, _running_here.queue = job, self
         try:
             self._await_long_jobs_paused(job)
+            self._lower_priority(job)
             job.result = work(job)
         except JobCancelled:
             state = "cancelled"

@@ -73,7 +73,7 @@ def test_a_job_waits_until_its_memory_fits_and_never_is_overtaken():
     big1, big2, small = Gate(started), Gate(started), Gate(started)
     first = queue.submit(big1, kind="train", label="big1", owner="a", memory_mb=600)
     second = queue.submit(big2, kind="train", label="big2", owner="b", memory_mb=600)
-    third = queue.submit(small, kind="embed", label="small", owner="c", memory_mb=50)
+    third = queue.submit(small, kind="train", label="small", owner="c", memory_mb=50)
     until(lambda: started == ["big1"])
     time.sleep(0.05)
     assert (second.state, third.state) == ("waiting", "waiting")

@@ -151,3 +151,39 @@ def test_a_training_whose_session_closed_ends_at_its_next_step():
     until(lambda: len(steps) > 3)
     queue.close_owner("a")
     assert train.wait(WAIT) and train.state == "cancelled"
+
+
+def test_short_work_starts_past_trainings_waiting_for_the_one_slot():
+    # One core: a training runs, two more wait for the slot; an embedding asked after them starts at once.
+    queue, started = make_queue(slots=1), []
+    trainings = [Training() for _ in range(3)]
+    jobs = [
+        queue.submit(t, kind="train", label=f"train {i}", owner=str(i), memory_mb=1) for i, t in enumerate(trainings)
+    ]
+    until(lambda: trainings[0].steps > 3)
+    embedding = Gate(started)
+    embed = queue.submit(embedding, kind="embed", label="embed", owner="e", memory_mb=1)
+    until(lambda: started == ["embed"])
+    assert [queue.place(job) for job in jobs[1:]] == [1, 2]  # the trainings keep their order
+    embedding.opened.set()
+    for training, job in zip(trainings, jobs, strict=True):
+        until(lambda t=training: t.steps > 0)
+        training.stop.set()
+        assert job.wait(WAIT) and job.state == "done"
+    assert embed.state == "done"
+
+
+def test_a_long_job_runs_at_a_lower_os_priority():
+    import os
+
+    if not hasattr(os, "setpriority"):
+        return
+    queue = make_queue(slots=1, long_job_nice=7)
+    seen = {}
+
+    def work(job: Job) -> None:
+        seen[job.kind] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    for kind in ("train", "embed"):
+        assert queue.submit(work, kind=kind, label=kind, owner="a", memory_mb=1).wait(WAIT)
+    assert seen["train"] >= 7 and seen["embed"] < 7  # its own thread only: short work keeps its priority
