@@ -22,6 +22,11 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from core.jobs.limits import anonymous_rss_mb  # noqa: E402
+
 CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 STARTUP_TIMEOUT_S = 120
@@ -62,14 +67,6 @@ def _writable_group(name: str) -> tuple[str, Path] | None:
     except OSError:
         return None
     return ("v1" if group.parent == CGROUP_V1 else "v2"), group
-
-
-def _anonymous_rss_mb(pid: int) -> float:
-    """RssAnon of /proc/PID/status: the memory only this process holds, what the OOM killer weighs."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class SmallHost:
@@ -162,7 +159,7 @@ class SmallHost:
         while self._sampling.is_set() and self.alive:
             try:
                 rss = psutil.Process(self.process.pid).memory_info().rss / MB  # type: ignore[union-attr]
-                anon = _anonymous_rss_mb(self.process.pid)  # type: ignore[union-attr]
+                anon = anonymous_rss_mb(Path(f"/proc/{self.process.pid}/status")) or 0.0  # type: ignore[union-attr]
             except (psutil.Error, OSError):
                 break
             self.peak_rss_mb = max(self.peak_rss_mb, rss)

@@ -137,9 +137,10 @@ def show_explanations(comparison: Comparison, models: list[ModelHandle], files: 
     labels = sorted({p.label for result in image.results.values() for p in result.predictions})
     target = right.selectbox("Class", [EACH_OWN_TOP1, *labels], key="compare_explain_class")
     label = f"Grad-CAM of {image.file} on {len(models)} model{'s' if len(models) > 1 else ''}"
+    data = dict(files)[image.file]
 
     def compute() -> list[tuple[Image.Image, str]]:
-        picture = decode_image(dict(files)[image.file], min_side=decode_side(model.preprocess for model in models))
+        picture = decode_image(data, min_side=decode_side(model.preprocess for model in models))
         maps = []
         with in_line("explain", label, memory_mb=grad_cam_memory_mb([model.spec for model in models])):
             for model in models:
@@ -156,7 +157,7 @@ def show_explanations(comparison: Comparison, models: list[ModelHandle], files: 
         return maps
 
     # Once per (models, image, class): a rerun for another widget (top-k) does not queue Grad-CAM again.
-    key = (tuple(model.name for model in models), file_digest(((image.file, dict(files)[image.file]),)), target)
+    key = (tuple(model.name for model in models), file_digest(((image.file, data),)), target)
     try:
         maps = reuse("compare_explain_last", key, compute)
     except JobCancelled:

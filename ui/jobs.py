@@ -10,6 +10,7 @@ Light work never waits: inside `light_work()` it runs at once, and trainings pau
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.jobs.queue import Job, JobCancelled, JobQueue, queue_for_this_host
+from core.jobs.limits import queue_for_this_host
+from core.jobs.queue import Job, JobCancelled, JobQueue
 from ui.text import duration
 
 
@@ -38,14 +40,19 @@ def session_is_alive(owner: str) -> bool:
     return runtime.get_instance().is_active_session(owner)
 
 
-@st.cache_resource(show_spinner=False)
-def job_queue() -> JobQueue:
-    """The process's one queue for heavy work: a slot per usable CPU, admitted by the memory limit."""
+@functools.cache  # once per process: a cleared st.cache_resource must not add a second handler
+def _log_if_asked() -> None:
     if level := os.environ.get("ZOOSCOPE_LOG_LEVEL"):  # the line's comings and goings in the server's log
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("core").addHandler(handler)
         logging.getLogger("core").setLevel(level.upper())
+
+
+@st.cache_resource(show_spinner=False)
+def job_queue() -> JobQueue:
+    """The process's one queue for heavy work: a slot per usable CPU, admitted by the memory limit."""
+    _log_if_asked()
     return queue_for_this_host(is_alive=session_is_alive)
 
 

@@ -14,10 +14,14 @@ import logging
 import os
 import platform
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from core.jobs.queue import JobQueue
 
 MEMORY_LIMIT_ENV = "ZOOSCOPE_MEMORY_LIMIT_MB"
 CGROUP_V2_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
@@ -90,24 +94,32 @@ def memory_limit_mb(env: Mapping[str, str] | None = None) -> float:
     return min(cgroup, machine) if cgroup is not None else machine
 
 
+def anonymous_rss_mb(status: Path = Path("/proc/self/status")) -> float | None:
+    """RssAnon of a /proc/PID/status file, in MiB: the memory only that process holds, what the kernel
+    cannot give back and the OOM killer weighs; None where the file has no such line."""
+    for line in status.read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024  # kB
+    return None
+
+
 def process_memory_mb(status: Path = Path("/proc/self/status")) -> float:
     """This process's memory in MiB that the kernel cannot give back: its anonymous resident pages (Linux's
     RssAnon). The file pages it maps (torch's libraries, weights read through mmap) are page cache the
     kernel drops under pressure; counted, they would keep a 2 GB host's line from ever running two jobs.
     Elsewhere, the resident set."""
     try:
-        for line in status.read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024  # kB
+        anonymous = anonymous_rss_mb(status)
     except (OSError, ValueError, IndexError):
-        pass
-    return psutil.Process().memory_info().rss / 2**20
+        anonymous = None
+    return anonymous if anonymous is not None else psutil.Process().memory_info().rss / 2**20
 
 
 def lower_thread_priority(nice: int) -> None:
     """Run the calling thread, and the threads it starts from now on, at OS priority `nice` (Linux: 0 normal,
-    19 lowest) where it runs higher. Raising it back would need privileges: it lasts the thread's life."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
+    19 lowest) where it runs higher. Raising it back would need privileges: it lasts the thread's life, so
+    a process's main thread (a command line's run, a test runner) is left as it is."""
+    if nice <= 0 or not hasattr(os, "setpriority") or threading.current_thread() is threading.main_thread():
         return
     thread = threading.get_native_id()
     try:
@@ -127,3 +139,17 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def queue_for_this_host(*, is_alive: Callable[[str], bool] | None = None) -> JobQueue:
+    """A queue sized for this host: a slot per CPU this process may use, its memory limit (cgroup or
+    ZOOSCOPE_MEMORY_LIMIT_MB), measured against this process's anonymous resident memory."""
+    from core.jobs.queue import JobQueue  # here, not at the top: the queue imports this module
+    from core.runtime import available_cpus
+
+    return JobQueue(
+        slots=available_cpus(),
+        memory_limit_mb=memory_limit_mb(),
+        memory_in_use_mb=process_memory_mb,
+        is_alive=is_alive,
+    )

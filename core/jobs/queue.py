@@ -13,8 +13,8 @@ stage maps, exports, quantization, measuring many models) goes through one `JobQ
   run in at most all slots but one, and short jobs may start past long ones that wait. The job at
   the head starts when nothing runs, whatever its estimate (it could never fit better).
 - Long jobs give way: between its steps a training calls `give_way()`, which pauses it while short
-  work runs (a job of another kind, or light work inside `light()`), so that short work gets the
-  cores to itself. A paused training holds no core and no activations (it pauses between micro-
+  work runs (a job neither long nor background, or light work inside `light()`), so that short work
+  gets the cores to itself. A paused training holds no core and no activations (it pauses between micro-
   batches), only what is already in the process's memory: so short jobs count only each other
   against the slots and the memory, start once the trainings have paused, and keep them paused
   until they end. For light work a pause lasts at most `max_pause_s`; after a pause that long the
@@ -49,6 +49,8 @@ JobState = Literal["waiting", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
 # Kinds of job that take minutes: they leave one slot to the rest (see _long_lane_full_locked).
 LONG_KINDS = frozenset({"train"})
+# Work nobody waits on (the fine-tune page's time estimates): trainings do not pause for it.
+BACKGROUND_KINDS = frozenset({"estimate"})
 # A finished job's weight in its kind's typical duration (a moving average: recent jobs count most).
 TYPICAL_WEIGHT = 0.5
 DEFAULT_SAFETY = 0.9  # of the memory limit: what the kernel's own pages and the allocator's slack need
@@ -129,6 +131,7 @@ class JobQueue:
         memory_in_use_mb: Callable[[], float],
         safety: float = DEFAULT_SAFETY,
         long_kinds: frozenset[str] = LONG_KINDS,
+        background_kinds: frozenset[str] = BACKGROUND_KINDS,
         is_alive: Callable[[str], bool] | None = None,
         janitor_every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -142,6 +145,7 @@ class JobQueue:
         self.memory_limit_mb = memory_limit_mb
         self.safety = safety
         self.long_kinds = long_kinds
+        self.background_kinds = background_kinds
         self._memory_in_use_mb = memory_in_use_mb
         self._is_alive = is_alive
         self._janitor_every_s = janitor_every_s
@@ -218,8 +222,7 @@ class JobQueue:
                 if on_wait is not None:
                     on_wait(job)
                 job._started.wait(poll_s)
-            self._await_long_jobs_paused(job)
-            self._lower_priority(job)
+            self._starting(job)
             _running_here.job, _running_here.queue = job, self
             yield job
             state = "cancelled" if job.cancelled() else "done"
@@ -285,14 +288,20 @@ class JobQueue:
                 self._changed.wait(0.5)
             _log.warning("%r starts although a training has not paused for %.0f s", job.label, timeout_s)
 
-    def _lower_priority(self, job: Job) -> None:
-        # Light work and the server's own threads (pages, websockets) get the cores first, even inside a
-        # training step: the long job's thread, and the torch threads it starts, run at a lower priority.
+    def _starting(self, job: Job) -> None:
+        # In the thread that runs the job, before its work. Light work and the server's own threads (pages,
+        # websockets) get the cores first, even inside a training step: a long job's thread, and the torch
+        # threads it starts, run at a lower priority.
+        self._await_long_jobs_paused(job)
         if job.kind in self.long_kinds:
             lower_thread_priority(self.long_job_nice)
 
     def _short_work_locked(self) -> bool:
-        return self._light > 0 or any(running.kind not in self.long_kinds for running in self._running)
+        return self._light > 0 or any(self._gives_way_to(running) for running in self._running)
+
+    def _gives_way_to(self, job: Job) -> bool:
+        """Whether trainings pause while `job` runs: short work someone waits for."""
+        return job.kind not in self.long_kinds and job.kind not in self.background_kinds
 
     def cancel(self, job: Job) -> None:
         """A waiting job leaves the line at once; a running one is asked to stop."""
@@ -379,8 +388,8 @@ class JobQueue:
             return True  # alone it can never fit better: run it rather than wait forever
         # A long job needs a free core and counts every promise. Short work counts only short work: the long
         # jobs pause while it runs, and what they hold then is in the process's memory already.
-        long_job = job.kind in self.long_kinds
-        counted = [running for running in self._running if long_job or running.kind not in self.long_kinds]
+        counts_all = not self._gives_way_to(job)  # a training, or background work it does not pause for
+        counted = [running for running in self._running if counts_all or running.kind not in self.long_kinds]
         return len(counted) < self.slots and self._memory_fits_locked(job, counted)
 
     def _memory_fits_locked(self, job: Job, beside: list[Job]) -> bool:
@@ -406,7 +415,7 @@ class JobQueue:
             job.state = "running"
             job.started_at = self._clock()
             # Admitted only because the trainings will pause: it starts once they have, and keeps them paused.
-            job.beside_long = job.kind not in self.long_kinds and not self._memory_fits_locked(job, self._running)
+            job.beside_long = self._gives_way_to(job) and not self._memory_fits_locked(job, self._running)
             self._running.append(job)
             if job.memory_mb > self.safety * self.memory_limit_mb:
                 _log.warning(
@@ -425,8 +434,7 @@ class JobQueue:
         state: JobState = "done"
         _running_here.job, _running_here.queue = job, self
         try:
-            self._await_long_jobs_paused(job)
-            self._lower_priority(job)
+            self._starting(job)
             job.result = work(job)
         except JobCancelled:
             state = "cancelled"
@@ -475,20 +483,6 @@ class JobQueue:
             return 0
         owners = {job.owner for job in self.jobs()}
         return sum(self.close_owner(owner) for owner in owners if not self._is_alive(owner))
-
-
-def queue_for_this_host(*, is_alive: Callable[[str], bool] | None = None) -> JobQueue:
-    """A queue sized for this host: a slot per CPU this process may use, its memory limit (cgroup or
-    ZOOSCOPE_MEMORY_LIMIT_MB), measured against this process's resident memory."""
-    from core.jobs.limits import memory_limit_mb, process_memory_mb
-    from core.runtime import available_cpus
-
-    return JobQueue(
-        slots=available_cpus(),
-        memory_limit_mb=memory_limit_mb(),
-        memory_in_use_mb=process_memory_mb,
-        is_alive=is_alive,
-    )
 
 
 def give_way() -> None:
