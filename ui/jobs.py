@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.jobs.limits import queue_for_this_host
+from core.jobs.host import queue_for_this_host
 from core.jobs.queue import Job, JobCancelled, JobQueue
 from ui.text import duration
 

@@ -14,14 +14,10 @@ import logging
 import os
 import platform
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
-
-if TYPE_CHECKING:
-    from core.jobs.queue import JobQueue
 
 MEMORY_LIMIT_ENV = "ZOOSCOPE_MEMORY_LIMIT_MB"
 CGROUP_V2_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
@@ -139,17 +135,3 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def queue_for_this_host(*, is_alive: Callable[[str], bool] | None = None) -> JobQueue:
-    """A queue sized for this host: a slot per CPU this process may use, its memory limit (cgroup or
-    ZOOSCOPE_MEMORY_LIMIT_MB), measured against this process's anonymous resident memory."""
-    from core.jobs.queue import JobQueue  # here, not at the top: the queue imports this module
-    from core.runtime import available_cpus
-
-    return JobQueue(
-        slots=available_cpus(),
-        memory_limit_mb=memory_limit_mb(),
-        memory_in_use_mb=process_memory_mb,
-        is_alive=is_alive,
-    )
