@@ -167,11 +167,24 @@ def show_explanations(comparison: Comparison, models: list[ModelHandle], files: 
         column.caption(caption)
 
 
+def take_models_from_address(options: list[ModelKey]) -> None:
+    """/compare?models=a,b (a link from Choose) picks those models, once: the person's changes stay theirs."""
+    asked = st.query_params.get("models")
+    if not asked or st.session_state.get("compare_models_from_address") == asked:
+        return
+    st.session_state["compare_models_from_address"] = asked
+    known = {str(key): key for key in options}
+    picked = [known[name] for name in (part.strip() for part in asked.split(",")) if name in known]
+    if picked:
+        st.session_state[MODELS_KEY] = picked[:MAX_MODELS]
+
+
 def main() -> None:
     st.title("Compare")
     st.caption("Several models on the same photos: which is right, how sure, how fast, how heavy, and why.")
 
     options = model_options()
+    take_models_from_address(options)
     fallback.prepare(MODELS_KEY)
     chosen = st.multiselect(
         "Models",

@@ -276,3 +276,46 @@ def embedding_map(frame: pd.DataFrame, *, colour: str, selectable: bool = False)
             .encode(size=alt.condition(point, alt.value(320), alt.value(90)))
         )
     return chart.properties(height=460)
+
+
+def choice_map(frame: pd.DataFrame, *, max_latency_ms: float | None = None, min_accuracy: float | None = None):
+    """Choose's map: every (model, runtime) a point, top-1 against latency (log), the file size as the
+    area, the family as the colour, the runtime as the shape; hollow where the latency is predicted,
+    faint outside the budget; the Pareto frontier as a line; the budgets as dashed rules. Zoom and pan.
+
+    Columns: model, family, runtime, latency_ms, accuracy, size_mb, measured, on_frontier, fits.
+    """
+    data = frame.reindex(
+        columns=["model", "family", "runtime", "latency_ms", "accuracy", "size_mb", "measured", "on_frontier", "fits"]
+    ).assign(how=lambda f: f["measured"].map({True: "measured", False: "predicted"}))
+    x = alt.X("latency_ms:Q", title="latency, batch 1 (ms, log)", scale=alt.Scale(type="log"))
+    y = alt.Y("accuracy:Q", title="ImageNet top-1 (%)", scale=alt.Scale(zero=False))
+    encoding = {
+        "x": x,
+        "y": y,
+        "size": alt.Size("size_mb:Q", title="file size (MB)", scale=alt.Scale(range=[20, 900])),
+        "color": alt.Color("family:N", title="family", scale=alt.Scale(scheme="tableau20")),
+        "shape": alt.Shape("runtime:N", title="runtime"),
+        "opacity": alt.condition("datum.fits", alt.value(1.0), alt.value(0.25)),
+        "tooltip": [
+            alt.Tooltip("model:N"),
+            alt.Tooltip("runtime:N"),
+            alt.Tooltip("accuracy:Q", title="top-1 (%)", format=".1f"),
+            alt.Tooltip("latency_ms:Q", title="latency (ms)", format=".1f"),
+            alt.Tooltip("how:N", title="latency is"),
+            alt.Tooltip("size_mb:Q", title="file (MB)", format=".1f"),
+        ],
+    }
+    # Measured points filled, predicted ones hollow: two layers of one encoding (one legend).
+    measured = alt.Chart(data[data["measured"]]).mark_point(filled=True).encode(**encoding)
+    predicted = alt.Chart(data[~data["measured"]]).mark_point(filled=False, strokeWidth=1.5).encode(**encoding)
+    frontier = data[data["on_frontier"]].sort_values("latency_ms")
+    line = alt.Chart(frontier).mark_line(color="#333333", strokeWidth=1.5, interpolate="step-after").encode(x=x, y=y)
+    layers: list[alt.Chart] = [measured.interactive(), predicted, line]
+    if max_latency_ms:
+        rule = pd.DataFrame({"latency_ms": [max_latency_ms]})
+        layers.append(alt.Chart(rule).mark_rule(strokeDash=[6, 4], color="#c0392b").encode(x="latency_ms:Q"))
+    if min_accuracy:
+        rule = pd.DataFrame({"accuracy": [min_accuracy]})
+        layers.append(alt.Chart(rule).mark_rule(strokeDash=[6, 4], color="#c0392b").encode(y="accuracy:Q"))
+    return alt.LayerChart(layer=layers)

@@ -40,21 +40,26 @@ COMPARE = PageEntry("pages/compare.py", "Compare", ":material/compare:", "compar
 FINETUNE = PageEntry("pages/finetune.py", "Fine-tune", ":material/model_training:", "finetune")
 INSIDE = PageEntry("pages/inside.py", "Inside", ":material/account_tree:", "inside")
 FEATURES = PageEntry("pages/features.py", "Features", ":material/scatter_plot:", "features")
+CHOOSE = PageEntry("pages/choose.py", "Choose", ":material/tune:", "choose")
 MODELS = PageEntry("pages/models.py", "Models", ":material/menu_book:", "models")
 
-PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, FEATURES, MODELS)
+PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, FEATURES, CHOOSE, MODELS)
 DEFAULT = CLASSIFY
 
 # Set while app.py's navigation runs a page (each script run has its own thread, so its own context).
 _inside_app: contextvars.ContextVar[bool] = contextvars.ContextVar("zooscope_inside_app", default=False)
 
 
+def link_to(page: PageEntry, label: str, query_params: dict[str, str] | None = None) -> None:
+    """A link to `page` (with its address's query); none where a page runs on its own (a test of the
+    page file), with no navigation to link through."""
+    if _inside_app.get():
+        st.page_link(page.file, label=label, icon=page.icon, query_params=query_params)
+
+
 def look_inside(name: str) -> None:
-    """A link that opens Inside on model `name` (/inside?model=NAME); none where a page runs on its
-    own (a test of the page file), with no navigation to link through."""
-    if not _inside_app.get():
-        return
-    st.page_link(INSIDE.file, label=f"Look inside {name}", icon=INSIDE.icon, query_params={"model": name})
+    """A link that opens Inside on model `name` (/inside?model=NAME)."""
+    link_to(INSIDE, f"Look inside {name}", {"model": name})
 
 
 def navigation() -> StreamlitPage:
