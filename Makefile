@@ -29,6 +29,6 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Every bench/bench_*.py, each in its own process; writes BENCHMARKS.md (about 10 minutes on 2 cores).
+# Every bench/bench_*.py, each in its own process; writes BENCHMARKS.md (the soak and Choose's whole-catalogue run take most of its time).
 bench: setup
 	$(BIN)/python bench/run_all.py

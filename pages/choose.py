@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from core.choose.frontier import Budget, on_frontier, recommend, usable, why_nothing_fits, within_budget
+from core.choose.shortlist import runtimes_for
 from core.choose.table import BadTable
 from core.jobs.queue import JobCancelled
 from ui.charts import choice_map
-from ui.choose import device_table, measure, table_here
+from ui.choose import device_table, measure, prediction_errors, table_here
 from ui.navigation import COMPARE, ensure_app, link_to, look_inside
 from ui.tables import data_table
 
@@ -64,10 +65,11 @@ def the_table(budget: Budget) -> pd.DataFrame | None:
             st.error(str(error), icon=":material/table:")
             return None
     table, machine = table_here(budget)
-    measured = int(table["measured"].sum())
+    measured, total = int(table["measured"].sum()), int(table["model"].nunique())
+    rest = "" if measured >= total else "; the rest are predicted from them until measured"
     st.caption(
-        f"{machine.describe()}: {measured} of {table['model'].nunique()} models measured here, with random "
-        "weights (speed does not depend on their values); the rest are predicted from them until measured."
+        f"{machine.describe()}: {measured} of {total} models measured here, with random weights (speed does not "
+        f"depend on their values){rest}."
     )
     short, everything = st.columns(2)
     try:
@@ -108,9 +110,16 @@ def show_map(table: pd.DataFrame, budget: Budget) -> None:
     st.altair_chart(
         choice_map(rows, max_latency_ms=budget.max_latency_ms, min_accuracy=budget.min_accuracy), width="stretch"
     )
+    errors = prediction_errors(table, runtimes_for(budget.runtime))
+    error_text = ", ".join(f"{error:.0%} in {RUNTIME_LABELS[runtime]}" for runtime, error in errors.items())
     st.caption(
         "Each point a model in one runtime; the area is its file size, hollow points are predicted, faint ones "
         "are outside the budget. The line is the Pareto frontier: no model is both faster and more accurate."
+        + (
+            f" The latency model's median error on a measured model left out of its fit: {error_text}."
+            if errors
+            else ""
+        )
     )
 
 

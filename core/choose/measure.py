@@ -27,6 +27,7 @@ import torch
 
 from core import runtime
 from core.choose.machine import Machine
+from core.choose.predict import int8_size_mb
 from core.jobs.limits import memory_limit_mb, process_memory_mb
 from core.models import footprints
 from core.models.catalog import ModelSpec
@@ -44,6 +45,8 @@ class Settings:
     runs: int = 10  # batch-1 forwards timed, at most
     seconds: float = 6.0  # a budget for each timing loop, reached first by slow models
     throughput_runs: int = 3
+    # In the app: the memory the line admitted the job with; a model that needs more is skipped.
+    memory_cap_mb: float | None = None
 
 
 DEFAULT_SETTINGS = Settings()
@@ -111,7 +114,7 @@ def base_row(spec: ModelSpec, runtime_name: str, machine: Machine) -> dict[str, 
         "accuracy": spec.acc1,
         "input_size": spec.input_size,
         "fp32_size_mb": spec.file_size_mb,
-        "int8_size_mb": spec.num_params / MIB,  # one byte a weight, until an int8 file is measured
+        "int8_size_mb": int8_size_mb(spec.num_params),  # estimated until an int8 file is measured
         **machine.columns(),
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -129,18 +132,21 @@ def memory_need_mb(spec: ModelSpec, runtimes: Sequence[str]) -> float:
     )
 
 
-def too_big(spec: ModelSpec, runtimes: Sequence[str]) -> str | None:
-    """Why `spec` cannot be measured in the memory this process has left, or None where it fits."""
+def too_big(spec: ModelSpec, runtimes: Sequence[str], cap_mb: float | None = None) -> str | None:
+    """Why `spec` cannot be measured in the memory this process has left (or in `cap_mb`), or None where it fits."""
     need = memory_need_mb(spec, runtimes)
     left = memory_limit_mb() - process_memory_mb()
     if need > left:
         return f"needs about {need:,.0f} MB to measure, and {max(left, 0):,.0f} MB of this process's limit is left"
+    if cap_mb is not None and need > cap_mb:
+        return f"needs about {need:,.0f} MB to measure, more than this server measures with ({cap_mb:,.0f} MB)"
     return None
 
 
 def build_random(spec: ModelSpec) -> torch.nn.Module:
     """`spec`'s architecture with its own random initialisation, in eval mode, frozen."""
-    torch.manual_seed(0)
+    # No torch.manual_seed: the generator is the process's, shared with every visitor's training, and
+    # speed does not depend on the values.
     with runtime.TORCH_GLOBAL_STATE:  # builders run nn.init, which edits torch's tracing state beside an export
         model = spec.build()
     return model.eval().requires_grad_(False)
@@ -192,7 +198,7 @@ def measure_model(
     """One row for each of `runtimes` ("torch", "onnx", "int8"): measured, or skipped or failed with
     the reason. The model is built once and exported once for both ONNX Runtime rows."""
     rows = {name: base_row(spec, name, machine) for name in runtimes}
-    if reason := too_big(spec, runtimes):
+    if reason := too_big(spec, runtimes, settings.memory_cap_mb):
         return [row | {"status": "skipped", "reason": reason, "measured": False} for row in rows.values()]
     out: dict[str, dict] = {}
     try:
