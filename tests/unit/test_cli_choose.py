@@ -12,6 +12,7 @@ import pytest
 from core.__main__ import main
 from core.choose.machine import Machine, this_machine
 from core.choose.measure import base_row
+from core.choose.shortlist import SEED
 from core.choose.table import conform, read_table, write_table
 from core.models.catalog import all_specs, get_spec
 from tests.cli import run
@@ -19,20 +20,7 @@ from tests.cli import run
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DEVICE = Machine(cpu_model="Cortex-A72", cores=4, threads=4, versions="python 3.11.2, torch 2.5.1")
-MEASURED = (
-    "mobilenet_v3_small",
-    "squeezenet1_1",
-    "shufflenet_v2_x1_0",
-    "mnasnet1_0",
-    "efficientnet_lite0",
-    "mobilenet_v3_large",
-    "regnet_y_800mf",
-    "resnet18",
-    "efficientnet_b0",
-    "densenet121",
-    "resnet50",
-    "convnext_tiny",
-)
+MEASURED = SEED[:12]  # the short list's small and mid-sized models, a dozen families
 KEYS = {"model", "runtime", "latency_ms", "size_mb", "memory_mb", "accuracy", "measured", "on_frontier"}
 
 
