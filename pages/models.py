@@ -6,7 +6,7 @@ import streamlit as st
 from core.models import weights
 from core.models.catalog import all_specs
 from ui.charts import accuracy_vs_gflops
-from ui.navigation import ensure_app, look_inside
+from ui.navigation import CHOOSE, ensure_app, link_to, look_inside
 from ui.tables import data_table
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
@@ -57,6 +57,7 @@ def main() -> None:
         "metadata. Click a column header to sort."
     )
 
+    link_to(CHOOSE, "Which of these fits your device's latency and size? Choose measures them here")
     catalogue = catalogue_frame()
     search, family, offline = st.columns([5, 4, 3], vertical_alignment="bottom")
     text = search.text_input("Search", key="models_search", placeholder="name, family or weights, e.g. resnet")
