@@ -19,7 +19,9 @@ One fit per runtime (torch, onnx and int8 scale differently with the same work):
 
 Chosen on 69 torchvision models measured on one CPU thread in PyTorch and 48 in ONNX Runtime fp32 and
 int8 (random weights, median of 5): leave-one-out median error 6%, 7% and 7%; fitted on the smaller
-40% or 60% by GFLOPS and predicting the rest, 9-14%. Errors are relative, so the fit is in log space.
+40% or 60% by GFLOPS and predicting the rest, 9-14%. On the whole catalogue measured with 2 threads on
+2 cores (bench/bench_choose.py, 83 models), the leave-one-out median error was 16.5%.
+Errors are relative, so the fit is in log space.
 
 scikit-learn is imported inside the functions that fit: importing it costs start-up.
 """
