@@ -67,6 +67,8 @@ class FamilyTraits:
     bf16_slow: bool = False
     activation_elements: int = 120
     attention_quadratic: bool = False
+    # Whether core.shrink may prune its channels: attention blocks need their heads pruned together.
+    channel_pruning: bool = True
     # Model name -> fields that differ from the family's (e.g. VGG with batch norm).
     by_model: Mapping[str, TraitChanges] = field(default_factory=dict)
 
@@ -204,6 +206,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         stages=("stem", "blocks.*"),
         equal_blocks=("blocks.0.layers.*", "blocks.1.layers.*", "blocks.2.layers.*", "blocks.3.layers.*"),
         channels_last=False,
+        channel_pruning=False,
     ),
     "swin": FamilyTraits(  # permutes to NHWC itself
         head="head",
@@ -214,6 +217,7 @@ FAMILIES: dict[str, FamilyTraits] = {
         equal_blocks=("features.1.*", "features.3.*", "features.5.*", "features.7.*"),
         channels_last=False,
         activation_elements=120,  # 107 and 113 measured (swin_t, two runs): windows of tokens, linear in the area
+        channel_pruning=False,
     ),
     "vit": FamilyTraits(  # token sequences
         head="heads.head",
@@ -225,11 +229,12 @@ FAMILIES: dict[str, FamilyTraits] = {
         channels_last=False,
         activation_elements=60,  # 59 measured (vit_b_16)
         attention_quadratic=True,
+        channel_pruning=False,
     ),
 }
 
 # A family not in the table: nothing assumed (no head to replace, no Grad-CAM, default layout).
-UNKNOWN = FamilyTraits(head=None, last_block=None, cam_target=None, channels_last=False)
+UNKNOWN = FamilyTraits(head=None, last_block=None, cam_target=None, channels_last=False, channel_pruning=False)
 
 
 def traits(family: str, model: str | None = None) -> FamilyTraits:

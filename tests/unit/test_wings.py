@@ -15,6 +15,7 @@ CORE = ROOT / "core"
 
 WINGS = (
     "models", "engines", "classify", "inside", "features", "datasets", "finetune", "batch", "cli", "jobs", "choose",
+    "shrink",
 )  # fmt: skip
 TOP_LEVEL = {"__init__", "__main__", "errors", "images", "preprocessing", "progress", "runtime"}
 
@@ -29,6 +30,7 @@ FORBIDDEN = {
     "jobs": {"models", "engines", "classify", "inside", "features", "datasets", "finetune", "batch", "choose"},
     # Choose measures catalogue models as they are: it never trains, embeds or explains.
     "choose": {"classify", "inside", "features", "finetune", "batch"},
+    "shrink": {"features", "batch", "choose"},
 }
 
 
