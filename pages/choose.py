@@ -3,19 +3,27 @@
 import pandas as pd
 import streamlit as st
 
-from core.choose.frontier import Budget, on_frontier, recommend, usable, why_nothing_fits, within_budget
-from core.choose.shortlist import runtimes_for
+from core.choose.frontier import (
+    RUNTIME_NAMES,
+    Budget,
+    on_frontier,
+    recommend,
+    usable,
+    why_nothing_fits,
+    within_budget,
+)
+from core.choose.shortlist import device_table, runtimes_for
 from core.choose.table import BadTable
 from core.jobs.queue import JobCancelled
 from ui.charts import choice_map
-from ui.choose import device_table, measure, prediction_errors, table_here
+from ui.choose import measure, prediction_errors, table_here
 from ui.navigation import COMPARE, ensure_app, link_to, look_inside
 from ui.tables import data_table
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 HERE, ELSEWHERE = "This machine", "Another device (a table you load)"
-RUNTIME_LABELS = {"any": "any", "torch": "PyTorch", "onnx": "ONNX Runtime", "int8": "ONNX Runtime int8"}
+RUNTIME_LABELS = {"any": "any", **RUNTIME_NAMES}
 RUNTIMES = list(RUNTIME_LABELS)
 COLUMN_CONFIG = {
     "model": st.column_config.TextColumn("model"),
@@ -60,7 +68,7 @@ def the_table(budget: Budget) -> pd.DataFrame | None:
             st.info("Run `python -m core bench-models --out TABLE.parquet` on the device, then load the file here.")
             return None
         try:
-            return device_table(upload.getvalue(), upload.name, budget)
+            return device_table(upload.getvalue(), budget.runtime, upload.name)
         except BadTable as error:
             st.error(str(error), icon=":material/table:")
             return None

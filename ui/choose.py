@@ -1,5 +1,5 @@
 """Choose's tables as the page sees them: this machine's (measured rows from the cache, the rest
-predicted), another device's (loaded from a file), and measuring here through the job queue."""
+predicted), the latency model's error on them, and measuring here through the job queue."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from core.choose.bench_models import bench_models, cheapest_first
 from core.choose.frontier import Budget
 from core.choose.machine import Machine, this_machine
 from core.choose.measure import Settings, estimated_seconds, memory_need_mb
-from core.choose.predict import catalogue_frame, median_leave_out_error, with_predictions
+from core.choose.predict import median_leave_out_error
 from core.choose.shortlist import SEED, machine_table, runtimes_for, settle
-from core.choose.table import measured_rows, read_table
+from core.choose.table import measured_rows
 from core.jobs.limits import memory_limit_mb
 from core.models.catalog import all_specs, get_spec
 from ui.jobs import in_line
@@ -22,11 +22,6 @@ from ui.progress import progress_bar
 def table_here(budget: Budget) -> tuple[pd.DataFrame, Machine]:
     machine = this_machine()
     return machine_table(machine, runtimes_for(budget.runtime)), machine
-
-
-def device_table(data: bytes, name: str, budget: Budget) -> pd.DataFrame:
-    """Another device's table, its missing models predicted from its own measurements (raises BadTable)."""
-    return with_predictions(read_table(data, name), catalogue_frame(), runtimes_for(budget.runtime))
 
 
 def prediction_errors(table: pd.DataFrame, runtimes: tuple[str, ...]) -> dict[str, float]:

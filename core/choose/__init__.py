@@ -7,4 +7,5 @@ downloaded), a latency model for the ones not measured yet, budgets, the Pareto 
 - `bench_models`: the whole run over many models, resumable from the cache.
 - `predict`: the latency model fitted on measured rows, with its leave-out error.
 - `frontier`: budgets, the Pareto frontier, and the recommendation with its reasons.
+- `shortlist`: what to measure first, and the tables chosen from (this machine's, another device's).
 """

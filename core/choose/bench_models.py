@@ -43,15 +43,19 @@ def read_cache(path: Path) -> pd.DataFrame:
         return empty_table()
 
 
-def _append(path: Path, rows: list[dict]) -> None:
+_KEY = ["model", "runtime", "machine"]  # one row per model and runtime on each machine
+
+
+def _append(path: Path, rows: list[dict]) -> pd.DataFrame:
+    """`rows` written into the cache in place of any older rows of theirs; returns the cache as written
+    (read again under the lock: another session may have added rows meanwhile)."""
     with _cache_lock:
         cached = read_cache(path)
         fresh = conform(pd.DataFrame(rows))
-        keys = set(zip(fresh["model"], fresh["runtime"], fresh["machine"], strict=True))
-        stale = [
-            (m, r, k) in keys for m, r, k in zip(cached["model"], cached["runtime"], cached["machine"], strict=True)
-        ]
-        write_table(pd.concat([cached[[not s for s in stale]], fresh], ignore_index=True), path)
+        stale = pd.MultiIndex.from_frame(cached[_KEY]).isin(pd.MultiIndex.from_frame(fresh[_KEY]))
+        table = pd.concat([cached[~stale], fresh], ignore_index=True)
+        write_table(table, path)
+        return table
 
 
 def cheapest_first(names: Sequence[str]) -> list[str]:
@@ -85,11 +89,12 @@ def bench_models(
     path = cache or cache_file()
     run = BenchRun(table=empty_table())
     start = time.monotonic()
+    cached = read_cache(path)
     for index, name in enumerate(names):
         if should_stop() or (time_budget_s is not None and time.monotonic() - start > time_budget_s):
             run.not_reached = list(names[index:])
             break
-        done = _rows_for(read_cache(path), name, machine)
+        done = _rows_for(cached, name, machine)
         todo = [runtime for runtime in runtimes if runtime not in set(done["runtime"])]
         if not todo:
             run.from_cache.append(name)
@@ -97,11 +102,10 @@ def bench_models(
         if progress:
             progress(index, len(names), f"measuring {name} ({', '.join(todo)})")
         rows = measure_model(get_spec(name), todo, machine, settings)
-        _append(path, rows)
+        cached = _append(path, rows)
         run.measured_now.append(name)
     if progress:
         progress(len(names), len(names), "measured")
-    cached = read_cache(path)
     mine = cached[
         cached["machine"].eq(machine.key) & cached["model"].isin(list(names)) & cached["runtime"].isin(list(runtimes))
     ]

@@ -28,6 +28,7 @@ scikit-learn is imported inside the functions that fit: importing it costs start
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -166,7 +167,13 @@ def int8_size_mb(params: float) -> float:
 
 
 def catalogue_frame() -> pd.DataFrame:
-    """Every catalogue model's published figures, one row each (no model is built)."""
+    """Every catalogue model's published figures, one row each (no model is built): a copy of the frame
+    made once per process (each spec's input size builds its transforms; the page asks on every rerun)."""
+    return _catalogue_frame().copy()
+
+
+@functools.cache
+def _catalogue_frame() -> pd.DataFrame:
     from core.models.catalog import all_specs  # imports torchvision: only where the catalogue is asked for
 
     return pd.DataFrame(

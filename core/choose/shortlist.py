@@ -1,7 +1,8 @@
 """What to measure first: a few models across the families (so the latency model has something to fit),
 then whichever models the recommendation names that are still predicted, until the top ones are
 measured. A person asking "what fits in 20 ms" gets measured answers in a minute, not after the
-whole catalogue."""
+whole catalogue. Also the two tables chosen from, each with its unmeasured models predicted: this
+machine's (from the cache) and another device's (from a file)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from core.choose.frontier import Budget, recommend
 from core.choose.machine import Machine
 from core.choose.measure import DEFAULT_SETTINGS, Settings
 from core.choose.predict import catalogue_frame, with_predictions
-from core.choose.table import RUNTIMES, conform
+from core.choose.table import RUNTIMES, conform, read_table
 from core.progress import Progress
 
 # Small and mid-sized models from the families people pick from: cheap to measure (about a minute in
@@ -49,6 +50,13 @@ def machine_table(machine: Machine, runtimes: Sequence[str], cache: Path | None 
     cached = read_cache(cache or cache_file())
     mine = conform(cached[cached["machine"].eq(machine.key) & cached["runtime"].isin(list(runtimes))])
     return with_predictions(mine, catalogue_frame(), runtimes)
+
+
+def device_table(source: str | Path | bytes, runtime_choice: str, name: str = "") -> pd.DataFrame:
+    """A table measured on another device (a file's path or bytes), its other catalogue models predicted from
+    its own measurements. Raises BadTable for a file that is not one."""
+    runtimes = runtimes_for(runtime_choice)
+    return with_predictions(read_table(source, name), catalogue_frame(), runtimes)
 
 
 def still_predicted(table: pd.DataFrame, budget: Budget, count: int = 3) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.choose.table import RUNTIMES, read_table, write_table
+from core.choose.table import RUNTIMES, write_table
 from core.cli.common import positive, progress_to_stderr
 from core.errors import ZooScopeError
 from core.models.catalog import all_specs, get_spec
@@ -93,21 +93,14 @@ def _budget(args: argparse.Namespace):
     )  # fmt: skip
 
 
-def _device_table(path: str, budget) -> pd.DataFrame:
-    """Another device's table, with the catalogue's other models predicted from its own measurements."""
-    from core.choose.predict import catalogue_frame, with_predictions
-    from core.choose.shortlist import runtimes_for
-
-    table = read_table(Path(path))
-    return with_predictions(table, catalogue_frame(), runtimes_for(budget.runtime))
-
-
 def run_choose(args: argparse.Namespace) -> int:
     from core.choose.frontier import choices, recommend, why_nothing_fits
 
     budget = _budget(args)
     if args.table:
-        table = _device_table(args.table, budget)
+        from core.choose.shortlist import device_table
+
+        table = device_table(Path(args.table), budget.runtime)
     else:
         from core.choose.machine import this_machine
         from core.choose.shortlist import settle
