@@ -130,6 +130,18 @@ def page(browser, server_url):
     context.close()
 
 
+def wait_for_text(page, text: str, *, timeout: int = 60_000) -> None:
+    """Wait for `text` in the page; on a timeout, fail with what the page shows instead (a place in line,
+    an error, a smaller count), so a failure in CI says why."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_text(text).first.wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        shown = page.locator("[data-testid='stMain']").inner_text(timeout=5_000)
+        pytest.fail(f"{text!r} did not appear within {timeout / 1000:.0f} s; the page shows:\n{shown[-3000:]}")
+
+
 def settle(page) -> None:
     """Wait until the script run is over and no element is left over from the previous run."""
     page.wait_for_function(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from tests.e2e.conftest import fresh_page, settle
+from tests.e2e.conftest import fresh_page, settle, wait_for_text
 from tests.faces import zip_of
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +56,12 @@ def test_photos_and_a_zip_map_neighbours_and_duplicates(page, screenshot, tmp_pa
     keyed(page, "features_examples_on").locator("button").click()
     settle(page)
     keyed(page, "features_files").locator("input[type='file']").set_input_files(str(copy))
+    # Each upload's run finished before the next input: a new upload mid-run would interrupt it.
+    wait_for_text(page, "4 images · 1,280 numbers each from efficientnet_lite0", timeout=120_000)
     settle(page)
     page.get_by_role("tab", name="Zip of class folders").click()
     keyed(page, "features_zip").locator("input[type='file']").set_input_files(str(archive))
-    page.get_by_text("12 images · 1,280 numbers each from efficientnet_lite0").wait_for(timeout=120_000)
+    wait_for_text(page, "12 images · 1,280 numbers each from efficientnet_lite0", timeout=120_000)
     settle(page)
 
     # The map: one point per image; hovering one shows its thumbnail.
