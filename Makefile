@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # Installs only when a requirements file is newer than the last install.
-$(STAMP): requirements.txt requirements-dev.txt requirements-batch.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-batch.txt requirements-shrink.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $(STAMP)
