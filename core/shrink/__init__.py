@@ -1,4 +1,7 @@
-"""Shrink a model for a device: structured channel pruning through torch-pruning's dependency graph (residual
-additions, depthwise groups and concatenations kept consistent), measured against the unpruned model.
-Recovery training, int8 that keeps its answers and the phone formats (.ort, .pte) build on this wing next.
+"""Shrink a model for a device, and ship it: variants made (int8, whole channels pruned and recovered, both,
+single weights zeroed), each measured here the same way (parameters, GFLOPS, size, latency, fidelity), and
+the one a person keeps written as .onnx, .ort or .pte, each run in its own runtime before it is handed over.
+
+source (what is shrunk, and its images) -> prune / recover / int8 / sparsity (the variants) -> variants
+(measuring one) -> run (all of them, then shipping one) -> ship (the files, verified) and report (table, JSON).
 """

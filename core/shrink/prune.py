@@ -53,8 +53,9 @@ def _classifier_layers(model: nn.Module, classes: int) -> list[nn.Module]:
     ]
 
 
-def prune_channels(spec: ModelSpec, module: nn.Module, ratio: float) -> Pruned:
-    """`module` (an architecture of `spec`) with `ratio` of its prunable channels removed.
+def prune_channels(spec: ModelSpec, module: nn.Module, ratio: float, *, classes: int | None = None) -> Pruned:
+    """`module` (an architecture of `spec`) with `ratio` of its prunable channels removed; `classes` is how
+    many outputs it gives (a fine-tuned model's own classes; the catalogue's by default).
 
     Raises ValueError for a ratio outside (0, 1), PruningUnavailable where the architecture cannot be
     pruned (attention blocks' heads, a channel shuffle) or the pruned network no longer gives one output
@@ -69,7 +70,7 @@ def prune_channels(spec: ModelSpec, module: nn.Module, ratio: float) -> Pruned:
             f"{spec.name} ({spec.family}) is built of attention blocks: pruning channels would need its heads "
             "pruned together, which ZooScope does not do."
         )
-    classes = len(spec.categories)
+    classes = classes or len(spec.categories)
     model = copy.deepcopy(module).eval().requires_grad_(True)  # DepGraph traces the autograd graph
     example = torch.zeros(1, 3, spec.input_size, spec.input_size)
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
