@@ -7,11 +7,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from core.cli import batch, catalogue, choose, classify, features, finetune
+from core.cli import batch, catalogue, choose, classify, features, finetune, shrink
 from core.errors import ZooScopeError
 from core.runtime import parse_runtime
 
-COMMAND_GROUPS = (catalogue, classify, finetune, features, batch, choose)
+COMMAND_GROUPS = (catalogue, classify, finetune, features, batch, choose, shrink)
 
 
 def build_parser() -> argparse.ArgumentParser:
