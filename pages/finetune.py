@@ -12,7 +12,7 @@ from ui.finetune.results import results
 from ui.finetune.run import collect_training_run, run_training
 from ui.finetune.settings import training_settings
 from ui.finetune.try_it import try_it
-from ui.navigation import ensure_app
+from ui.navigation import SHRINK, ensure_app, link_to
 from ui.session import MY_MODEL
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
@@ -40,6 +40,7 @@ def main() -> None:
     results(trained)
     try_it(trained)
     export(trained)
+    link_to(SHRINK, "Shrink it for a phone: pruning, int8, an .ort or .pte file")
 
 
 main()

@@ -319,3 +319,37 @@ def choice_map(frame: pd.DataFrame, *, max_latency_ms: float | None = None, min_
         rule = pd.DataFrame({"accuracy": [min_accuracy]})
         layers.append(alt.Chart(rule).mark_rule(strokeDash=[6, 4], color="#c0392b").encode(y="accuracy:Q"))
     return alt.LayerChart(layer=layers)
+
+
+def shrink_map(frame: pd.DataFrame, fidelity: str) -> alt.LayerChart:
+    """Shrink's trade: each variant a point, fidelity against latency (all threads), the file's size as the
+    area, the kind of variant as the colour, its name beside it.
+
+    Columns: variant, kind, `fidelity` ("accuracy" or "agreement"), "latency all threads (ms)", "size (MB)",
+    "params (M)", "latency 1 thread (ms)".
+    """
+    data = frame.rename(
+        columns={"latency all threads (ms)": "latency_ms", "size (MB)": "size_mb", fidelity: "fidelity"}
+    )
+    x = alt.X("latency_ms:Q", title="latency, batch 1, all threads (ms)", scale=alt.Scale(zero=False))
+    y = alt.Y("fidelity:Q", title=fidelity, axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    points = (
+        alt.Chart(data)
+        .mark_circle(opacity=0.75)
+        .encode(
+            x=x,
+            y=y,
+            size=alt.Size("size_mb:Q", title="file size (MB)", scale=alt.Scale(range=[60, 1200])),
+            color=alt.Color("kind:N", title="variant", scale=alt.Scale(scheme="tableau10")),
+            tooltip=[
+                alt.Tooltip("variant:N"),
+                alt.Tooltip("fidelity:Q", title=fidelity, format=".1%"),
+                alt.Tooltip("latency_ms:Q", title="latency (ms)", format=".1f"),
+                alt.Tooltip("latency 1 thread (ms):Q", format=".1f"),
+                alt.Tooltip("size_mb:Q", title="file (MB)", format=".1f"),
+                alt.Tooltip("params (M):Q", format=".2f"),
+            ],
+        )
+    )
+    labels = alt.Chart(data).mark_text(align="left", dx=12, dy=-8, fontSize=11).encode(x=x, y=y, text="variant:N")
+    return alt.LayerChart(layer=[points, labels])

@@ -41,9 +41,10 @@ FINETUNE = PageEntry("pages/finetune.py", "Fine-tune", ":material/model_training
 INSIDE = PageEntry("pages/inside.py", "Inside", ":material/account_tree:", "inside")
 FEATURES = PageEntry("pages/features.py", "Features", ":material/scatter_plot:", "features")
 CHOOSE = PageEntry("pages/choose.py", "Choose", ":material/tune:", "choose")
+SHRINK = PageEntry("pages/shrink.py", "Shrink", ":material/compress:", "shrink")
 MODELS = PageEntry("pages/models.py", "Models", ":material/menu_book:", "models")
 
-PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, FEATURES, CHOOSE, MODELS)
+PAGES = (CLASSIFY, COMPARE, FINETUNE, INSIDE, FEATURES, CHOOSE, SHRINK, MODELS)
 DEFAULT = CLASSIFY
 
 # Set while app.py's navigation runs a page (each script run has its own thread, so its own context).
