@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 from bench import machine  # noqa: E402
 from bench import summary_rows as model_rows  # noqa: E402
 from bench import summary_rows_choose as choose_rows  # noqa: E402
+from bench import summary_rows_shrink as shrink_rows  # noqa: E402
 from bench import summary_rows_work as work_rows  # noqa: E402
 from bench.summary_rows import Row  # noqa: E402
 
@@ -71,6 +72,7 @@ def _options(threads: int) -> dict[str, list[str]]:
         "bench_soak.py": ["--sessions", "12", "--memory-mb", "2000", "--cores", "2"],
         # The app's own threads, as the page measures; the whole catalogue within its 15-minute goal.
         "bench_choose.py": ["--budget-min", "15"],
+        "bench_shrink.py": t,
     }
 
 
@@ -94,6 +96,7 @@ SUMMARIES: dict[str, Callable] = {
     "bench_light_work.py": work_rows.light_work_rows,
     "bench_soak.py": work_rows.soak_rows,
     "bench_choose.py": choose_rows.choose_rows,
+    "bench_shrink.py": shrink_rows.shrink_rows,
 }
 ORDER = [
     "bench_load.py",
@@ -112,6 +115,7 @@ ORDER = [
     "bench_light_work.py",
     "bench_soak.py",
     "bench_choose.py",
+    "bench_shrink.py",
 ]
 
 
