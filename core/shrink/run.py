@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.engines.onnx_export import export_module
+from core.engines.onnx_export import ExportFailed, export_module
 from core.errors import ZooScopeError
 from core.progress import Progress
 from core.shrink.prune import PruningUnavailable, prune_channels
@@ -128,7 +128,10 @@ def shrink(
 
     def exported(module, name: str) -> Path:
         path = folder / f"{_slug(name)}.onnx"
-        export_module(module, size, path)
+        try:
+            export_module(module, size, path)
+        except ExportFailed as error:  # every variant is measured in ONNX Runtime: without an export, none is
+            raise ZooScopeError(f"{source.name} ({name}) could not be exported to ONNX: {error}") from error
         return path
 
     def int8_of(variant: Variant, name: str, kind: str) -> None:

@@ -65,3 +65,19 @@ def test_fidelity_is_the_share_of_expected_answers_and_refuses_a_mismatch():
     assert fidelity(np.array([1, 2, 3, 4]), [1, 2, 0, 4]) == pytest.approx(0.75)
     with pytest.raises(ValueError):
         fidelity(np.array([1, 2]), [1])
+
+
+def test_a_model_that_will_not_export_is_a_one_line_error_not_a_traceback(monkeypatch, tmp_path):
+    from core.engines.onnx_export import ExportFailed
+    from core.errors import ZooScopeError
+    from core.models.loading import load_model
+    from core.shrink import run
+    from core.shrink.source import catalogue_source
+
+    def refuse(*args, **kwargs):
+        raise ExportFailed("torch.onnx could not export it (an operator it does not know)")
+
+    monkeypatch.setattr(run, "export_module", refuse)
+    images = images_for_catalogue(calibration_images()[:2], check_images()[:2])
+    with pytest.raises(ZooScopeError, match=r"efficientnet_lite0 \(fp32\) could not be exported to ONNX: .*operator"):
+        run.shrink(catalogue_source(load_model("efficientnet_lite0")), images, tmp_path, run.ShrinkOptions())
