@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.engines.onnx_export import ExportFailed, export_module
 from core.errors import ZooScopeError
@@ -89,7 +89,6 @@ def shrink(
     should_stop: Callable[[], bool] | None = None,
 ) -> ShrinkResult:
     """Every variant `options` asks for, measured, written into `folder`."""
-    from core.shrink.recover import recover_by_distillation, recover_with_labels
     from core.shrink.sparsity import zero_smallest
 
     for ratio in options.ratios:
@@ -160,21 +159,11 @@ def shrink(
             done[0] += 2 + options.int8
             continue
         step(f"Recovering {name} ({options.recover_epochs} epochs)")
-        if images.train_labels is not None:
-            recovery = recover_with_labels(
-                pruned.module, spec, images.train, images.train_labels, epochs=options.recover_epochs,
-                should_stop=should_stop,
-            )  # fmt: skip
-        else:
-            recovery = recover_by_distillation(
-                pruned.module, source.module, spec, images.train, epochs=options.recover_epochs,
-                should_stop=should_stop,
-            )  # fmt: skip
-        how = f"{recovery.kind} on {recovery.images} images, {recovery.epochs_run} epochs, {recovery.seconds:.0f} s"
+        module, how = _recovered(pruned.module, source, images, options.recover_epochs, should_stop)
         step(f"Exporting {name}")
         variant = judged(
-            name, "pruned", exported(recovery.module, name), recovery.module, ratio,
-            (f"{pruned.params_share:.0%} of the parameters left", f"recovered by {how}"),
+            name, "pruned", exported(module, name), module, ratio,
+            (f"{pruned.params_share:.0%} of the parameters left", how),
         )  # fmt: skip
         if options.int8:
             int8_of(variant, f"{name} + int8", "pruned+int8")
@@ -194,6 +183,24 @@ def shrink(
     if progress:
         progress(total, total, "Done")
     return result
+
+
+def _recovered(module, source: ShrinkSource, images: ShrinkImages, epochs: int, should_stop) -> tuple[Any, str]:
+    """The pruned `module` after its recovery (none for 0 epochs), and how it was recovered, in words."""
+    from core.shrink.recover import recover_by_distillation, recover_with_labels
+
+    if epochs <= 0:
+        return module, "not recovered (0 epochs): the pruned weights as they are"
+    if images.train_labels is not None:
+        recovery = recover_with_labels(
+            module, source.spec, images.train, images.train_labels, epochs=epochs, should_stop=should_stop
+        )
+    else:
+        recovery = recover_by_distillation(
+            module, source.module, source.spec, images.train, epochs=epochs, should_stop=should_stop
+        )
+    how = f"{recovery.kind} on {recovery.images} images, {recovery.epochs_run} epochs, {recovery.seconds:.0f} s"
+    return recovery.module, f"recovered by {how}"
 
 
 def _torch_forward(module):

@@ -20,30 +20,23 @@ def by_name(report: dict) -> dict[str, dict]:
     return {variant["variant"]: variant for variant in report["variants"]}
 
 
-def test_a_catalogue_model_pruned_in_int8_and_zeroed_each_measured(capsys, tmp_path):
+def test_a_catalogue_model_pruned_and_in_int8_each_measured(capsys, tmp_path):
+    # No recovery here (0 epochs): distillation has its own tests (test_shrink_recover.py).
     code, out, err = run(
-        capsys, "shrink", "efficientnet_lite0", "--out", str(tmp_path), "--prune", "0.5", "--int8", "--zeros",
-        "--epochs", "1", "--format", "json",
+        capsys, "shrink", "efficientnet_lite0", "--out", str(tmp_path), "--prune", "0.5", "--int8",
+        "--epochs", "0", "--format", "json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
     assert report["source"] == "efficientnet_lite0" and report["fidelity_kind"] == "agreement"
-    assert [v["variant"] for v in report["variants"]] == [
-        "fp32",
-        "int8",
-        "pruned 50%",
-        "pruned 50% + int8",
-        "30% zeros",
-    ]
-    variants = by_name(report)
-    fp32, int8, pruned, both, zeros = (variants[name] for name in variants)
+    assert [v["variant"] for v in report["variants"]] == ["fp32", "int8", "pruned 50%", "pruned 50% + int8"]
+    fp32, int8, pruned, both = report["variants"]
     assert fp32["fidelity"] >= 0.97  # ONNX Runtime's fp32 against PyTorch's answers
     assert int8["fidelity"] >= 0.85 and int8["size_mb"] < 0.55 * fp32["size_mb"]  # the classifier stays float
     assert any("kept in float" in note for note in int8["notes"])
     assert pruned["params"] <= 0.6 * fp32["params"] and pruned["gflops"] < fp32["gflops"]
-    assert any("distillation" in note for note in pruned["notes"])
+    assert any("not recovered" in note for note in pruned["notes"])
     assert both["params"] == pruned["params"] and both["size_mb"] < pruned["size_mb"]
-    assert zeros["params"] == fp32["params"] and zeros["compressed_mb"] < 0.8 * fp32["compressed_mb"]
     for variant in report["variants"]:
         assert variant["latency_ms"] > 0 and variant["latency_ms_one_thread"] > 0
         assert variant["files"] == {} and variant["verified"] == {}
@@ -56,19 +49,23 @@ def textures_bundle(tmp_path_factory) -> Path:
     return bundle
 
 
-def test_a_fine_tuned_bundle_pruned_recovered_and_shipped_in_three_runtimes(capsys, tmp_path, textures_bundle):
+def test_a_fine_tuned_bundle_pruned_recovered_zeroed_and_shipped_in_three_runtimes(capsys, tmp_path, textures_bundle):
     pytest.importorskip("executorch")
     out_dir = tmp_path / "out"
     code, out, err = run(
         capsys, "shrink", str(textures_bundle), "--out", str(out_dir), "--recover-on", str(EXAMPLE_FOLDER),
-        "--prune", "0.5", "--epochs", "2", "--export", "onnx,ort,pte", "--keep", "pruned 50%", "--format", "json",
+        "--prune", "0.5", "--zeros", "--epochs", "1", "--export", "onnx,ort,pte", "--keep", "pruned 50%",
+        "--format", "json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
     assert report["fidelity_kind"] == "accuracy" and "15 validation images" in report["images"]
-    fp32, pruned = by_name(report)["fp32"], by_name(report)["pruned 50%"]
+    variants = by_name(report)
+    assert list(variants) == ["fp32", "pruned 50%", "30% zeros"]
+    fp32, pruned, zeros = variants.values()
     assert fp32["fidelity"] >= 0.9  # the head trained on these textures
-    assert pruned["fidelity"] >= 0.8 and any("fine-tune on" in note for note in pruned["notes"])
+    assert pruned["fidelity"] >= 0.6 and any("fine-tune on" in note for note in pruned["notes"])
+    assert zeros["params"] == fp32["params"] and zeros["compressed_mb"] < 0.9 * fp32["compressed_mb"]
     assert fp32["files"] == {} and set(pruned["files"]) == {"onnx", "ort", "pte"}  # only the variant kept
     for fmt, path in pruned["files"].items():
         assert Path(path).is_file() and Path(path).suffix == f".{fmt}" and Path(path).parent == out_dir
@@ -76,8 +73,10 @@ def test_a_fine_tuned_bundle_pruned_recovered_and_shipped_in_three_runtimes(caps
     assert Path(pruned["files"]["ort"]).read_bytes()[4:8] == b"ORTM"
 
 
-def test_a_bundle_without_its_images_and_bad_arguments_are_one_line_errors(capsys, tmp_path, textures_bundle):
-    code, _, err = run(capsys, "shrink", str(textures_bundle), "--out", str(tmp_path))
+def test_a_bundle_without_its_images_and_bad_arguments_are_one_line_errors(capsys, tmp_path):
+    bundle = tmp_path / "my-model.zip"
+    bundle.write_bytes(b"PK\x05\x06" + bytes(18))  # refused before it is read
+    code, _, err = run(capsys, "shrink", str(bundle), "--out", str(tmp_path))
     assert code == 2 and "--recover-on DATA" in err and "Traceback" not in err
     code, _, err = run(
         capsys, "shrink", "efficientnet_lite0", "--out", str(tmp_path), "--holdout", str(tmp_path / "no")
