@@ -14,8 +14,10 @@ full range, and every int8 model carries its own measured agreement and speed (c
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -28,26 +30,17 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     its activation ranges measured on `calibration`: preprocessed float32 batches, one image each
     (the calibrator keeps every intermediate tensor of a batch: one image keeps that small)."""
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches: Iterator[np.ndarray] = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch}
-
-    with _quiet_preprocessing_advice():
+    with quiet_preprocessing_advice():
         quantize_static(
             str(fp32_path),
             str(int8_path),
-            Reader(),
+            calibration_reader(calibration, input_name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=False,
@@ -58,13 +51,39 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[np.nda
     return int8_path
 
 
+def calibration_reader(batches: Iterable[np.ndarray], input_name: str):
+    """onnxruntime.quantization's reader of calibration data: each batch fed as the model's input."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    return Reader()
+
+
+_STDOUT = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """onnxruntime's calibrator and converter print their progress. sys.stdout is the whole process's, so
+    one tool at a time swaps it for a buffer (two swaps interleaved could leave it pointing at a buffer)."""
+    with _STDOUT, contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 class _DropPreprocessingAdvice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing" not in record.getMessage()
 
 
 @contextlib.contextmanager
-def _quiet_preprocessing_advice():
+def quiet_preprocessing_advice():
     """quantize_static advises `quant_pre_process` on the root logger. Measured on lite0: the same
     agreement and speed with it, because torch.onnx's optimiser has already folded what it would."""
     advice = _DropPreprocessingAdvice()

@@ -47,8 +47,6 @@ On every image fp32 is at least 50% sure of, int8 agrees. The recipe takes about
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -281,31 +279,17 @@ def _quantize(
 ) -> None:
     """quantize_static with `float_nodes` left float; the activation ranges are measured once per method and kept
     in `folder` for the next call."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from core.engines.quantize import _quiet_preprocessing_advice
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch}
+    from core.engines.quantize import calibration_reader, quiet_preprocessing_advice, quiet_stdout
 
     try:
         # The histogram calibrator prints its progress: kept out of the app's output.
-        with _quiet_preprocessing_advice(), contextlib.redirect_stdout(io.StringIO()):
+        with quiet_preprocessing_advice(), quiet_stdout():
             quantize_static(
                 str(fp32),
                 str(out),
-                Reader(),
+                calibration_reader(batches, input_name),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=False,

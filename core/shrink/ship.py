@@ -23,14 +23,11 @@ phone's. int8 .ort and .onnx, and the .pte against the .onnx, run about alike.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
-import io
 import logging
 import shutil
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,16 +38,13 @@ import torch
 import torch.nn as nn
 
 from core import runtime
-from core.engines.quantize import median_ms
+from core.engines.quantize import median_ms, quiet_stdout
 from core.engines.sessions import SessionForward, open_session
 from core.errors import ZooScopeError
 
 FORMATS = ("onnx", "ort", "pte")
 INSTALL_EXECUTORCH = "pip install -r requirements-shrink.txt"
 ORT_TARGET = "arm"  # phones: keeps the converter from baking in x86's NCHWc layout
-
-# onnxruntime's converter reports on stdout; sys.stdout is the process's, so one conversion at a time swaps it.
-_ORT_CONVERTER = threading.Lock()
 
 
 class ExecuTorchMissing(ZooScopeError):
@@ -108,7 +102,7 @@ def write_ort(onnx_path: Path, out: Path, *, metadata: Mapping[str, str] | None 
         single = write_onnx(onnx_path, Path(folder) / "model.onnx", metadata=metadata)
         converted = Path(folder) / "converted"
         try:
-            with _ORT_CONVERTER, contextlib.redirect_stdout(io.StringIO()):
+            with quiet_stdout():
                 convert_onnx_models_to_ort(
                     single,
                     output_dir=converted,

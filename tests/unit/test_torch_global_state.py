@@ -130,3 +130,30 @@ def test_forward_passes_beside_fx_traces_stay_real():
     assert forwards[0] > 0
     # Two traces at once would restore each other's patches: the process must end with torch's own.
     assert nn.Module.__call__ is original_call and nn.Module.__getattr__ is original_getattr
+
+
+def test_stdout_swapped_by_many_sessions_at_once_comes_back_to_the_process():
+    """onnxruntime's calibrator and converter print progress; quiet_stdout swaps sys.stdout for a buffer. Two
+    sessions quantizing at once each swap it; interleaved, the second could restore the first's buffer for good."""
+    import sys
+    import time
+
+    from core.engines.quantize import quiet_stdout
+
+    before = sys.stdout
+    errors: list[str] = []
+
+    def quiet_many_times() -> None:
+        for _ in range(50):
+            with quiet_stdout():
+                print("calibrating…")
+                if sys.stdout is before:
+                    errors.append("stdout was not swapped inside")
+                time.sleep(0.0005)
+
+    threads = [threading.Thread(target=quiet_many_times) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sys.stdout is before and not errors
