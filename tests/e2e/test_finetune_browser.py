@@ -56,6 +56,9 @@ def set_number(page, key: str, value: int) -> None:
     the click before can replace the field and drop what was typed."""
     field = keyed(page, key).locator("input")
     for _ in range(3):
+        if not field.is_visible():  # a rerun may draw the settings' expander closed again
+            page.get_by_text("Training settings").click()
+            field.wait_for()
         field.fill(str(value))
         field.press("Enter")
         settle(page)
