@@ -22,12 +22,11 @@ from core.jobs.queue import JobCancelled
 from core.models import weights
 from core.models.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.models.keys import ModelKey
-from core.models.loading import LoadedModel
 from ui import fallback
 from ui.charts import top_k_bars
 from ui.inputs import file_digest, image_inputs
 from ui.jobs import light_work
-from ui.loading import load_with_progress
+from ui.loading import backbone_for_bundle, load_with_progress
 from ui.model_pool import model_pool
 from ui.navigation import ensure_app
 from ui.progress import progress_bar
@@ -126,11 +125,6 @@ def classify(choice: str, engine: str | None, files: list[tuple[str, bytes]], k:
             return classify_files(model, files, k=k, thumbnails=True, progress=progress)
 
     return reuse("classify_last", (choice, engine, id(trained), k, file_digest(tuple(files))), compute)
-
-
-def backbone_for_bundle(name: str) -> LoadedModel:
-    """The shared backbone a bundle's trained copies are made from: PyTorch's tensors, the torch face."""
-    return load_with_progress(ModelKey(name)).torch
 
 
 def import_bundle_upload() -> None:

@@ -24,7 +24,7 @@ from core.shrink.source import (
 )
 from ui.finetune import keys as finetune_keys
 from ui.inputs import file_digest
-from ui.loading import load_with_progress
+from ui.loading import backbone_for_bundle, load_with_progress
 from ui.navigation import FINETUNE, ensure_app, link_to
 from ui.session import MY_MODEL, latest, reuse
 from ui.shrink import last_run, run, ship_section, show_trade
@@ -94,10 +94,6 @@ def labelled_images(trained: TrainedModel) -> tuple[Dataset | None, tuple]:
     except ZooScopeError as error:
         st.error(f"**{verbatim(upload.name)}**: {error}", icon=":material/error:")
         return None, ()
-
-
-def backbone_for_bundle(name: str):
-    return load_with_progress(ModelKey(name)).torch
 
 
 def my_model_choice():

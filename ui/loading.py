@@ -11,6 +11,7 @@ from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.jobs.queue import JobCancelled
 from core.models.keys import ModelKey
+from core.models.loading import LoadedModel
 from ui.jobs import in_line
 from ui.model_pool import get_model, model_pool
 from ui.progress import progress_bar
@@ -39,6 +40,11 @@ def load_with_progress(key: ModelKey, *, label: str | None = None) -> ModelHandl
             icon=":material/memory:",
         )
     return model
+
+
+def backbone_for_bundle(name: str) -> LoadedModel:
+    """The shared backbone a bundle's trained copies are made from: PyTorch's tensors, the torch face."""
+    return load_with_progress(ModelKey(name)).torch
 
 
 def load_many(keys: Sequence[ModelKey]) -> list[ModelHandle]:

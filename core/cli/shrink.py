@@ -38,16 +38,22 @@ def formats(text: str) -> tuple[str, ...]:
 
 
 def photos_in(folder: str, what: str) -> list[Image.Image]:
-    """Every image in `folder` (recursively), decoded; a file that is not one is reported and skipped."""
+    """Every image under `folder` (core.datasets.sources' walk), decoded; a file that is not one is reported and
+    skipped."""
+    from core.datasets.sources import from_folder
+
     root = Path(folder)
     if not root.is_dir():
         raise ZooScopeError(f"The {what} {folder} is not a folder of photos.")
+    found = from_folder(root)
+    for skipped in found.skipped:
+        print(f"skipped: {skipped.name}: {skipped.reason}", file=sys.stderr)
     photos = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for source in found.images:
         try:
-            photos.append(decode_image(path.read_bytes()))
+            photos.append(decode_image(source.read()))
         except (ImageError, OSError) as error:
-            print(f"skipped: {path}: {error}", file=sys.stderr)
+            print(f"skipped: {source.name}: {error}", file=sys.stderr)
     if not photos:
         raise ZooScopeError(f"The {what} {folder} holds no photos ZooScope can read.")
     return photos

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import runtime
 from core.engines.onnx_export import ExportFailed, export_module
 from core.errors import ZooScopeError
+from core.preprocessing import model_batch
 from core.progress import Progress
 from core.shrink.prune import PruningUnavailable, prune_channels
 from core.shrink.source import ShrinkImages, ShrinkSource
-from core.shrink.variants import Variant, count_params_and_gflops, measure, time_all, top1_of
+from core.shrink.variants import BATCH, Variant, count_params_and_gflops, measure, time_all, top1_of
 
 if TYPE_CHECKING:
     from core.shrink.ship import Verified
@@ -111,13 +113,12 @@ def shrink(
     if images.holdout_labels is not None:
         expected: Sequence[int] = images.holdout_labels
     else:
-        expected = [int(answer) for answer in top1_of(_torch_forward(source.module), images.holdout, preprocess)]
+        expected = [int(answer) for answer in top1_of(source.module, images.holdout, preprocess)]
 
-    def judged(name: str, kind: str, onnx: Path, module, ratio, notes: Sequence[str] = ()) -> Variant:
-        if module is not None:
-            params, gflops = count_params_and_gflops(module, size)
-        else:  # int8 of a module measured just before it: the same network
-            params, gflops = result.variants[-1].params, result.variants[-1].gflops
+    def judged(
+        name: str, kind: str, onnx: Path, module, ratio, notes: Sequence[str] = (), *, counts: tuple[int, float]
+    ) -> Variant:
+        params, gflops = counts
         variant = measure(
             name, kind, onnx=onnx, module=module, params=params, gflops=gflops, ratio=ratio,
             holdout=images.holdout, preprocess=preprocess, expected=expected, notes=notes,
@@ -140,11 +141,14 @@ def shrink(
         made = quantize_keeping_answers(variant.onnx, folder / f"{_slug(name)}.onnx", images.calibration, preprocess)
         kept = ", ".join(f"{node.node} ({node.reason})" for node in made.kept_float) or "none"
         notes = (f"calibrated on {made.calibration_images} images ({made.method})", f"kept in float: {kept}")
-        judged(name, kind, made.path, None, variant.ratio, notes)
+        judged(name, kind, made.path, None, variant.ratio, notes, counts=(variant.params, variant.gflops))
 
     stopped = should_stop or (lambda: False)
     step(f"Exporting {source.name} to ONNX")
-    original = judged("fp32", "original", exported(source.module, "fp32"), source.module, None, ("unchanged",))
+    counts = count_params_and_gflops(source.module, size)
+    original = judged(
+        "fp32", "original", exported(source.module, "fp32"), source.module, None, ("unchanged",), counts=counts
+    )
     if options.int8:
         int8_of(original, "int8", "int8")
     for ratio in options.ratios:
@@ -164,6 +168,7 @@ def shrink(
         variant = judged(
             name, "pruned", exported(module, name), module, ratio,
             (f"{pruned.params_share:.0%} of the parameters left", how),
+            counts=(pruned.params_after, pruned.gflops_after),  # recovery changes weights, not shapes
         )  # fmt: skip
         if options.int8:
             int8_of(variant, f"{name} + int8", "pruned+int8")
@@ -174,11 +179,10 @@ def shrink(
         judged(
             name, "zeros", exported(sparse.module, name), sparse.module, ZEROS_SHARE,
             (f"{sparse.zero_share:.0%} of the weights are zero: the file compresses, dense kernels run no faster",),
+            counts=counts,  # zeros are still parameters, and still multiplied
         )  # fmt: skip
     step("Timing every variant at batch 1")
-    from core import runtime
-
-    example = _example_batch(images.holdout, preprocess)
+    example = model_batch(images.holdout[:1], preprocess)
     result.variants = time_all(result.variants, example, all_threads=runtime.usable_cpus())
     if progress:
         progress(total, total, "Done")
@@ -201,22 +205,6 @@ def _recovered(module, source: ShrinkSource, images: ShrinkImages, epochs: int, 
         )
     how = f"{recovery.kind} on {recovery.images} images, {recovery.epochs_run} epochs, {recovery.seconds:.0f} s"
     return recovery.module, f"recovered by {how}"
-
-
-def _torch_forward(module):
-    import torch
-
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return module(batch)
-
-    return forward
-
-
-def _example_batch(images, preprocess):
-    from core.preprocessing import model_batch
-
-    return model_batch(images[:1], preprocess)
 
 
 # --- what it needs, and shipping one ---------------------------------------------------------------
@@ -244,13 +232,12 @@ def ship_variant(
     """Variant `name` written to `out` in each of `formats` ("onnx", "ort", "pte"), each file run in its own
     runtime on the held-out images and compared with the variant's answers as measured here:
     {format: core.shrink.ship.Verified}. A format that cannot be made raises its reason."""
-    from core.preprocessing import model_batch
     from core.shrink.ship import verify, write_onnx, write_ort, write_pte
 
     variant = result.variant(name)
     out.mkdir(parents=True, exist_ok=True)
     stem = _slug(f"{result.source} {name}")
-    batches = [model_batch(holdout[start : start + 16], preprocess) for start in range(0, len(holdout), 16)]
+    batches = [model_batch(holdout[start : start + BATCH], preprocess) for start in range(0, len(holdout), BATCH)]
     shipped: dict[str, Verified] = {}
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
