@@ -19,3 +19,7 @@ class NetworkUnavailable(WeightsUnavailable):
 
 class UnknownModel(ZooScopeError):
     """A model name that is not in the catalogue."""
+
+
+class UnknownWeights(UnknownModel):
+    """A weights version a model does not have (resnet50 has IMAGENET1K_V1 and IMAGENET1K_V2)."""

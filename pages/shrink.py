@@ -114,7 +114,7 @@ def my_model_choice():
     dataset, data_key = labelled_images(trained)
     if dataset is None:
         return None
-    loaded = backbone_for_bundle(trained.backbone)
+    loaded = backbone_for_bundle(trained.backbone_key)
     key = (id(trained), data_key)
     return (
         bundle_source(trained, loaded),

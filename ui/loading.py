@@ -42,9 +42,10 @@ def load_with_progress(key: ModelKey, *, label: str | None = None) -> ModelHandl
     return model
 
 
-def backbone_for_bundle(name: str) -> LoadedModel:
-    """The shared backbone a bundle's trained copies are made from: PyTorch's tensors, the torch face."""
-    return load_with_progress(ModelKey(name)).torch
+def backbone_for_bundle(key: ModelKey) -> LoadedModel:
+    """The shared backbone a bundle's trained copies are made from (its model and weights version): PyTorch's
+    tensors, the torch face."""
+    return load_with_progress(key).torch
 
 
 def load_many(keys: Sequence[ModelKey]) -> list[ModelHandle]:

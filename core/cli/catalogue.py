@@ -18,13 +18,17 @@ from core.inside.stage_maps import stage_maps
 from core.models import weights
 from core.models.catalog import all_specs, curated_specs, get_spec
 from core.models.loading import load_model
+from core.models.versions import version_rows
 from core.preprocessing import decode_side
 from core.runtime import pick_device
 
 
 def run_models(args: argparse.Namespace) -> int:
     specs = all_specs().values() if args.all else curated_specs()
-    rows = [{**spec.row(), "available_offline": weights.is_available(spec)} for spec in specs]
+    if args.versions:  # one row per published weights version, for the models with several
+        rows = version_rows(spec.name for spec in specs)
+    else:
+        rows = [{**spec.row(), "available_offline": weights.is_available(spec)} for spec in specs]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
@@ -63,6 +67,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="list the model catalogue")
     models.add_argument("--all", action="store_true", help="every torchvision classifier, not only the curated set")
     models.add_argument("--format", choices=("table", "json"), default="table")
+    models.add_argument(
+        "--versions", action="store_true", help="each weights version (for --weights) of the models that have several"
+    )
     models.set_defaults(run=run_models)
 
     inspect = commands.add_parser("inspect", help="a model's stages, shapes, parameters, GFLOPS and skip connections")

@@ -52,11 +52,23 @@ def progress_if_watched(done: int, total: int, message: str) -> None:
         progress_to_stderr(done, total, message)
 
 
-def model_key(text: str) -> ModelKey:
+def add_weights_option(parser: argparse.ArgumentParser, what: str = "the model") -> None:
+    """`--weights NAME`: one of the published weights versions of a model (`python -m core models --versions`)."""
+    parser.add_argument(
+        "--weights",
+        metavar="NAME",
+        help=f"which published ImageNet weights of {what} (resnet50: IMAGENET1K_V1 or IMAGENET1K_V2); "
+        "default: torchvision's DEFAULT",
+    )
+
+
+def model_key(text: str, weights: str | None = None) -> ModelKey:
     """The model a person names on the command line: a catalogue name, or a model's int8 variant as the
-    commands list it ("resnet50 · int8"), looked up among the keys' own labels, never split apart."""
+    commands list it ("resnet50 · int8"), looked up among the keys' own labels, never split apart; in the
+    weights version `weights` (None: the default; one it lacks: UnknownWeights, naming its versions)."""
     variants = {key.label: key for key in (ModelKey(name, "int8") for name in all_specs())}
-    return variants.get(text, ModelKey(text))
+    key = variants.get(text, ModelKey(text))
+    return ModelKey(key.name, key.engine, weights) if weights else key
 
 
 def load(key: ModelKey, args: argparse.Namespace) -> ModelHandle:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.cli.common import add_runtime_option, load, positive, progress_if_watched, read_file
+from core.cli.common import add_runtime_option, add_weights_option, load, positive, progress_if_watched, read_file
 from core.datasets.sources import SourceSet, from_paths
 from core.errors import ImageError, ZooScopeError
 from core.features.analysis import (
@@ -36,7 +36,7 @@ def similarity(value: str) -> float:
 
 
 def embedder(name: str, args: argparse.Namespace) -> Embedder:
-    model = load(ModelKey(name), args)
+    model = load(ModelKey(name, weights=args.weights), args)
     return embedder_for(model.torch, runtime=model.runtime, progress=progress_if_watched)
 
 
@@ -119,6 +119,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     embed_parser.add_argument("--model", default=OFFLINE_DEFAULT, help=f"catalogue name (default {OFFLINE_DEFAULT})")
     embed_parser.add_argument("--out", required=True, metavar="FILE.parquet", help="where to write the embeddings")
     add_runtime_option(embed_parser)
+    add_weights_option(embed_parser)
     embed_parser.set_defaults(run=run_embed)
 
     similar = commands.add_parser("similar", help="the images of an embeddings file most similar to a photo")
@@ -128,6 +129,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     similar.add_argument("--model", help="the model that made FILE (default: the one FILE names)")
     similar.add_argument("--format", choices=("table", "json"), default="table")
     add_runtime_option(similar)
+    add_weights_option(similar, "the model that made FILE")
     similar.set_defaults(run=run_similar)
 
     duplicates = commands.add_parser("duplicates", help="groups of near-duplicate images")
@@ -142,4 +144,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     duplicates.add_argument("--format", choices=("table", "json"), default="table")
     add_runtime_option(duplicates)
+    add_weights_option(duplicates)
     duplicates.set_defaults(run=run_duplicates)

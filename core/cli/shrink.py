@@ -73,8 +73,8 @@ def _bundle_inputs(args: argparse.Namespace):
         raise ZooScopeError(
             "--holdout is for catalogue models; a fine-tuned model is judged on DATA's validation split."
         )
-    trained = import_bundle(read_file(args.source, "bundle"), loaded_for=lambda name: load(ModelKey(name), args).torch)
-    loaded = load(ModelKey(trained.backbone), args).torch  # the same shared model (the pool keeps it)
+    trained = import_bundle(read_file(args.source, "bundle"), loaded_for=lambda key: load(key, args).torch)
+    loaded = load(trained.backbone_key, args).torch  # the same shared model (the pool keeps it)
     data = args.recover_on
     dataset = dataset_from_folder(data) if Path(data).is_dir() else dataset_from_zip(read_file(data, "data"))
     for skipped in dataset.skipped:

@@ -50,7 +50,7 @@ def load_handle(
     engine = runtime.resolve_runtime(requested, device)
     if key.engine and engine != key.engine:
         raise ZooScopeError(f"{key} runs in ONNX Runtime on the CPU; this server runs models on {device}.")
-    loaded = load_model(key.name, device, progress=progress)
+    loaded = load_model(key.name, device, progress=progress, weights=key.weights)
     if engine == "torch":
         if requested in ("onnx", "int8"):
             note = f"PyTorch on {loaded.device.type.upper()}: ONNX Runtime runs on the CPU only here."
@@ -62,7 +62,7 @@ def load_handle(
         reason = str(error) if isinstance(error, EngineUnavailable) else f"{type(error).__name__}: {error}"
         if key.engine:
             raise ZooScopeError(f"{key} is not available: {reason}") from error
-        _log.warning("%s stays on PyTorch: %s", key.name, reason, exc_info=not isinstance(error, EngineUnavailable))
+        _log.warning("%s stays on PyTorch: %s", key, reason, exc_info=not isinstance(error, EngineUnavailable))
         if engine == "int8":
             try:
                 fp32 = onnx_inference(loaded, progress=progress)
@@ -87,7 +87,7 @@ def export_pending(key: ModelKey, device: torch.device | str, runtime_choice: st
     engine = engine_for(key, device, runtime_choice)
     if engine == "torch":
         return False
-    spec = get_spec(key.name)
+    spec = get_spec(key.name, key.weights)
     if not weights.is_available(spec):
         return True
     artifacts = ("fp32", "int8") if engine == "int8" else ("fp32",)
@@ -96,6 +96,6 @@ def export_pending(key: ModelKey, device: torch.device | str, runtime_choice: st
 
 def export_memory_mb(key: ModelKey, device: torch.device | str, runtime_choice: str | None = None) -> float:
     """What a first export of `key` (with its load) will hold (core.models.footprints)."""
-    spec = get_spec(key.name)
+    spec = get_spec(key.name, key.weights)
     engine = engine_for(key, device, runtime_choice)
     return footprints.export_mb(params=spec.num_params, input_size=spec.input_size, family=spec.family, engine=engine)

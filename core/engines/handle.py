@@ -122,8 +122,9 @@ class ModelHandle:
 
     @property
     def name(self) -> str:
-        """The model's name, with its engine where that changes its answers: "resnet50", "resnet50 · int8"."""
-        return model_label(self.spec.name, self.runtime)
+        """The model's name, with its engine where that changes its answers: "resnet50", "resnet50 · int8",
+        and its weights version where that is not the default: "resnet50 · IMAGENET1K_V1"."""
+        return model_label(self.spec.name, self.runtime, self.spec.weights_choice)
 
     @property
     def categories(self) -> list[str]:

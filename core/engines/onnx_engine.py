@@ -91,7 +91,7 @@ def _say(progress: Progress | None, done: int, total: int, message: str) -> None
 
 
 def _fp32(loaded: LoadedModel, progress: Progress | None, steps: int) -> tuple[Place, dict]:
-    name = loaded.spec.name
+    name = loaded.spec.label
     where = verified.place(loaded.spec, "fp32")
 
     def make(staging: Path) -> dict:
@@ -117,13 +117,13 @@ def _fp32(loaded: LoadedModel, progress: Progress | None, steps: int) -> tuple[P
 def _int8(
     loaded: LoadedModel, fp32_place: Place, fp32_manifest: dict, progress: Progress | None, steps: int
 ) -> tuple[Place, dict]:
-    name = model_label(loaded.spec.name, "int8")
+    name = model_label(loaded.spec.name, "int8", loaded.spec.weights_choice)
     where = verified.place(loaded.spec, "int8")
     fp32_path = fp32_place.folder / MODEL_FILE
 
     def make(staging: Path) -> dict:
         calibration = calibration_images()
-        _say(progress, 2, steps, f"Quantizing {loaded.spec.name} to int8 (calibrating on {len(calibration)} photos)")
+        _say(progress, 2, steps, f"Quantizing {loaded.spec.label} to int8 (calibrating on {len(calibration)} photos)")
         int8 = verified.quantized(fp32_path, staging / MODEL_FILE, calibration, loaded.preprocess)
         images = check_images()
         _say(progress, 3, steps, f"Measuring {name}'s agreement with fp32 on {len(images)} photos, and its speed")
@@ -152,7 +152,8 @@ def onnx_inference(loaded: LoadedModel, *, engine: str = "onnx", progress: Progr
     if engine == "int8":
         where, manifest = _int8(loaded, where, manifest, progress, steps)
     session = session_forward(where.folder / MODEL_FILE)
-    _say(progress, steps, steps, f"{model_label(loaded.spec.name, engine)} is ready in ONNX Runtime")
+    ready = model_label(loaded.spec.name, engine, loaded.spec.weights_choice)
+    _say(progress, steps, steps, f"{ready} is ready in ONNX Runtime")
     return OnnxEngine(
         runtime=engine,
         session=session,
@@ -168,7 +169,7 @@ def onnx_features(
     """`module` (the backbone of `loaded` with its head taken off: images -> features) run by ONNX
     Runtime, verified: its features within 1e-4 of PyTorch's on the check photos. Cached like the
     classifiers; (forward, report), or EngineUnavailable."""
-    name = loaded.spec.name
+    name = loaded.spec.label
     where = verified.place(loaded.spec, "features")
 
     def make(staging: Path) -> dict:

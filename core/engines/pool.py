@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 
 def file_size_estimate_mb(key: ModelKey) -> float:
     """What `key`'s model will occupy once loaded, guessed before loading (core.runtime.memory_estimate_mb)."""
-    return runtime.memory_estimate_mb(get_spec(key.name).file_size_mb, key.engine)
+    return runtime.memory_estimate_mb(get_spec(key.name, key.weights).file_size_mb, key.engine)
 
 
 def _load_handle(key: ModelKey, device: torch.device, *, progress: Progress | None = None) -> Any:

@@ -128,7 +128,8 @@ def place(spec: ModelSpec, artifact: str) -> Place:
     digest = onnx_cache.weights_sha256(weights.resolve(spec))
     exporter = exporter_version()
     root = onnx_cache.cache_root()
-    folder = onnx_cache.artifact_folder(root.path, spec.name, onnx_cache.cache_key(digest, exporter), artifact)
+    # The folder names the weights version too (its digest alone already keeps two versions apart).
+    folder = onnx_cache.artifact_folder(root.path, spec.slug, onnx_cache.cache_key(digest, exporter), artifact)
     describe = {"model": spec.name, "artifact": artifact, "weights_sha256": digest, "exporter": exporter}
     return Place(folder, describe, root.note)
 

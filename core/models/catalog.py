@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ import torchvision
 from torchvision.models import Weights, WeightsEnum, get_model_builder, get_model_weights, list_models
 from torchvision.transforms._presets import ImageClassification
 
-from core.errors import UnknownModel
+from core.errors import UnknownModel, UnknownWeights
 from core.models import bundled
 from core.models.families import FamilyTraits, traits
+from core.models.labels import model_label, model_slug
 
 # What the UI offers first; every other torchvision classifier stays reachable by name.
 CURATED = (
@@ -48,7 +50,8 @@ class ModelSpec:
     """Everything the app knows about a model before loading it.
 
     `weights` is a torchvision `Weights`-shaped entry (url, transforms, meta): for torchvision
-    models it is their DEFAULT weights, for bundled models our own declaration.
+    models their DEFAULT weights unless another published version was asked for (get_spec(name,
+    weights=...)), for bundled models our own declaration. Transforms and input size follow it.
     """
 
     name: str
@@ -60,6 +63,8 @@ class ModelSpec:
     build_kwargs: dict[str, Any] = field(default_factory=dict)
     # Maps the file's state dict onto the built module's keys.
     adapt_state_dict: Callable[[dict, nn.Module], dict] = lambda state_dict, model: state_dict
+    # False for a published version other than torchvision's DEFAULT (resnet50's IMAGENET1K_V1).
+    default_weights: bool = True
 
     def build(self) -> nn.Module:
         """The architecture with untrained parameters (call under torch.device("meta") to skip init)."""
@@ -68,6 +73,31 @@ class ModelSpec:
     @property
     def weights_id(self) -> str:
         return str(self.weights)
+
+    @property
+    def version(self) -> str:
+        """The weights' own name in their enum: "IMAGENET1K_V2" (bundled: "IMAGENET1K")."""
+        return self.weights_id.rsplit(".", 1)[-1]
+
+    @property
+    def weights_choice(self) -> str | None:
+        """None for the default weights, else the version: what a ModelKey's `weights` holds."""
+        return None if self.default_weights else self.version
+
+    @property
+    def label(self) -> str:
+        """What a person reads: "resnet50", or "resnet50 · IMAGENET1K_V1" for a version that is not the default."""
+        return model_label(self.name, None, self.weights_choice)
+
+    @property
+    def slug(self) -> str:
+        """The model and its weights in a file or cache key: "resnet50", "resnet50-IMAGENET1K_V1"."""
+        return model_slug(self.name, None, self.weights_choice)
+
+    @property
+    def recipe(self) -> str:
+        """The link to how these weights were trained (torchvision's meta), or ""."""
+        return str(self.meta.get("recipe", ""))
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -174,10 +204,11 @@ def _adapt_torchvision_state_dict(state_dict: dict, model: nn.Module) -> dict:
     return adapted
 
 
-def _torchvision_spec(name: str) -> ModelSpec:
+def _torchvision_spec(name: str, weights: WeightsEnum | None = None) -> ModelSpec:
     builder = get_model_builder(name)
     family = _family(builder)
-    weights = get_model_weights(name).DEFAULT
+    default = get_model_weights(name).DEFAULT
+    weights = weights or default
     return ModelSpec(
         name=name,
         family=family,
@@ -186,7 +217,15 @@ def _torchvision_spec(name: str) -> ModelSpec:
         builder=builder,
         build_kwargs=_build_kwargs(name, family, weights),
         adapt_state_dict=_adapt_torchvision_state_dict,
+        default_weights=weights is default,
     )
+
+
+def _classifies_imagenet(weights: WeightsEnum) -> bool:
+    """Whether a weights entry is an ImageNet classifier with published results (vgg16's
+    IMAGENET1K_FEATURES has no classes and no accuracy: a backbone for detection, not offered)."""
+    acc1 = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1", math.nan)
+    return bool(weights.meta.get("categories")) and math.isfinite(acc1)
 
 
 @functools.cache
@@ -205,15 +244,48 @@ def all_specs() -> dict[str, ModelSpec]:
     return specs
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_spec(name: str, weights: str | None = None) -> ModelSpec:
+    """The catalogue entry for `name`, in its default weights (None or "DEFAULT") or in the published
+    version `weights` names ("IMAGENET1K_V1"); UnknownModel / UnknownWeights (with the choices) otherwise."""
     try:
-        return all_specs()[name]
+        spec = all_specs()[name]
     except KeyError:
         close = difflib.get_close_matches(name, all_specs(), n=3, cutoff=0.6)
         hint = f" Closest: {', '.join(close)}." if close else ""
         raise UnknownModel(
             f"There is no model called '{name}'.{hint} Run `python -m core models --all` to list them."
         ) from None
+    if weights is None or weights in ("DEFAULT", spec.version):
+        return spec
+    versions = _versions(name)
+    if weights not in versions:
+        raise UnknownWeights(f"{name} has no weights called '{weights}'; choose one of: {', '.join(versions)}.")
+    return versions[weights]
+
+
+@functools.cache
+def _versions(name: str) -> dict[str, ModelSpec]:
+    """Every published ImageNet classifier version of `name`, in torchvision's order; the default's own spec."""
+    default = get_spec(name)
+    if default.source != "torchvision":
+        return {default.version: default}
+    return {
+        member.name: default if member is default.weights else _torchvision_spec(name, member)
+        for member in get_model_weights(name)
+        if member is default.weights or _classifies_imagenet(member)
+    }
+
+
+def weights_versions(name: str) -> list[ModelSpec]:
+    """`name`'s weights versions, one spec each (accuracy, recipe, file size, input size from their meta)."""
+    return list(_versions(name).values())
+
+
+def spec_for_weights_id(name: str, weights_id: str) -> ModelSpec | None:
+    """The version of `name` whose weights_id is `weights_id` ("ResNet50_Weights.IMAGENET1K_V1"), or None."""
+    if name not in all_specs():
+        return None
+    return next((spec for spec in weights_versions(name) if spec.weights_id == weights_id), None)
 
 
 def curated_specs() -> list[ModelSpec]:

@@ -69,7 +69,7 @@ def plan_models(
 
 def _spec(choice: Choice) -> ModelSpec:
     """The catalogue entry behind a choice (ModelKey("resnet50", "int8") needs resnet50's weights)."""
-    return get_spec(choice.name if isinstance(choice, ModelKey) else choice)
+    return get_spec(choice.name, choice.weights) if isinstance(choice, ModelKey) else get_spec(choice)
 
 
 def plan_here(chosen: Sequence[Choice]) -> ModelPlan:

@@ -3,22 +3,20 @@
 `ModelKey("resnet50")` is resnet50 in the runtime core.runtime decides for this server (ZOOSCOPE_RUNTIME or
 the command line's --runtime; on the CPU, ONNX Runtime where its export is verified, else PyTorch with a
 note); `ModelKey("resnet50", "int8")` is its int8 variant and nothing else, so Compare can set the two side
-by side. The label a person reads ("resnet50 · int8") is made from the key, never read back into one.
+by side. `ModelKey("resnet50", weights="IMAGENET1K_V1")` is resnet50 in another of its published weights
+versions (None: torchvision's DEFAULT), pooled, exported and cached apart from the default. The label a person
+reads ("resnet50 · int8", "resnet50 · IMAGENET1K_V1") is made from the key, never read back into one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.models.catalog import get_spec
+from core.models.labels import LABEL_SEPARATOR, model_label, model_slug
 from core.runtime import ENGINES
 
-LABEL_SEPARATOR = " · "
-
-
-def model_label(name: str, engine: str | None) -> str:
-    """How a model in an engine is listed: "resnet50 · int8" beside "resnet50". PyTorch and ONNX Runtime fp32
-    give the same answers (an fp32 export is verified to), so both are listed by the model's name alone."""
-    return f"{name}{LABEL_SEPARATOR}int8" if engine == "int8" else name
+__all__ = ["LABEL_SEPARATOR", "ModelKey", "model_label", "model_slug"]
 
 
 @dataclass(frozen=True)
@@ -28,20 +26,24 @@ class ModelKey:
 
     name: str
     engine: str | None = None
+    weights: str | None = None  # a published weights version ("IMAGENET1K_V1"); None is the default
 
     def __post_init__(self) -> None:
         if self.engine is not None and self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)} or None, not {self.engine!r}")
+        if self.weights is not None:
+            # The default named outright is the default: one pool entry, one label. Unknown: UnknownWeights.
+            object.__setattr__(self, "weights", get_spec(self.name, self.weights).weights_choice)
 
     @property
     def label(self) -> str:
-        """What a person reads: "resnet50", "resnet50 · int8"."""
-        return model_label(self.name, self.engine)
+        """What a person reads: "resnet50", "resnet50 · int8", "resnet50 · IMAGENET1K_V1"."""
+        return model_label(self.name, self.engine, self.weights)
 
     @property
     def slug(self) -> str:
-        """The key in a file name: "resnet50", "resnet50-int8"."""
-        return f"{self.name}-int8" if self.engine == "int8" else self.name
+        """The key in a file name: "resnet50", "resnet50-int8", "resnet50-IMAGENET1K_V1"."""
+        return model_slug(self.name, self.engine, self.weights)
 
     def __str__(self) -> str:  # a widget's format_func, a log line, a note
         return self.label

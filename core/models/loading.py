@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -73,15 +74,18 @@ def load_model(
     *,
     progress: Progress | None = None,
     precision: str | None = None,
+    weights: str | None = None,
 ) -> LoadedModel:
     """Find (or download) the verified weights for `name` and return a ready model on `device`.
+
+    `weights` names a published version ("IMAGENET1K_V1"; None: the default): its file, transforms and input size.
 
     On CUDA, a CNN's weights are moved once into channels-last layout (core.runtime decides by
     family). `precision` ("fp32", "bf16" or "auto"; default: ZOOSCOPE_PRECISION, else auto) is
     resolved once here by core.runtime.model_precision; on the CPU, auto means fp32.
     """
-    spec = get_spec(name)
-    path = weights.resolve(spec, progress=progress)
+    spec = get_spec(name, weights)
+    path = _weights_file(spec, progress)
     if progress:
         progress(0, 1, f"Loading {spec.name}")
     device = torch.device(device)
@@ -103,6 +107,11 @@ def load_model(
         precision=resolved,
         channels_last=channels_last,
     )
+
+
+def _weights_file(spec: ModelSpec, progress: Progress | None) -> Path:
+    # Out here: inside load_model its `weights` argument (a version's name) hides the module.
+    return weights.resolve(spec, progress=progress)
 
 
 def _to_device(batch: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:

@@ -302,12 +302,18 @@ def test_finetune_the_example_folder_then_classify_honours_the_threshold(capsys,
         assert result["threshold"] == threshold
         assert result["below_threshold"] == (result["predictions"][0]["probability"] < threshold)
     assert by_file[grass]["predictions"][0]["label"] == "grass" and not by_file[grass]["below_threshold"]
+    # A cat is none of brick, grass, gravel: not sure, because it is unlike every training image.
+    assert by_file[grass]["not_sure"] is False and by_file[grass]["not_sure_why"] is None
+    assert by_file[CHELSEA]["not_sure"] is True and by_file[CHELSEA]["not_sure_why"] == "unlike_training"
+    assert by_file[CHELSEA]["similarity"] < by_file[CHELSEA]["min_similarity"] == report["min_similarity"]
 
     # --threshold overrides the bundle's: at 1.0 nothing is sure, and the table says so.
     code, out, _ = run(capsys, "classify", grass, "--bundle", str(bundle), "--threshold", "1")
     assert code == 0 and f"{NOT_SURE} (top-1" in out and "below the threshold 100.00%" in out
     code, out, _ = run(capsys, "classify", grass, "--bundle", str(bundle), "--threshold", "0", "--format", "csv")
-    assert out.splitlines()[0].endswith("threshold,below_threshold") and ",0.0,False" in out
+    assert (
+        out.splitlines()[0].endswith("threshold,below_threshold,not_sure,not_sure_why") and ",0.0,False,False," in out
+    )
 
 
 def test_threshold_without_a_bundle_exits_2(capsys):
