@@ -7,11 +7,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from core.cli import batch, catalogue, choose, classify, features, finetune, shrink
+from core.cli import batch, catalogue, choose, classify, features, finetune, shrink, transfer
 from core.errors import ZooScopeError
 from core.runtime import parse_runtime
 
-COMMAND_GROUPS = (catalogue, classify, finetune, features, batch, choose, shrink)
+COMMAND_GROUPS = (catalogue, classify, finetune, features, transfer, batch, choose, shrink)
 
 
 def build_parser() -> argparse.ArgumentParser:
