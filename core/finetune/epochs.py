@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from core.datasets.labelled import LabelledImage
 from core.finetune.config import EpochLog, TrainConfig
+from core.finetune.heads import InputScale
 from core.finetune.metrics import evaluate
 from core.finetune.tail import SplitBackbone
 from core.finetune.threshold import default_threshold
@@ -49,6 +50,8 @@ class Outcome:
         self.best_head: dict[str, torch.Tensor] | None = None
         self.best_tuned: dict | None = None  # None: the shared backbone as it is
         self.best_probs: torch.Tensor | None = None
+        # Fast mode from a middle stage trains on standardised features; the kept head reads raw ones.
+        self.input_scale: InputScale | None = None
 
     def record(self, log: EpochLog, probs: torch.Tensor) -> bool:
         """Add an epoch; keep its state if its validation loss is the lowest so far."""
@@ -71,6 +74,7 @@ class Outcome:
             raise RuntimeError("no epoch has finished yet: there is no model to keep")
         self.head.load_state_dict(self.best_head)
         self.head.eval().requires_grad_(False)
+        head = self.input_scale.folded(self.head) if self.input_scale is not None else self.head
         tuned: dict[str, nn.Module] = {}
         if self.best_tuned is not None and self.split is not None:
             self.split.load_state(self.best_tuned)
@@ -82,7 +86,7 @@ class Outcome:
             weights_id=spec.weights_id,
             classes=self.labels.classes,
             config=self.config,
-            head=self.head,
+            head=head,
             tuned=tuned,
             history=list(self.history),
             metrics=metrics,

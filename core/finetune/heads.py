@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from copy import deepcopy
 
 import torch
 import torch.nn as nn
@@ -63,3 +64,30 @@ def first_linear(head: nn.Module) -> nn.Linear:
     if not isinstance(first, nn.Linear):
         raise TypeError(f"{type(head).__name__} is not a head build_head makes")
     return first
+
+
+class InputScale:
+    """Per-feature standardisation learnt from the training features, folded into the head once trained.
+
+    A middle stage's pooled channels differ in scale by orders of magnitude (unlike the penultimate layer,
+    which ImageNet's own classifier was trained to read), and a head trained on them raw for fast mode's
+    few epochs underfits. Training on standardised features, then folding the scale into the head's first
+    Linear (W' = W / std, b' = b - W' mean), keeps the head a plain Linear on the raw features: the same
+    bundle, ONNX export and Classify path as any other head.
+    """
+
+    def __init__(self, features: torch.Tensor, eps: float = 1e-6):
+        self.mean = features.mean(dim=0)
+        self.std = features.std(dim=0, unbiased=False).clamp_min(eps)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+    def folded(self, head: nn.Module) -> nn.Module:
+        """A copy of `head` (trained on scaled features) that reads raw features and answers the same."""
+        copy = deepcopy(head)
+        layer = first_linear(copy)
+        with torch.no_grad():
+            layer.weight.div_(self.std.to(layer.weight))
+            layer.bias.sub_(layer.weight @ self.mean.to(layer.weight))
+        return copy
