@@ -10,7 +10,8 @@ Evaluation always uses the weights' own preprocessing at the model's own size.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from PIL import Image
@@ -48,9 +49,17 @@ def augmentation(
     return v2.Compose(steps)
 
 
-def augmented_batch(augment: v2.Compose, images: Sequence[Image.Image], seed: int) -> torch.Tensor:
+@contextmanager
+def global_rng_seeded(seed: int) -> Iterator[None]:
+    """torch's global generator forked and seeded, under the lock: torchvision's random transforms and
+    its models' initialisation draw from it, and every visitor's training shares it."""
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
+        yield
+
+
+def augmented_batch(augment: v2.Compose, images: Sequence[Image.Image], seed: int) -> torch.Tensor:
+    with global_rng_seeded(seed):
         return torch.stack([augment(image) for image in images])
 
 

@@ -9,7 +9,8 @@ prefix, so a cached view is exactly what the prefix would give again). Each batc
 tail in micro-batches whose saved activations fit a budget (core.finetune.micro_batch), their
 gradients summed before one optimiser step. Batch-norm layers keep their ImageNet statistics (eval
 mode) unless `adapt_batchnorm` is set: a few hundred images make noisy statistics, and the features
-the head learnt move under it.
+the head learnt move under it. The epochs themselves (`train_tail`) take their optimiser, schedule and
+training mode as a `TailRecipe`: the from-scratch baseline (core.finetune.scratch) runs them too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -81,30 +83,62 @@ def fine_tune(
     if should_stop is not None and should_stop():
         return outcome.finish(stopped_early=False, stopped_by_user=True)
 
-    device = loaded.device
-    channels_last = train_channels_last(loaded.spec.traits, device) and cut.start is not None
+    channels_last = train_channels_last(loaded.spec.traits, loaded.device) and cut.start is not None
     prepare = (lambda m: m.to(memory_format=torch.channels_last)) if channels_last else (lambda m: m)
     split = outcome.split = split_backbone(loaded, cut, prepare=prepare)
-    inputs = _TailInputs(loaded, split, labels, config, train_size, channels_last, progress)
-
-    head = outcome.head
-    optimizer = finetune_optimizer(head, split, config)
     steps = config.epochs * math.ceil(len(labels.train_items) / config.batch_size)
-    warmup = min(steps - 1, round(config.warmup * steps))
+    recipe = TailRecipe(
+        optimizer=finetune_optimizer(outcome.head, split, config),
+        schedule=warmup_cosine(steps, config.warmup),
+        train_mode=lambda: split.train(adapt_batchnorm=config.adapt_batchnorm),
+    )
+    inputs = TailInputs(loaded, split, labels, config, train_size, channels_last, progress)
+    return train_tail(inputs, config, generator, outcome, recipe, report=report, should_stop=should_stop)
 
-    def schedule(step: int) -> float:  # timm's: a linear warm-up, then cosine decay to zero at the last step
+
+def warmup_cosine(steps: int, warmup_share: float) -> Callable[[int], float]:
+    """timm's schedule over `steps`: a linear warm-up, then cosine decay to zero at the last step."""
+    warmup = min(steps - 1, round(warmup_share * steps))
+
+    def schedule(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
         return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return schedule
+
+
+@dataclass(frozen=True)
+class TailRecipe:
+    """How the trainable part learns: finetune mode's, or the from-scratch baseline's (core.finetune.scratch)."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: Callable[[int], float]  # optimiser step -> the share of each group's learning rate
+    train_mode: Callable[[], None]  # puts the trainable modules in their training mode
+    out_of_time: Callable[[], bool] = lambda: False  # checked after each epoch: True ends the training
+
+
+def train_tail(
+    inputs: TailInputs,
+    config: TrainConfig,
+    generator: torch.Generator,
+    outcome: Outcome,
+    recipe: TailRecipe,
+    *,
+    report: Callable[[EpochLog], None],
+    should_stop: Callable[[], bool] | None,
+) -> TrainedModel:
+    """The trainable part's epochs with the head, on augmented images; the best state as the model."""
+    split, labels, device = inputs.split, inputs.labels, inputs.loaded.device
+    head, optimizer = outcome.head, recipe.optimizer
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     micro = inputs.micro_batch_size(head)
     stopped_early = stopped_by_user = False
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         head.train()
-        split.train(adapt_batchnorm=config.adapt_batchnorm)
+        recipe.train_mode()
         total_loss, total_correct = 0.0, 0
         order = torch.randperm(len(labels.train_items), generator=generator)
         views = torch.randint(config.views, (len(labels.train_items),), generator=generator)
@@ -115,7 +149,7 @@ def fine_tune(
             optimizer.zero_grad(set_to_none=True)
             for rows in even_slices(len(indices), micro):  # gradients add up: one step for the whole batch
                 give_way()  # also between micro-batches: a whole-network step takes seconds on a small host
-                logits = head(split.tail(cut_input[rows], train_size))
+                logits = head(split.tail(cut_input[rows], inputs.train_size))
                 loss = criterion(logits, targets[rows]) * (len(logits) / len(indices))  # the batch's mean
                 loss.backward()
                 total_loss += float(loss.detach()) * len(indices)
@@ -133,6 +167,8 @@ def fine_tune(
         report(log)
         if not improved and epoch - outcome.best_epoch >= config.patience:
             stopped_early = True
+            break
+        if recipe.out_of_time():
             break
         if should_stop is not None and should_stop():
             stopped_by_user = epoch < config.epochs
@@ -156,7 +192,7 @@ def finetune_optimizer(head: nn.Module, split: SplitBackbone, config: TrainConfi
     return torch.optim.AdamW(groups)
 
 
-class _TailInputs:
+class TailInputs:
     """What the trainable tail is fed: the frozen prefix's outputs for augmented training images and for
     the validation images (at the model's own resolution, as the weights' transforms prepare them).
 

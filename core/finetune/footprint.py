@@ -85,13 +85,13 @@ def training_memory_mb(
     holds now (with the shared model loaded, unless `model_loaded` is False)."""
     spec = all_specs()[spec_name]
     cut = cut_for(spec_name, config.depth)
-    size = (config.train_size or spec.input_size) if config.mode == "finetune" else spec.input_size
+    size = (config.train_size or spec.input_size) if config.mode != "fast" else spec.input_size
     shapes = _shapes(spec_name, size)
     trainable = cut.trainable_params * (BYTES_PER_TRAINABLE_PARAMETER + BEST_STATE_BYTES)
     frozen_batch = 2 * shapes.largest * FLOAT * min(config.batch_size, n_train + n_val)
     resize = spec.transforms().resize_size[0]
     total = float(trainable + frozen_batch)
-    if config.mode == "finetune":
+    if config.mode != "fast":  # finetune and scratch: images decoded once, a trainable part with activations
         total += n_train * resize * resize * 3 * 4 / 3  # decoded RGB, a 4:3 photo's short side at the resize
         if cut.start is not None:
             total += BACKWARD_SHARE * ACTIVATION_BUDGET

@@ -157,15 +157,18 @@ def split_backbone(
     cut: Cut,
     *,
     prepare: Callable[[nn.Module], nn.Module] = lambda module: module,
+    copies: dict[str, nn.Module] | None = None,
 ) -> SplitBackbone:
     """`loaded` cut at `cut`: deep copies of every tail module that holds tensors (the person's own,
     requires_grad), placed in a full view and a tail view, beside a frozen prefix view.
 
-    `prepare` is applied to each copy (e.g. channels-last).
+    `prepare` is applied to each copy (e.g. channels-last). `copies` (path -> module, for every path in
+    `cut.tuned`) are used instead of copies of the shared modules: the from-scratch baseline's random ones.
     """
     if cut.start is None:
         return SplitBackbone(cut=cut, full=backbone_view(loaded), tuned={})
-    tuned = {path: prepare(module).requires_grad_(True) for path, module in private_copies(loaded, cut.tuned).items()}
+    own = copies if copies is not None else private_copies(loaded, cut.tuned)
+    tuned = {path: prepare(own[path]).requires_grad_(True) for path in cut.tuned}
     full = backbone_view(loaded, tuned=tuned)
 
     prefix = backbone_view(loaded).module
