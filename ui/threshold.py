@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.classify.predict import Classification
+from core.finetune.familiarity import NOT_SURE_UNLIKE
 from core.finetune.threshold import MAX_DEFAULT, NOT_SURE, PASS_RATE
 from core.finetune.trained import TrainedModel
 from ui.text import verbatim
@@ -39,8 +40,14 @@ def threshold_slider(trained: TrainedModel, key: str, container=st) -> float:
 
 
 def answer_line(result: Classification) -> str:
-    """Markdown: the top-1 and its probability, or "not sure" with the best guess when below the threshold."""
+    """Markdown: the top-1 and its probability, or "not sure" and why, with the best guess."""
     top = result.top1
+    if result.unlike_training and result.similarity is not None and result.min_similarity is not None:
+        return (
+            f"**{NOT_SURE_UNLIKE.capitalize()}** · best guess {verbatim(top.label)} at {top.probability:.1%}; "
+            f"its nearest training image is {result.similarity:.2f} alike, "
+            f"below the {result.min_similarity:.2f} minimum"
+        )
     if result.below_threshold:
         return (
             f"**{NOT_SURE.capitalize()}** · best guess {verbatim(top.label)} at {top.probability:.1%}, "

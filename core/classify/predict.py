@@ -40,14 +40,36 @@ class Classification:
     latency_ms: float  # this image's share of its batch: preprocess + forward + top-k
     thumbnail: Image.Image | None = field(default=None, compare=False, repr=False)
     threshold: float | None = None  # a fine-tuned model's "not sure" threshold (core.finetune.threshold)
+    batch_size: int = 1  # how many images shared the batch whose time latency_ms is a share of
+    # A fine-tuned model that remembers its training images (core.finetune.familiarity): the cosine similarity
+    # of the nearest one, and the least a photo needs to count as like them.
+    similarity: float | None = None
+    min_similarity: float | None = None
 
     @property
     def top1(self) -> Prediction:
         return self.predictions[0]
 
     @property
+    def unlike_training(self) -> bool:
+        """The photo is farther from every training image than the model's minimum similarity (0: off)."""
+        return (
+            self.similarity is not None
+            and self.min_similarity is not None
+            and self.min_similarity > 0
+            and self.similarity < self.min_similarity
+        )
+
+    @property
+    def not_sure_why(self) -> str | None:
+        """Why the answer is "not sure": "unlike_training" (checked first), "low_confidence", or None."""
+        if self.unlike_training:
+            return "unlike_training"
+        return "low_confidence" if self.below_threshold else None
+
+    @property
     def below_threshold(self) -> bool:
-        """The top-1 probability is below the model's threshold: the answer is "none of the classes"."""
+        """The top-1 probability is below the model's threshold: the answer is "not sure: low confidence"."""
         return self.threshold is not None and self.top1.probability < self.threshold
 
     def as_json(self) -> dict:
@@ -59,6 +81,9 @@ class Classification:
         }
         if self.threshold is not None:
             report.update(threshold=self.threshold, below_threshold=self.below_threshold)
+            if self.similarity is not None:
+                report.update(similarity=round(self.similarity, 4), min_similarity=self.min_similarity)
+            report.update(not_sure=self.not_sure_why is not None, not_sure_why=self.not_sure_why)
         return report
 
 
@@ -150,6 +175,7 @@ def classify_images(
             predictions=predictions,
             latency_ms=per_image_ms,
             thumbnail=thumbnail(image) if thumbnails else None,
+            batch_size=len(images),
         )
         for name, image, predictions in zip(names, images, ranked, strict=False)
     ]

@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 
 from core.classify.classifier import Classifier
 from core.classify.compare import compare_files
 from core.classify.predict import DEFAULT_TOP_K, MAX_TOP_K, Classification, Failure, classify_files, predictions_frame
-from core.cli.common import add_runtime_option, load, model_key, read_file, read_inputs, top_k
+from core.cli.common import add_runtime_option, add_weights_option, load, model_key, read_file, read_inputs, top_k
 from core.engines.handle import ModelHandle
 from core.errors import ZooScopeError
 from core.finetune.bundle import import_bundle
+from core.finetune.familiarity import NOT_SURE_UNLIKE
 from core.finetune.threshold import NOT_SURE, check_threshold, predictions_with_threshold, with_threshold
+from core.finetune.trained import TrainedClassifier
 from core.models.catalog import OFFLINE_DEFAULT
 from core.models.keys import ModelKey
 from core.runtime import ENGINE_LABELS
@@ -43,17 +46,19 @@ def classifier(args: argparse.Namespace) -> tuple[Classifier, float | None]:
     if args.bundle is None:
         if args.threshold is not None:
             raise ZooScopeError("--threshold applies to a fine-tuned model: give it with --bundle.")
-        return load(model_key(args.model), args), None
-    backbones: dict[str, ModelHandle] = {}
+        return load(model_key(args.model, args.weights), args), None
+    if args.weights is not None:
+        raise ZooScopeError("--weights applies to a catalogue model: a bundle names the weights it was trained on.")
+    backbones: dict[ModelKey, ModelHandle] = {}
 
-    def backbone(name: str) -> ModelHandle:
-        if name not in backbones:
-            backbones[name] = load(ModelKey(name), args)
-        return backbones[name]
+    def backbone(key: ModelKey) -> ModelHandle:
+        if key not in backbones:
+            backbones[key] = load(key, args)
+        return backbones[key]
 
-    trained = import_bundle(read_file(args.bundle, "bundle"), loaded_for=lambda name: backbone(name).torch)
+    trained = import_bundle(read_file(args.bundle, "bundle"), loaded_for=lambda key: backbone(key).torch)
     threshold = trained.threshold if args.threshold is None else args.threshold
-    shared = backbone(trained.backbone)
+    shared = backbone(trained.backbone_key)
     return trained.classifier(shared.torch, runtime=shared.runtime), threshold
 
 
@@ -61,7 +66,9 @@ def run_classify(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.images)
     model, threshold = classifier(args)
     readable = [item for item in inputs if not isinstance(item, Failure)]
-    classified = iter(classify_files(model, readable, k=args.top_k))
+    # A fine-tuned model also says how alike each photo is to its training images (core.finetune.familiarity).
+    classify = model.classify_files if isinstance(model, TrainedClassifier) else partial(classify_files, model)
+    classified = iter(classify(readable, k=args.top_k))
     results = [item if isinstance(item, Failure) else next(classified) for item in inputs]
     if threshold is not None:
         results = with_threshold(results, threshold)
@@ -81,7 +88,10 @@ def run_classify(args: argparse.Namespace) -> int:
                 print(f"{result.file}: error: {result.error}")
                 continue
             print(f"{result.file} ({result.model}, {ENGINE_LABELS[engine]}, {result.latency_ms:.1f} ms)")
-            if result.below_threshold:
+            if result.unlike_training:
+                alike = f"its nearest training image is {result.similarity:.2f} alike, below {result.min_similarity}"
+                print(f"  {NOT_SURE_UNLIKE} ({alike})")
+            elif result.below_threshold:
                 print(f"  {NOT_SURE} (top-1 {result.top1.probability:.2%} is below the threshold {threshold:.2%})")
             for p in result.predictions:
                 print(f"  {p.rank:>2}. {p.probability:7.2%}  {p.label}")
@@ -92,7 +102,8 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.images)
-    models = [load(model_key(name), args) for name in args.models]
+    keys = [model_key(name, args.weights) for name in args.models]  # every name checked before any loads
+    models = [load(key, args) for key in keys]
     readable = [item for item in inputs if not isinstance(item, Failure)]
     comparison = compare_files(models, readable, k=args.top_k)
     report = comparison.as_json()
@@ -124,6 +135,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="with --bundle: below this top-1 probability (0..1) the answer is 'not sure' (default: the bundle's)",
     )
     add_runtime_option(classify)
+    add_weights_option(classify)
     classify.set_defaults(run=run_classify)
 
     compare = commands.add_parser("compare", help="several models on the same images: agreement and latency")
@@ -134,4 +146,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--top-k", type=top_k, default=DEFAULT_TOP_K, help=f"1..{MAX_TOP_K}")
     compare.add_argument("--format", choices=("table", "json"), default="table")
     add_runtime_option(compare)
+    add_weights_option(compare, "every model listed")
     compare.set_defaults(run=run_compare)

@@ -3,7 +3,7 @@
 A fine-tuned model only knows its own classes, and softmax always names one of them, even for a
 photo of something else. The simplest guard that works is the maximum-softmax baseline (Hendrycks
 and Gimpel, ICLR 2017): an answer whose top-1 probability is below a threshold reads
-"not sure: none of the classes".
+"not sure: low confidence".
 
 The default threshold comes from the validation images the model never trained on: the 5th
 percentile of the top-1 probability of those it classified correctly, so that 95% of right answers
@@ -11,6 +11,9 @@ on images like the training set still pass (the operating point that paper's ben
 bounded below by 1/C, chance for C classes (a threshold under chance would never fire), and above by
 MAX_DEFAULT, so that a small, perfectly separated validation set (every right answer near 100%) does
 not end up refusing most new photos of the classes; and rounded to a whole percent, as the pages show it.
+
+A softmax is often confident about a photo of something else all the same: core.finetune.familiarity
+adds the second test, "not sure: unlike the images it was trained on", and `answer` says which one fired.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from core.classify.predict import Classification, Failure, predictions_frame
+from core.finetune.familiarity import NOT_SURE_UNLIKE, Familiarity, with_min_similarity
 from core.finetune.metrics import Outcome
 
-NOT_SURE = "not sure: none of the classes"
+NOT_SURE = "not sure: low confidence"
+NOT_SURE_ANSWERS = {"unlike_training": NOT_SURE_UNLIKE, "low_confidence": NOT_SURE}  # by Classification.not_sure_why
 PASS_RATE = 0.95  # share of correctly classified validation images the default threshold lets through
 MAX_DEFAULT = 0.9
 
@@ -78,19 +83,35 @@ def with_threshold(results: Sequence[Classification | Failure], threshold: float
     ]
 
 
+def judge(
+    results: Sequence[Classification | Failure], threshold: float, familiarity: Familiarity | None
+) -> list[Classification | Failure]:
+    """The same results judged at a model's thresholds as they are now (the pages' sliders move them)."""
+    judged = with_threshold(results, threshold)
+    return judged if familiarity is None else with_min_similarity(judged, familiarity.min_similarity)
+
+
 def answer(result: Classification) -> str:
-    """The top-1 label, or NOT_SURE when the result's top-1 probability is below its threshold."""
-    return NOT_SURE if result.below_threshold else result.top1.label
+    """The top-1 label, or why it is not sure: unlike the training images (core.finetune.familiarity), or
+    NOT_SURE when the result's top-1 probability is below its threshold."""
+    why = result.not_sure_why
+    return result.top1.label if why is None else NOT_SURE_ANSWERS[why]
 
 
 def answers(results: Sequence[Classification | Failure]) -> list[str]:
-    """One answer per result, in order: the label or NOT_SURE; '' for a file that could not be classified."""
+    """One answer per result, in order: the label or why not sure; '' for a file that could not be classified."""
     return [answer(result) if isinstance(result, Classification) else "" for result in results]
 
 
 def predictions_with_threshold(results: Sequence[Classification | Failure], threshold: float) -> pd.DataFrame:
-    """predictions_frame (every top-k row) with the threshold and whether each image is below it."""
+    """predictions_frame (every top-k row) with the threshold, whether each image is below it, and whether
+    (and why) its answer is "not sure"."""
     frame = predictions_frame(results)
     judged = with_threshold(results, threshold)
-    below = [r.below_threshold for r in judged if isinstance(r, Classification) for _ in r.predictions]
-    return frame.assign(threshold=threshold, below_threshold=below)
+    rows = [r for r in judged if isinstance(r, Classification) for _ in r.predictions]
+    return frame.assign(
+        threshold=threshold,
+        below_threshold=[r.below_threshold for r in rows],
+        not_sure=[r.not_sure_why is not None for r in rows],
+        not_sure_why=[r.not_sure_why for r in rows],
+    )

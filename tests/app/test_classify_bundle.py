@@ -1,5 +1,5 @@
 """Classify with a fine-tuned bundle: import it on the Classify page, get the same answers as the trainer,
-and "not sure" below the model's threshold."""
+and "not sure" when a photo is unlike its training images or below its confidence threshold."""
 
 import io
 from pathlib import Path
@@ -13,6 +13,7 @@ from core.datasets.labelled import dataset_from_uploads
 from core.finetune.bundle import export_bundle
 from core.finetune.config import TrainConfig
 from core.finetune.examples import example_dataset
+from core.finetune.familiarity import NOT_SURE_UNLIKE
 from core.finetune.threshold import NOT_SURE
 from core.finetune.train import train
 from core.models.loading import load_model
@@ -78,13 +79,16 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_my_model_says_not_sure_below_its_threshold(app, textures):
+def test_my_model_says_not_sure_for_a_photo_unlike_its_training_images_or_below_its_threshold(app, textures):
     bundle = export_bundle(textures)
     app.file_uploader(key="classify_bundle").set_value(("textures.zip", bundle, "application/zip")).run()
     assert not app.exception, app.exception
     assert app.selectbox(key="classify_model").value == "my model"
     slider = app.slider(key="classify_threshold")
     assert slider.value == round(textures.threshold * 100) and "validation" in slider.help
+    minimum = textures.familiarity.min_similarity
+    slider = app.slider(key="classify_min_similarity")
+    assert slider.value == minimum and "validation" in slider.help
 
     probes = [
         ("chelsea.jpg", (EXAMPLES / "chelsea.jpg").read_bytes()),  # a cat: none of the classes
@@ -93,12 +97,22 @@ def test_my_model_says_not_sure_below_its_threshold(app, textures):
     app.file_uploader(key="classify_files").set_value([(n, d, "image/png") for n, d in probes]).run()
     assert not app.exception, app.exception
     summary = next(e.value for e in app.dataframe if "answer" in e.value.columns)
-    assert list(summary["answer"]) == [NOT_SURE, "grass"]
+    assert list(summary["answer"]) == [NOT_SURE_UNLIKE, "grass"]
     assert list(summary["top1"]) == ["grass", "grass"]  # the best guess stays in the table
     cards = [m.value for m in app.markdown if m.value.startswith("**")]
-    assert cards[0].startswith("**Not sure: none of the classes** · best guess grass at ")
-    assert f"below the {textures.threshold:.0%} threshold" in cards[0]
+    assert cards[0].startswith("**Not sure: unlike the images it was trained on** · best guess grass at ")
+    assert f"below the {minimum:.2f} minimum" in cards[0]
     assert cards[1].startswith("**grass** · ")
+
+    # The similarity test off: the cat is still not sure, now by its confidence, below the model's threshold.
+    app.slider(key="classify_min_similarity").set_value(0.0).run()
+    assert not app.exception, app.exception
+    summary = next(e.value for e in app.dataframe if "answer" in e.value.columns)
+    assert list(summary["answer"]) == [NOT_SURE, "grass"]
+    cards = [m.value for m in app.markdown if m.value.startswith("**")]
+    assert cards[0].startswith("**Not sure: low confidence** · best guess grass at ")
+    assert f"below the {textures.threshold:.0%} threshold" in cards[0]
+    assert app.session_state["my_model"].familiarity.min_similarity == 0.0
 
     # A lower threshold on the page: the same results, judged again; the model keeps the new value.
     app.slider(key="classify_threshold").set_value(0).run()

@@ -8,10 +8,10 @@ import streamlit as st
 
 from core.classify.predict import Classification, Failure
 from core.errors import ZooScopeError
-from core.finetune.threshold import NOT_SURE, passing_share, with_threshold
+from core.finetune.threshold import NOT_SURE, judge, passing_share
 from core.finetune.trained import TrainedModel
 from core.images import SUPPORTED_TYPES
-from core.models.keys import ModelKey
+from ui.familiarity import familiarity_meaning, familiarity_slider
 from ui.finetune import keys
 from ui.inputs import file_digest
 from ui.loading import load_with_progress
@@ -25,13 +25,17 @@ TRY_TOP_K = 5
 
 
 def not_sure_setting(trained: TrainedModel) -> None:
-    """The threshold slider, and what it means on the validation images."""
+    """The two "not sure" sliders (low confidence, unlike the training images), and what each means on the
+    validation images."""
     slider, meaning = st.columns([1, 2], vertical_alignment="center")
     threshold = threshold_slider(trained, "finetune_threshold", container=slider)
     passing = ""
     if trained.metrics is not None and not math.isnan(share := passing_share(trained.metrics.outcomes, threshold)):
         passing = f"{share:.0%} of the correctly classified validation images reach it; "
     meaning.caption(f"{passing}an answer below {threshold:.0%} reads “{NOT_SURE}”.")
+    slider, meaning = st.columns([1, 2], vertical_alignment="center")
+    familiarity_slider(trained, "finetune_min_similarity", container=slider)
+    meaning.caption(familiarity_meaning(trained))
 
 
 def try_it(trained: TrainedModel) -> None:
@@ -53,7 +57,7 @@ def try_it(trained: TrainedModel) -> None:
     key = (trained, file_digest(tuple(pairs)))
 
     def classify_them() -> list[Classification | Failure]:
-        backbone = load_with_progress(ModelKey(trained.backbone))
+        backbone = load_with_progress(trained.backbone_key)
         return trained.classify_files(backbone.torch, pairs, k, thumbnails=True, runtime=backbone.runtime)
 
     try:
@@ -61,7 +65,7 @@ def try_it(trained: TrainedModel) -> None:
     except ZooScopeError as error:
         st.error(str(error), icon=":material/error:")
         return
-    for result in with_threshold(results, trained.threshold):  # the slider's value, without classifying again
+    for result in judge(results, trained.threshold, trained.familiarity):  # the sliders' values, no new forward
         if isinstance(result, Failure):
             st.error(f"**{verbatim(result.file)}**: {verbatim(result.error)}", icon=":material/broken_image:")
             continue
