@@ -3,8 +3,10 @@
     manifest.json         what the model is: backbone, weights, classes, preprocessing, head shape,
                           the paths of the backbone modules it trained (`tuned`, maybe none),
                           training settings, a metrics summary, and the "not sure" threshold
-                          (optional: older bundles lack it)
-    weights.safetensors   the tensors: "head.*" and, for each trained module, "backbone.<path>.*"
+                          (optional: older bundles lack it), and how its training images are
+                          remembered (`familiarity`, core.finetune.familiarity; optional too)
+    weights.safetensors   the tensors: "head.*" and, for each trained module, "backbone.<path>.*";
+                          with `familiarity`, "familiarity.references" and "familiarity.validation"
 
 No pickle anywhere, in either direction. A bundle comes from the internet, so importing reads
 exactly those two members, with bounded sizes, through `json.loads` and safetensors (a JSON
@@ -37,6 +39,9 @@ import torch.nn as nn
 from core.engines.onnx_export import export_module
 from core.errors import ZooScopeError
 from core.features.backbone import block_path, strip_head
+from core.features.cut import feature_dim as stage_feature_dim
+from core.features.cut import is_cut
+from core.finetune import familiarity
 from core.finetune.config import TrainConfig
 from core.finetune.depth import BYTES_PER_TRAINABLE_PARAMETER, TRAINING_MEMORY_BUDGET, trained_paths
 from core.finetune.heads import HEAD_TYPES, build_head, first_linear
@@ -44,8 +49,9 @@ from core.finetune.tail import private_copies
 from core.finetune.threshold import check_threshold, fallback_threshold
 from core.finetune.trained import TrainedModel
 from core.models.building import build_on_meta
-from core.models.catalog import ModelSpec, all_specs
+from core.models.catalog import ModelSpec, all_specs, spec_for_weights_id, weights_versions
 from core.models.family_paths import get_layer
+from core.models.keys import ModelKey
 from core.models.loading import LoadedModel
 
 FORMAT_VERSION = 2
@@ -99,7 +105,7 @@ def _head_description(trained: TrainedModel) -> dict:
 
 
 def manifest_for(trained: TrainedModel) -> dict:
-    spec = all_specs()[trained.backbone]
+    spec = trained.backbone_spec  # the weights version it was trained on: its own preprocessing
     return {
         "format_version": FORMAT_VERSION,
         "backbone": trained.backbone,
@@ -114,6 +120,7 @@ def manifest_for(trained: TrainedModel) -> dict:
             "epochs_run": int(trained.epochs_run),
         },
         "threshold": float(trained.threshold),
+        **({"familiarity": trained.familiarity.manifest()} if trained.familiarity is not None else {}),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -122,6 +129,8 @@ def _tensors(trained: TrainedModel) -> dict[str, torch.Tensor]:
     tensors = {f"head.{k}": v for k, v in trained.head.state_dict().items()}
     for path, module in trained.tuned.items():
         tensors.update({f"{TUNED_PREFIX}{path}.{k}": v for k, v in module.state_dict().items()})
+    if trained.familiarity is not None:
+        tensors.update(trained.familiarity.tensors())
     return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
 
 
@@ -235,11 +244,11 @@ def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig, dict[str, s
     specs = all_specs()
     if not isinstance(backbone, str) or backbone not in specs:
         raise BundleError(f"The bundle was trained on '{backbone}', a model this app does not know.")
-    spec = specs[backbone]
-    if manifest["weights_id"] != spec.weights_id:
+    spec = spec_for_weights_id(backbone, manifest["weights_id"])  # the version it was trained on, if this app has it
+    if spec is None:
+        versions = ", ".join(repr(version.weights_id) for version in weights_versions(backbone))
         raise BundleError(
-            f"The bundle was trained on {backbone} with weights {manifest['weights_id']!r}; "
-            f"this app has {spec.weights_id!r}."
+            f"The bundle was trained on {backbone} with weights {manifest['weights_id']!r}; this app has {versions}."
         )
     if manifest["preprocessing"] != preprocessing(spec):
         raise BundleError(f"The bundle's preprocessing does not match {backbone}'s own; it cannot be used here.")
@@ -276,6 +285,11 @@ def _check_manifest(manifest: dict) -> tuple[ModelSpec, TrainConfig, dict[str, s
     if "threshold" in manifest:
         try:
             check_threshold(manifest["threshold"])
+        except ValueError as error:
+            raise BundleError(f"The bundle's {error}.") from None
+    if "familiarity" in manifest:
+        try:
+            familiarity.check_entry(manifest["familiarity"])
         except ValueError as error:
             raise BundleError(f"The bundle's {error}.") from None
     return spec, config, tuned
@@ -348,11 +362,11 @@ def _check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[t
             raise BundleError(f"Tensor {name} in {WEIGHTS} holds NaN or infinite values.")
 
 
-def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> TrainedModel:
+def import_bundle(data: bytes, loaded_for: Callable[[ModelKey], LoadedModel]) -> TrainedModel:
     """A TrainedModel from bundle bytes, or BundleError. Only JSON and safetensors are ever parsed.
 
-    `loaded_for(backbone_name)` gives the shared backbone; it is called only when the bundle holds
-    trained backbone modules (whose untrained copies come from it).
+    `loaded_for(key)` gives the shared backbone (its model in the weights version the bundle was trained on);
+    it is called only when the bundle holds trained backbone modules (whose untrained copies come from it).
     """
     manifest_bytes, weights_bytes = _members(bytes(data))
     manifest = _manifest(manifest_bytes)
@@ -361,21 +375,35 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
 
     meta_model = build_on_meta(spec)
     feature_dim = strip_head(meta_model, spec)
+    source = spec.name
+    if is_cut(config.features_from):  # fast mode from a stage: its head reads that stage's features
+        source = f"{spec.name}'s {config.features_from}"
+        try:
+            feature_dim = stage_feature_dim(spec, config.features_from)
+        except ZooScopeError as error:
+            raise BundleError(f"The bundle's training settings are invalid: {error}") from None
     head_info = manifest["head"]
     if head_info["in_features"] != feature_dim:
-        raise BundleError(
-            f"The bundle's head takes {head_info['in_features']} features; {spec.name} gives {feature_dim}."
-        )
+        raise BundleError(f"The bundle's head takes {head_info['in_features']} features; {source} gives {feature_dim}.")
     head = build_head(head_info["type"], feature_dim, len(manifest["classes"]), hidden=head_info.get("hidden") or 1)
     expected = _expected("head", head)
     for path, prefix in tuned_prefixes.items():
         expected.update(_expected(prefix.removesuffix("."), get_layer(meta_model, path, spec.name)))
+    if "familiarity" in manifest:  # its training images' features: as many as the head takes
+        expected.update(familiarity.expected_tensors(manifest["familiarity"], first_linear(head).in_features))
     _check_tensors(tensors, expected)
+    try:
+        familiar = (
+            familiarity.Familiarity.from_bundle(manifest["familiarity"], tensors) if "familiarity" in manifest else None
+        )
+    except ValueError as error:
+        raise BundleError(f"The bundle's {error}.") from None
 
     head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}, strict=True)
     tuned: dict[str, nn.Module] = {}
     if tuned_prefixes:
-        copies = private_copies(loaded_for(spec.name), list(tuned_prefixes))  # the person's own tensors
+        shared = loaded_for(ModelKey(spec.name, weights=spec.weights_choice))
+        copies = private_copies(shared, list(tuned_prefixes))  # the person's own tensors
         for path, prefix in tuned_prefixes.items():
             state = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
             copies[path].load_state_dict(state, strict=True)
@@ -396,6 +424,7 @@ def import_bundle(data: bytes, loaded_for: Callable[[str], LoadedModel]) -> Trai
         if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)
         else math.nan,
         threshold=float(manifest["threshold"]) if "threshold" in manifest else fallback_threshold(len(classes)),
+        familiarity=familiar,
     )
 
 

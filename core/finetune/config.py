@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, overload
 
 from core.errors import ZooScopeError
+from core.features.stages import PENULTIMATE
 from core.finetune.depth import DEPTHS
 from core.finetune.heads import HEAD_TYPES
 
-MODES = ("fast", "finetune")
+MODES = ("fast", "finetune", "scratch")
 MIN_TRAIN_SIZE = 64
 
 # What a setting left as None means in each mode. Fine-tuning follows timm's and fastai's recipes:
@@ -20,6 +21,9 @@ MIN_TRAIN_SIZE = 64
 MODE_DEFAULTS = {
     "fast": {"epochs": 30, "label_smoothing": 0.0, "weight_decay": 1e-4, "patience": 5},
     "finetune": {"epochs": 8, "label_smoothing": 0.1, "weight_decay": 0.01, "patience": 8},
+    # The baseline (core.finetune.scratch): its time budget, not its epochs, ends it; random weights take
+    # timm's from-scratch weight decay. Patience stays under the page's limit of 100.
+    "scratch": {"epochs": 200, "label_smoothing": 0.1, "weight_decay": 0.05, "patience": 50},
 }
 
 T = TypeVar("T")
@@ -47,7 +51,9 @@ class ModeDefault(Generic[T]):
 class TrainConfig:
     """How to train. "fast": a new head on frozen, cached features. "finetune": that head first,
     then `unfreeze` (last block, last half, whole network; or the head only, on augmented images)
-    trains with it: discriminative learning rates, a linear warm-up then cosine decay (timm's)."""
+    trains with it: discriminative learning rates, a linear warm-up then cosine decay (timm's).
+    "scratch": the baseline, the whole network from random weights on the same augmented images,
+    for `time_budget_s` (core.finetune.scratch)."""
 
     mode: str = "fast"
     head: str = "linear"  # "linear" or "mlp"
@@ -73,6 +79,11 @@ class TrainConfig:
     train_size: int | None = None  # training resolution; None: the model's own (evaluation is always at its own)
     crop_scale: float = 0.6  # random resized crops keep at least this share of the image's area
     views: int = 4  # augmented views per image whose frozen-part outputs are computed once and reused
+    # scratch mode only: seconds of training, the epoch that crosses it the last (None: `epochs` alone)
+    time_budget_s: float | None = None
+    # fast mode only: the stage end whose pooled features the head reads, the network cut there
+    # (core.features.cut); None or PENULTIMATE: the layer before the classifier, as Classify uses
+    features_from: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -107,16 +118,27 @@ class TrainConfig:
         for name in ("adapt_batchnorm", "flip"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false")
+        budget = self.time_budget_s
+        if budget is not None and (not _number(budget) or not 0 < budget < float("inf")):
+            problems.append("time_budget_s must be a positive number of seconds")
         size = self.train_size
         if size is not None and (not _whole(size) or size < MIN_TRAIN_SIZE):
             problems.append(f"train_size must be a whole number of pixels, at least {MIN_TRAIN_SIZE}")
+        stage: object = self.features_from  # a bundle's JSON may hold anything
+        if stage is not None and not isinstance(stage, str):
+            problems.append("features_from must be a stage's name")
+        elif stage not in (None, PENULTIMATE) and self.mode != "fast":
+            problems.append(
+                f"features_from ('{self.features_from}') is for fast mode only: {self.mode} mode trains "
+                "the network past that stage"
+            )
         if problems:
             raise ZooScopeError("Invalid training settings: " + "; ".join(problems) + ".")
 
     @property
     def depth(self) -> str:
-        """How much of the backbone trains: always "head" in fast mode."""
-        return self.unfreeze if self.mode == "finetune" else "head"
+        """How much of the backbone trains: always "head" in fast mode, "all" from scratch."""
+        return {"fast": "head", "scratch": "all"}.get(self.mode, self.unfreeze)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

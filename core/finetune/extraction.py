@@ -22,7 +22,9 @@ DEFAULT_CACHE_ENTRIES = 10_000  # 50 MB of 1280-d float32 features
 
 
 class FeatureCache:
-    """(backbone name, image digest) -> 1-D feature tensor, least recently used entries dropped first.
+    """(backbone, image digest) -> 1-D feature tensor, least recently used entries dropped first.
+
+    The backbone is its spec's slug ("resnet50", "resnet50-IMAGENET1K_V1"): two weights versions never share features.
 
     Thread-safe; shared across trainings (and sessions) so that a second training on the same
     images, or the same images with other settings, costs no forward pass.

@@ -59,7 +59,7 @@ def find_lr(
     targets = torch.tensor([index_of[item.label] for item in train_items])
     view = backbone_view(loaded)
     features = extract_features(
-        view.module, loaded.preprocess, train_items, backbone=loaded.spec.name, cache=cache, progress=progress
+        view.module, loaded.preprocess, train_items, backbone=loaded.spec.slug, cache=cache, progress=progress
     ).to(loaded.device)
     generator = torch.Generator().manual_seed(config.seed)
     classes = len(dataset.classes)

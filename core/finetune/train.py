@@ -8,34 +8,40 @@ modules that belong to this person:
   (core.finetune.epochs);
 - "finetune" mode, fastai's `fine_tune` with timm's ingredients: first that same head on frozen,
   cached features (epoch 0), then copies of the tail of the network (`TrainConfig.unfreeze`,
-  core.finetune.depth) train with it on augmented images (core.finetune.deeper).
+  core.finetune.depth) train with it on augmented images (core.finetune.deeper);
+- "scratch" mode, the baseline that shows what pre-training buys: the same network from random
+  weights, all of it trained on the same augmented images for a time budget (core.finetune.scratch).
 
-Both modes keep the state with the lowest validation loss (in finetune mode, epoch 0 competes
-too: fine-tuning never returns a model worse on validation than the head alone), stop after
-`patience` epochs without improvement, and evaluate at the model's own resolution.
+Every mode keeps the state with the lowest validation loss (in finetune mode, epoch 0 competes
+too: fine-tuning never returns a model worse on validation than the head alone), stops after
+`patience` epochs without improvement, and evaluates at the model's own resolution.
 
-Everything is deterministic for a seed: the head's initialisation, shuffling and dropout use a
-private `torch.Generator`; augmentation (which torchvision draws from the global generator) runs
-under a lock with the global generator forked and seeded per batch.
+Everything is deterministic for a seed (scratch mode's time budget aside): the head's initialisation,
+shuffling and dropout use a private `torch.Generator`; augmentation and scratch mode's random weights
+(drawn from torch's global generator) run under a lock with that generator forked and seeded.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
 from core.datasets.labelled import Dataset, stratified_split
 from core.errors import ZooScopeError
-from core.features.backbone import backbone_view, frozen_features
+from core.features.backbone import backbone_view
 from core.finetune.augment import resolve_train_size
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.deeper import fine_tune
 from core.finetune.depth import check_memory, cut_for
 from core.finetune.epochs import Labels, Outcome, fit_head
 from core.finetune.extraction import FeatureCache, extract_features
-from core.finetune.heads import build_head
+from core.finetune.familiarity import learn_familiarity
+from core.finetune.features_from import feature_source
+from core.finetune.heads import InputScale, build_head
+from core.finetune.scratch import from_scratch
 from core.finetune.trained import TrainedModel
 from core.models.loading import LoadedModel
 from core.progress import Progress
@@ -73,7 +79,7 @@ def train(
     spec = loaded.spec
     dataset.validate()
     cut = cut_for(spec.name, config.depth)  # refuses a depth this model cannot be cut at, before any work
-    train_size = resolve_train_size(spec, config.train_size) if config.mode == "finetune" else spec.input_size
+    train_size = resolve_train_size(spec, config.train_size) if config.mode != "fast" else spec.input_size
     check_memory(spec.name, cut)
     classes = list(dataset.classes)
     index_of = {label: i for i, label in enumerate(classes)}
@@ -90,14 +96,31 @@ def train(
     device = loaded.device
     generator = torch.Generator().manual_seed(config.seed)
     frozen = backbone_view(loaded)
+    source = feature_source(loaded, frozen, config)  # the penultimate layer's, or a stage's (fast mode)
     head = build_head(
-        config.head, frozen.feature_dim, len(classes), hidden=config.hidden, dropout=config.dropout, generator=generator
+        config.head, source.dim, len(classes), hidden=config.hidden, dropout=config.dropout, generator=generator
     ).to(device)
+    if config.mode == "scratch":  # random weights: no frozen features to compute, no head alone first
+        outcome = Outcome(loaded, config, labels, head, started)
+        with _handing_over(outcome, on_interrupt):
+            trained = from_scratch(
+                loaded,
+                cut,
+                train_size,
+                labels,
+                config,
+                generator,
+                outcome,
+                on_epoch=on_epoch,
+                progress=progress,
+                should_stop=should_stop,
+            )
+            return _remembering(trained, loaded, labels, config, runtime=runtime, progress=progress)
     features = extract_features(
-        frozen_features(loaded, frozen, runtime=runtime, progress=progress),
+        source.extractor(runtime=runtime, progress=progress),
         loaded.preprocess,
         list(train_items) + list(val_items),
-        backbone=spec.name,
+        backbone=source.cache_key,  # one entry per weights version and stage: resnet50's V1 and V2 features differ
         batch_size=config.batch_size,
         cache=cache,
         progress=progress,
@@ -118,12 +141,19 @@ def train(
                 f"{what}: validation loss {log.val_loss:.3f}, accuracy {log.val_acc:.1%}{speed}",
             )
 
+    def remember(trained: TrainedModel) -> TrainedModel:
+        frozen_inputs = None if trained.tuned else (train_features, val_features)  # trained copies: computed again
+        return _remembering(trained, loaded, labels, config, runtime=runtime, frozen=frozen_inputs, progress=progress)
+
     try:
         if config.mode == "fast":
+            if source.is_cut:
+                outcome.input_scale = InputScale(train_features)
+            scale = outcome.input_scale or (lambda features: features)
             stopped_early, stopped_by_user = fit_head(
                 head,
-                train_features,
-                val_features,
+                scale(train_features),
+                scale(val_features),
                 labels,
                 config,
                 generator,
@@ -132,8 +162,8 @@ def train(
                 report=report,
                 should_stop=should_stop,
             )
-            return outcome.finish(stopped_early=stopped_early, stopped_by_user=stopped_by_user)
-        return fine_tune(
+            return remember(outcome.finish(stopped_early=stopped_early, stopped_by_user=stopped_by_user))
+        tuned = fine_tune(
             loaded,
             cut,
             train_size,
@@ -147,9 +177,49 @@ def train(
             progress=progress,
             should_stop=should_stop,
         )
+        return remember(tuned)
     except ZooScopeError:
         raise
     except BaseException:
         if on_interrupt is not None and outcome.has_model:
             on_interrupt(outcome.finish(stopped_early=False, stopped_by_user=True))
         raise
+
+
+@contextmanager
+def _handing_over(outcome: Outcome, on_interrupt: Callable[[TrainedModel], None] | None) -> Iterator[None]:
+    """train()'s promise for an interruption (not a ZooScopeError): the best model so far goes to `on_interrupt`."""
+    try:
+        yield
+    except ZooScopeError:
+        raise
+    except BaseException:
+        if on_interrupt is not None and outcome.has_model:
+            on_interrupt(outcome.finish(stopped_early=False, stopped_by_user=True))
+        raise
+
+
+def _remembering(
+    trained: TrainedModel,
+    loaded: LoadedModel,
+    labels: Labels,
+    config: TrainConfig,
+    *,
+    runtime: str,
+    frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: Progress | None = None,
+) -> TrainedModel:
+    """`trained` with its training images' features, to say when a photo is unlike them
+    (core.finetune.familiarity); `frozen`: the (train, validation) features the head read, where nothing else
+    trained."""
+    head_inputs = trained.head_inputs(loaded, runtime=runtime)
+    trained.familiarity = learn_familiarity(
+        head_inputs,
+        loaded,
+        labels.train_items,
+        labels.val_items,
+        frozen=frozen,
+        seed=config.seed,
+        progress=progress,
+    )
+    return trained

@@ -22,10 +22,14 @@ from PIL import Image
 from core.classify import predict as core_predict
 from core.errors import ZooScopeError
 from core.features.backbone import backbone_view, frozen_features
+from core.features.cut import cut_at, is_cut
+from core.finetune import familiarity as core_familiarity
 from core.finetune.config import EpochLog, TrainConfig
 from core.finetune.heads import first_linear
 from core.finetune.metrics import Metrics
 from core.finetune.threshold import with_threshold
+from core.models.catalog import ModelSpec, spec_for_weights_id
+from core.models.keys import ModelKey
 from core.models.loading import LoadedModel
 from core.preprocessing import Transform
 
@@ -41,6 +45,11 @@ class HeadOnBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's inputs and its logits, from one forward (core.finetune.familiarity measures the first)."""
+        features = self.features(x)
+        return features, self.head(features)
+
 
 @dataclass(frozen=True, eq=False)
 class TrainedClassifier:
@@ -52,10 +61,20 @@ class TrainedClassifier:
     preprocess: Transform
     device: torch.device
     module: nn.Module
+    familiarity: core_familiarity.Familiarity | None = None  # its training images, where it remembers them
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.module(batch.to(self.device))
+
+    def classify_files(
+        self, files: Sequence[tuple[str, bytes]], **kwargs
+    ) -> list[core_predict.Classification | core_predict.Failure]:
+        """core.classify.predict.classify_files with this model; where it remembers its training images, each
+        classification also says how alike its photo is to them (core.finetune.familiarity)."""
+        if self.familiarity is None or not isinstance(self.module, HeadOnBackbone):
+            return core_predict.classify_files(self, files, **kwargs)
+        return core_familiarity.classify_files(self, self.module.features_and_logits, self.familiarity, files, **kwargs)
 
 
 @dataclass(eq=False)
@@ -76,9 +95,12 @@ class TrainedModel:
     best_epoch: int = 0  # in finetune mode, 0 is the head trained alone on frozen features
     val_accuracy: float = float("nan")
     seconds: float = float("nan")  # how long the training took, everything included
-    # Below this top-1 probability the answer is "not sure: none of the classes" (core.finetune.threshold).
+    # Below this top-1 probability the answer is "not sure: low confidence" (core.finetune.threshold).
     # Training sets it from the validation results; a bundle without one gets fallback_threshold.
     threshold: float = field(kw_only=True)
+    # Its training images' features, to say a photo is unlike them (core.finetune.familiarity); None for a
+    # bundle made before, or a model stopped before the end of its training: the threshold alone judges.
+    familiarity: core_familiarity.Familiarity | None = field(default=None, kw_only=True)
     _inference: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
     )
@@ -87,6 +109,19 @@ class TrainedModel:
     @property
     def name(self) -> str:
         return f"my model ({self.backbone}, {len(self.classes)} classes)"
+
+    @property
+    def backbone_spec(self) -> ModelSpec:
+        """The backbone's catalogue entry in the weights version it was trained on (its preprocessing too)."""
+        spec = spec_for_weights_id(self.backbone, self.weights_id)
+        if spec is None:
+            raise ZooScopeError(f"This model was trained on {self.backbone} ({self.weights_id}), which this app lacks.")
+        return spec
+
+    @property
+    def backbone_key(self) -> ModelKey:
+        """The shared backbone to load for it: its model in the weights version it was trained on."""
+        return ModelKey(self.backbone, weights=self.backbone_spec.weights_choice)
 
     @property
     def depth(self) -> str:
@@ -112,8 +147,9 @@ class TrainedModel:
     def full_module(self, loaded: LoadedModel) -> nn.Module:
         """The complete model (private backbone view + trained copies + head): images -> logits, eval."""
         self._check_backbone(loaded)
-        view = backbone_view(loaded, tuned=self.tuned)
-        return HeadOnBackbone(view.module, self.head).eval().requires_grad_(False)
+        stage = self.config.features_from  # fast mode from a stage: the network cut there (no trained copies)
+        features = cut_at(loaded, stage) if is_cut(stage) else backbone_view(loaded, tuned=self.tuned).module
+        return HeadOnBackbone(features, self.head).eval().requires_grad_(False)
 
     def _inference_module(self, loaded: LoadedModel, runtime: str) -> nn.Module:
         # One per shared module and runtime, dropped when that module is (the pool unloaded it).
@@ -125,7 +161,7 @@ class TrainedModel:
 
     def _for_inference(self, loaded: LoadedModel, runtime: str) -> nn.Module:
         """full_module(loaded), with the frozen backbone's features from ONNX Runtime where it runs there."""
-        if self.tuned or runtime == "torch":
+        if self.tuned or runtime == "torch" or is_cut(self.config.features_from):
             return self.full_module(loaded)
         self._check_backbone(loaded)
         features = frozen_features(loaded, backbone_view(loaded), runtime=runtime)
@@ -141,7 +177,15 @@ class TrainedModel:
             preprocess=loaded.preprocess,
             device=loaded.device,
             module=self._inference_module(loaded, runtime),
+            familiarity=self.familiarity,
         )
+
+    def head_inputs(self, loaded: LoadedModel, *, runtime: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
+        """What computes the head's inputs from a preprocessed batch, as this model classifies."""
+        module = self._inference_module(loaded, runtime)
+        if not isinstance(module, HeadOnBackbone):
+            raise TypeError(f"expected the backbone then the head, not {type(module).__name__}")
+        return module.features
 
     def predict(
         self, images: Sequence[Image.Image], loaded: LoadedModel, *, runtime: str = "torch", batch_size: int = 16
@@ -166,7 +210,7 @@ class TrainedModel:
         runtime: str = "torch",
         **kwargs,
     ) -> list[core_predict.Classification | core_predict.Failure]:
-        """core.classify.predict.classify_files with this model: top-k over its classes, judged against its threshold,
-        Failures in place."""
-        results = core_predict.classify_files(self.classifier(loaded, runtime=runtime), files, k=k, **kwargs)
+        """core.classify.predict.classify_files with this model: top-k over its classes, judged against its threshold
+        and (where it remembers them) its training images, Failures in place."""
+        results = self.classifier(loaded, runtime=runtime).classify_files(files, k=k, **kwargs)
         return with_threshold(results, self.threshold)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from core.datasets.labelled import dataset_from_uploads
+from core.datasets.labelled import dataset_from_uploads, stratified_split
 from core.finetune.bundle import (
     FORMAT_VERSION,
     MANIFEST,
@@ -32,9 +32,11 @@ from core.finetune.bundle import (
 )
 from core.finetune.config import TrainConfig
 from core.finetune.extraction import FeatureCache
+from core.finetune.familiarity import MAX_REFERENCES, REFERENCES, VALIDATION
 from core.finetune.threshold import fallback_threshold
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
+from core.models.keys import ModelKey
 from core.models.loading import load_model
 from tests.faces import lfw_pngs
 from tests.glyphs import glyph_uploads
@@ -127,7 +129,8 @@ def test_bundle_holds_exactly_json_and_safetensors(bundle, fast_model):
     assert manifest["metrics"] == {"val_accuracy": fast_model.val_accuracy, "epochs_run": fast_model.epochs_run}
     assert manifest["created"].endswith("+00:00")
     tensors = safetensors.torch.load(contents[WEIGHTS])
-    assert sorted(tensors) == ["head.0.bias", "head.0.weight", "head.3.bias", "head.3.weight"]
+    heads = ["head.0.bias", "head.0.weight", "head.3.bias", "head.3.weight"]
+    assert sorted(tensors) == ["familiarity.references", "familiarity.validation", *heads]
 
 
 def test_fast_bundle_round_trip_predicts_identically(bundle, fast_model, lite0, images):
@@ -148,8 +151,8 @@ def test_finetune_bundle_round_trip_predicts_identically(finetune_model, lite0, 
     assert "backbone.bn2.running_var" in tensors and "head.weight" in tensors
     asked = []
     fresh = load_model("efficientnet_lite0")
-    imported = import_bundle(data, lambda name: asked.append(name) or fresh)
-    assert asked == ["efficientnet_lite0"] and list(imported.tuned) == list(finetune_model.tuned)
+    imported = import_bundle(data, lambda key: asked.append(key) or fresh)
+    assert asked == [ModelKey("efficientnet_lite0")] and list(imported.tuned) == list(finetune_model.tuned)
     for path, module in finetune_model.tuned.items():
         for name, tensor in module.state_dict().items():
             assert torch.equal(imported.tuned[path].state_dict()[name], tensor), f"{path}.{name}"
@@ -175,7 +178,8 @@ def test_version_1_bundles_still_import(finetune_model, lite0, images):
     """Version 1 stored the last block as "block.*" under "block": the same model must come back."""
     contents = members(export_bundle(finetune_model))
     manifest = json.loads(contents[MANIFEST])
-    manifest = {k: v for k, v in manifest.items() if k != "tuned"} | {"format_version": 1, "block": "blocks.-1"}
+    manifest = {k: v for k, v in manifest.items() if k not in ("tuned", "familiarity")}
+    manifest |= {"format_version": 1, "block": "blocks.-1"}
     del manifest["training"]["unfreeze"]
     tensors = safetensors.torch.load(contents[WEIGHTS])
     # The old layout: blocks.6 alone (its conv_head and bn2 copies did not exist then).
@@ -188,6 +192,78 @@ def test_version_1_bundles_still_import(finetune_model, lite0, images):
     for name, tensor in finetune_model.tuned["blocks.6"].state_dict().items():
         assert torch.equal(imported.tuned["blocks.-1"].state_dict()[name], tensor), name
     assert imported.predict(images, lite0).shape == (len(images), 3)
+
+
+# --- what the model remembers of its training images (core.finetune.familiarity) ------------------
+
+
+def test_familiarity_survives_the_round_trip(bundle, fast_model, lite0, images):
+    familiar = fast_model.familiarity
+    manifest = json.loads(members(bundle)[MANIFEST])
+    assert manifest["familiarity"] == {
+        "measure": "cosine_1nn",
+        "min_similarity": familiar.min_similarity,
+        "references": 20,  # the training images (24 less 4 held back)
+        "validation": 4,
+    }
+    imported = import_bundle(bundle, no_backbone)
+    assert torch.equal(imported.familiarity.references, familiar.references)
+    assert torch.equal(imported.familiarity.validation, familiar.validation)
+    files = [(f"{i}.png", _png(image)) for i, image in enumerate(images[::2])]  # a cat, a face
+    before, after = fast_model.classify_files(lite0, files), imported.classify_files(lite0, files)
+    assert [r.similarity for r in after] == pytest.approx([r.similarity for r in before], abs=1e-6)
+    assert [r.not_sure_why for r in after] == [r.not_sure_why for r in before]
+    assert after[0].not_sure_why == "unlike_training"  # a cat, for a model of faces
+
+    familiar.min_similarity, chosen = 0.0, familiar.min_similarity  # moved on the page, then exported
+    try:
+        assert import_bundle(export_bundle(fast_model), no_backbone).familiarity.min_similarity == 0.0
+    finally:
+        familiar.min_similarity = chosen
+
+
+def test_trained_copies_are_remembered_through_the_features_the_head_sees(finetune_model, lite0, glyphs):
+    """Finetune mode: the training images' features come from the trained copies, as when it classifies."""
+    config = finetune_model.config
+    train_items, val_items = stratified_split(glyphs.items, val_fraction=config.val_fraction, seed=config.seed)
+    files = [(item.name, item.data) for item in (*train_items[:2], val_items[0])]
+    similarities = [r.similarity for r in finetune_model.classify_files(lite0, files)]
+    assert similarities[0] > 0.999 and similarities[1] > 0.999  # each training image finds itself
+    assert similarities[2] < 0.999  # a validation image was never kept
+
+
+def test_a_bundle_made_before_familiarity_loads_with_the_confidence_test_alone(bundle, lite0, images):
+    contents = members(bundle)
+    manifest = json.loads(contents[MANIFEST])
+    del manifest["familiarity"]
+    tensors = {k: v for k, v in safetensors.torch.load(contents[WEIGHTS]).items() if not k.startswith("familiarity.")}
+    old = rezip({MANIFEST: json.dumps(manifest).encode(), WEIGHTS: safetensors.torch.save(tensors)})
+    imported = import_bundle(old, no_backbone)
+    assert imported.familiarity is None
+    results = imported.classify_files(lite0, [(f"{i}.png", _png(image)) for i, image in enumerate(images[::2])])
+    assert all(r.similarity is None and r.not_sure_why in (None, "low_confidence") for r in results)
+    assert "familiarity" not in json.loads(members(export_bundle(imported))[MANIFEST])
+
+
+def test_bad_familiarity_is_refused(bundle):
+    contents = members(bundle)
+    entry = json.loads(contents[MANIFEST])["familiarity"]
+    tensors = safetensors.torch.load(contents[WEIGHTS])
+
+    def weights_with(changed: dict[str, torch.Tensor]) -> bytes:
+        return rezip(contents | {WEIGHTS: safetensors.torch.save(changed)})
+
+    refused(with_manifest(bundle, familiarity=entry | {"measure": "mahalanobis"}), "measure 'cosine_1nn'")
+    refused(with_manifest(bundle, familiarity=entry | {"min_similarity": 1.5}), "minimum similarity must be")
+    refused(with_manifest(bundle, familiarity=entry | {"references": MAX_REFERENCES + 1}), "references must be")
+    refused(with_manifest(bundle, familiarity=None), "familiarity must be")
+    refused(with_manifest(bundle, familiarity=entry | {"references": 18}), r"\(20, 1280\).*\(18, 1280\)")
+    refused(weights_with(tensors | {REFERENCES: tensors[REFERENCES].float()}), "torch.float32")
+    refused(weights_with(tensors | {REFERENCES: tensors[REFERENCES] * 2}), "rows of unit length")
+    refused(weights_with(tensors | {VALIDATION: tensors[VALIDATION] + 5}), "similarities from -1 to 1")
+    manifest = json.loads(contents[MANIFEST])
+    del manifest["familiarity"]  # tensors without the entry that describes them
+    refused(rezip(contents | {MANIFEST: json.dumps(manifest).encode()}), "no place for: familiarity")
 
 
 # --- refusals -------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from core.finetune.footprint import measuring_memory_mb
 from core.finetune.lr_find import find_lr
 from core.jobs.queue import Job
 from core.models import weights
-from core.models.catalog import ModelSpec, all_specs
+from core.models.catalog import ModelSpec, get_spec
 from core.models.keys import ModelKey
 from core.runtime import configure_threads
 from ui.charts import lr_finder as lr_finder_chart
@@ -69,10 +69,11 @@ def estimates_frame(
 
 
 @functools.cache
-def _train_size(name: str, size: int | None) -> int | str:
-    """The training resolution, or why `name` cannot take `size` (a meta-device forward: once, not per render)."""
+def _train_size(name: str, version: str | None, size: int | None) -> int | str:
+    """The training resolution, or why `name` (in weights `version`, whose input size it may change) cannot take
+    `size` (a meta-device forward: once, not per render)."""
     try:
-        return resolve_train_size(all_specs()[name], size)
+        return resolve_train_size(get_spec(name, version), size)
     except ZooScopeError as error:
         return str(error)
 
@@ -80,7 +81,7 @@ def _train_size(name: str, size: int | None) -> int | str:
 def cost_key(spec: ModelSpec, config: TrainConfig, device: str) -> CostKey:
     """What the costs of training `spec` with `config` here depend on (ZooScopeError for a size it cannot take)."""
     configure_threads()  # the host's thread count is part of the key: set it first
-    size = _train_size(spec.name, config.train_size)
+    size = _train_size(spec.name, spec.weights_choice, config.train_size)
     if isinstance(size, str):
         raise ZooScopeError(size)
     return CostKey(spec.name, size, config.head, config.adapt_batchnorm, config.flip, host_key(device))
@@ -95,18 +96,22 @@ def drop_waiting_estimates(keep: Job | None = None) -> None:
             queue.cancel(job)
 
 
-def measured_costs(backbone: str, config: TrainConfig) -> dict[str, DepthCost] | None:
-    """The costs of every depth for these settings if they are measured already (never measures)."""
+def measured_costs(backbone: str, config: TrainConfig, version: str | None = None) -> dict[str, DepthCost] | None:
+    """The costs of every depth for these settings (`backbone` in weights `version`) if they are measured already
+    (never measures)."""
     try:
-        return shared_costs().get(cost_key(all_specs()[backbone], config, str(model_pool().device)), DEPTHS)
+        return shared_costs().get(cost_key(get_spec(backbone, version), config, str(model_pool().device)), DEPTHS)
     except ZooScopeError:
         return None
 
 
-def measuring_job(pool: ModelPool, key: CostKey, items: Sequence[LabelledImage], config: TrainConfig) -> Job:
-    """The background job that measures `key` on `items` and keeps the answer in the shared cache."""
+def measuring_job(
+    pool: ModelPool, key: CostKey, items: Sequence[LabelledImage], config: TrainConfig, model: ModelKey | None = None
+) -> Job:
+    """The background job that measures `key` on `items` (with `model` loaded: key's backbone in the weights
+    version chosen, by default its default) and keeps the answer in the shared cache."""
     cache = shared_costs()
-    model = ModelKey(key.backbone)
+    model = model or ModelKey(key.backbone)
 
     def work(job: Job) -> dict[str, DepthCost]:
         loaded = pool.get(model, progress=job.progress).torch
@@ -130,11 +135,13 @@ def measuring_job(pool: ModelPool, key: CostKey, items: Sequence[LabelledImage],
     )
 
 
-def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
-    """About how long each choice takes here: shown at once when measured, else measured in the background."""
-    spec = all_specs()[backbone]
+def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig, version: str | None = None) -> None:
+    """About how long each choice takes here: shown at once when measured, else measured in the background.
+    `version`: the backbone's weights version (None: the default), whose input size may differ."""
+    spec = get_spec(backbone, version)
+    model = ModelKey(backbone, weights=version)
     pool = model_pool()
-    if ModelKey(backbone) not in pool.loaded() and not weights.is_available(spec):
+    if model not in pool.loaded() and not weights.is_available(spec):
         st.caption(f"Times appear here once {backbone}'s weights are on this machine (they download when you train).")
         return
     try:
@@ -146,12 +153,12 @@ def time_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> None
     if cache.get(key, DEPTHS) is None:
         items = list(dataset.items[:SAMPLE_IMAGES])
         job = cache.shared_job(
-            key, lambda: measuring_job(pool, key, items, config), reusable=lambda job: job.state != "cancelled"
+            key, lambda: measuring_job(pool, key, items, config, model), reusable=lambda job: job.state != "cancelled"
         )
         drop_waiting_estimates(keep=job)
-        st.fragment(_measuring, run_every=POLL_S)(dataset, backbone, config, key, job)
+        st.fragment(_measuring, run_every=POLL_S)(dataset, spec.slug, config, key, job)
         return
-    _estimates_table(dataset, backbone, config, key)
+    _estimates_table(dataset, spec.slug, config, key)  # the slug: the feature cache's key for this version
 
 
 def _measuring(dataset: Dataset, backbone: str, config: TrainConfig, key: CostKey, job: Job) -> None:
@@ -206,9 +213,12 @@ def _estimates_table(dataset: Dataset, backbone: str, config: TrainConfig, key: 
     )
 
 
-def lr_finder(dataset: Dataset, backbone: str, config: TrainConfig, options: Sequence[float]) -> None:
-    """fastai's lr_find on the head: loss against learning rate, and the nearest of `options` to use."""
-    key = (id(dataset), backbone, config.head, config.batch_size, config.weight_decay, config.label_smoothing)
+def lr_finder(
+    dataset: Dataset, backbone: str, config: TrainConfig, options: Sequence[float], version: str | None = None
+) -> None:
+    """fastai's lr_find on the head (of `backbone` in weights `version`, None: the default): loss against learning
+    rate, and the nearest of `options` to use."""
+    key = (id(dataset), backbone, version, config.head, config.batch_size, config.weight_decay, config.label_smoothing)
     if st.button(
         "Find a learning rate",
         key="finetune_find_lr",
@@ -216,7 +226,7 @@ def lr_finder(dataset: Dataset, backbone: str, config: TrainConfig, options: Seq
         help="Trains a fresh head for a moment at growing learning rates on the frozen features and plots the loss.",
     ):
         try:
-            loaded = load_with_progress(ModelKey(backbone)).torch
+            loaded = load_with_progress(ModelKey(backbone, weights=version)).torch
             with progress_bar("Trying learning rates…") as progress:
                 finding = find_lr(loaded, dataset, config, cache=feature_cache(), progress=progress)
         except ZooScopeError as error:

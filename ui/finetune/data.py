@@ -21,12 +21,13 @@ from ui.finetune import keys
 from ui.progress import progress_bar
 from ui.session import latest, reuse
 from ui.tables import data_table
-from ui.text import verbatim
+from ui.text import counted, short_name, verbatim
 
 MAX_CLASSES = 50
 PREVIEW_PER_CLASS = 6
 PREVIEW_CLASSES = 12  # classes previewed with thumbnails; the counts table holds them all
 PREVIEW_SIDE = 96
+PREVIEW_CAPTION = 13  # characters of a file name that fit on one line under a preview PREVIEW_SIDE wide
 
 Previews = dict[str, list[tuple[str, Image.Image]]]  # class -> (file name, thumbnail) of its first images
 
@@ -38,6 +39,15 @@ class DatasetRead:
     dataset: Dataset | None  # None: not readable, `error` says why
     previews: Previews = field(default_factory=dict)
     error: str = ""
+
+
+@dataclass(frozen=True)
+class KeptDataset:
+    """The person's own dataset as last read, under a key no widget owns: Streamlit empties a widget whose
+    page is not drawn, so a visit to another page would otherwise lose the upload."""
+
+    name: str  # "faces.zip", or "2 classes added one by one"
+    read: DatasetRead
 
 
 def preview(data: bytes, side: int = PREVIEW_SIDE) -> Image.Image | None:
@@ -69,6 +79,7 @@ def class_uploads() -> dict[str, list[UploadedFile]]:
                 type=list(SUPPORTED_TYPES),
                 accept_multiple_files=True,
                 key=f"finetune_class_files_{i}",
+                on_change=class_files_changed,
             )
         classes.setdefault(name, []).extend(uploads or [])
     return classes if any(classes.values()) else {}
@@ -107,6 +118,36 @@ def use_example(chosen: bool) -> None:
     st.session_state[keys.EXAMPLE] = chosen
 
 
+def forget_kept() -> None:
+    st.session_state.pop(keys.KEPT, None)
+
+
+def zip_changed() -> None:
+    """The person removed the zip (leaving the page fires no callback): the kept dataset goes with it."""
+    if st.session_state.get("finetune_zip") is None:
+        forget_kept()
+
+
+def class_files_changed() -> None:
+    """The person removed the last class image: the kept dataset goes with it."""
+    count = st.session_state.get("finetune_class_count", 0)
+    if not any(st.session_state.get(f"finetune_class_files_{i}") for i in range(count)):
+        forget_kept()
+
+
+def show_kept(kept: KeptDataset) -> None:
+    """What the page goes on using after a visit elsewhere, and the ways to change it."""
+    dataset = kept.read.dataset
+    assert dataset is not None, "only readable datasets are kept"
+    sizes = f"{counted(len(dataset.items), 'image')} in {counted(len(dataset.classes), 'class')}"
+    using, clear = st.columns([4, 1], vertical_alignment="center")
+    using.info(
+        f"Using {verbatim(kept.name)}: {sizes}. Add a zip or images above to replace it.",
+        icon=":material/dataset:",
+    )
+    clear.button("Clear these images", key="finetune_clear_dataset", on_click=forget_kept, icon=":material/close:")
+
+
 def data_section() -> Dataset | None:
     """The images, checked and summarised; None (with the reason on screen) until they can train a model.
 
@@ -118,20 +159,27 @@ def data_section() -> Dataset | None:
             "A zip with one folder of images per class",
             type=["zip"],
             key="finetune_zip",
+            on_change=zip_changed,
             help="The layout torchvision's ImageFolder reads: `cat/1.jpg`, `dog/2.png`; one wrapping folder is fine.",
         )
     with classes_tab:
         classes = class_uploads()
     slot = st.empty()
 
+    own = ""  # the name of the person's own images, when they brought some this run
     if archive is not None:
         if classes:
             st.info("Training uses the zip; remove it to train on the classes added one by one.")
         key: tuple[object, ...] = ("zip", archive.file_id)
         read = read_dataset(key, lambda p: dataset_from_zip(archive.getvalue(), progress=p), slot)
+        own = archive.name
     elif classes:
         key = ("classes", tuple((name, tuple(upload.file_id for upload in files)) for name, files in classes.items()))
         read = read_dataset(key, lambda p: dataset_from_uploads(read_uploads(classes), progress=p), slot)
+        own = f"{counted(len(classes), 'class')} added one by one"
+    elif (kept := st.session_state.get(keys.KEPT)) is not None:
+        show_kept(kept)
+        read = kept.read
     elif st.session_state.get(keys.EXAMPLE):
         example, remove = st.columns([4, 1], vertical_alignment="center")
         example.info(f"The example dataset: {EXAMPLE_DESCRIPTION}.", icon=":material/dataset:")
@@ -152,8 +200,10 @@ def data_section() -> Dataset | None:
             help=f"{EXAMPLE_DESCRIPTION}; train on it in seconds.",
         )
         return None
-    if archive is not None or classes:
+    if own:
         st.session_state[keys.EXAMPLE] = False  # the person's own images replace the example for good
+        if read.dataset is not None:
+            st.session_state[keys.KEPT] = KeptDataset(own, read)
 
     dataset = read.dataset
     if dataset is None:
@@ -177,25 +227,25 @@ def skipped_frame(skipped: Sequence[Skipped]) -> tuple[pd.DataFrame, int]:
 
 def show_dataset(dataset: Dataset, previews: Previews) -> None:
     total = len(dataset.items)
-    st.subheader(f"{total:,} images in {len(dataset.classes)} classes")
+    st.subheader(f"{counted(total, 'image')} in {counted(len(dataset.classes), 'class')}")
     counts, pictures = st.columns([1, 2], gap="medium")
     data_table(dataset.counts_frame(), container=counts, hide_index=True)
     with pictures:
         for label, thumbs in previews.items():
             st.markdown(f"**{verbatim(label)}**")
             if thumbs:
-                captions = [verbatim(name.rsplit("/", 1)[-1]) for name, _ in thumbs]
-                st.image([image for _, image in thumbs], caption=captions, width=64)
+                captions = [verbatim(short_name(name.rsplit("/", 1)[-1], PREVIEW_CAPTION)) for name, _ in thumbs]
+                st.image([image for _, image in thumbs], caption=captions, width=PREVIEW_SIDE)
         hidden = len(dataset.classes) - len(previews)
         if hidden > 0:
             st.caption(f"Previews of the first {len(previews)} classes; the table lists all {len(dataset.classes)}.")
 
     frame, folders = skipped_frame(dataset.skipped)
     if len(frame):
-        with st.expander(f"{len(frame):,} files skipped, each with its reason", icon=":material/block:"):
+        with st.expander(f"{counted(len(frame), 'file')} skipped, each with its reason", icon=":material/block:"):
             data_table(frame, hide_index=True, width="stretch")
             if folders:
-                st.caption(f"{folders:,} folder entries of the zip are not listed.")
+                st.caption(f"Not listed: {counted(folders, 'folder entry', 'folder entries')} of the zip.")
     if dataset.warnings:
         warnings = [verbatim(warning) for warning in dataset.warnings]
         text = warnings[0] if len(warnings) == 1 else "\n".join(f"- {warning}" for warning in warnings)

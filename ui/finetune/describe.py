@@ -12,6 +12,8 @@ from core.finetune.config import EpochLog, TrainConfig
 
 def trained_part(config: TrainConfig) -> str:
     """What trains besides the head, in words."""
+    if config.mode == "scratch":
+        return "whole network, from random weights"
     return {
         "head": "head on augmented images",
         "last": "last block and the head",

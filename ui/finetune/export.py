@@ -11,13 +11,12 @@ from core.finetune.deploy import deploy_images, describe, export_onnx_models
 from core.finetune.footprint import export_memory_mb
 from core.finetune.trained import TrainedModel
 from core.jobs.queue import JobCancelled
-from core.models.catalog import all_specs
-from core.models.keys import ModelKey
-from core.runtime import int8_verdict
+from core.runtime import INT8_AGREEMENT_GOAL, int8_verdict
 from ui.finetune import keys
 from ui.finetune.data import last_dataset
 from ui.jobs import in_line
 from ui.loading import load_with_progress
+from ui.measures import verdict_headline
 from ui.progress import progress_bar
 from ui.session import recall, remember, reuse
 
@@ -28,7 +27,8 @@ def export(trained: TrainedModel) -> None:
     bundle, onnx = st.columns(2, gap="large")
     with bundle:
         try:
-            data = reuse(keys.BUNDLE, (trained, trained.threshold), lambda: export_bundle(trained))
+            minimum = trained.familiarity.min_similarity if trained.familiarity is not None else None
+            data = reuse(keys.BUNDLE, (trained, trained.threshold, minimum), lambda: export_bundle(trained))
         except ZooScopeError as error:
             st.error(str(error), icon=":material/error:")
         else:
@@ -48,7 +48,7 @@ def export(trained: TrainedModel) -> None:
         )
     with onnx:
         onnx_downloads(trained, stem)
-        steps = preprocessing(all_specs()[trained.backbone])
+        steps = preprocessing(trained.backbone_spec)
         st.caption(
             f"Input `image`: float32 (N, 3, {steps['crop']}, {steps['crop']}), an RGB photo resized to "
             f"{steps['resize']} ({steps['interpolation']}), centre-cropped to {steps['crop']}, scaled to 0-1 and "
@@ -67,7 +67,7 @@ def onnx_downloads(trained: TrainedModel, stem: str) -> None:
                 in_line("export", label, memory_mb=export_memory_mb(trained.backbone)),
                 progress_bar("Exporting the whole model (backbone and head) to ONNX…") as progress,
             ):
-                loaded = load_with_progress(ModelKey(trained.backbone)).torch
+                loaded = load_with_progress(trained.backbone_key).torch
                 images = deploy_images(trained, last_dataset())
                 exports = export_onnx_models(trained, loaded, images, progress=progress)
         except JobCancelled:
@@ -92,9 +92,11 @@ def onnx_downloads(trained: TrainedModel, stem: str) -> None:
         )
         st.caption(describe(export))
         if int8:
-            fast, reason = int8_verdict(export.agreement, export.ms, export.reference_ms)
+            recommended, reason = int8_verdict(export.agreement, export.ms, export.reference_ms)
             reason = reason.replace("the check images", "these images")
-            if fast:
-                st.success(f"int8 is the fast choice here: {reason}.", icon=":material/bolt:")
+            faithful = export.agreement >= INT8_AGREEMENT_GOAL
+            verdict = f"int8: {verdict_headline(export.ms < export.reference_ms, faithful)}: {reason}."
+            if recommended:
+                st.success(verdict, icon=":material/bolt:")
             else:
-                st.warning(f"int8 is not the fast choice here: {reason}.", icon=":material/warning:")
+                st.warning(verdict, icon=":material/warning:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 EXAMPLE = "finetune_example"  # True once "Try an example dataset" was clicked (until the person brings data)
 DATASET = "finetune_dataset"  # ui.session.reuse slot: the dataset read from the uploads (ui.finetune.data)
+KEPT = "finetune_kept"  # ui.finetune.data.KeptDataset: the person's dataset, kept while they visit other pages
 RUN = "finetune_run"  # a ui.finetune.run.TrainingRun: the training in progress, or one a click interrupted
 RUNS = "finetune_runs"  # [ui.finetune.history.Run] of this session, oldest first
 RUN_PICK = "finetune_run_pick"  # the runs table's selectbox: the number of the run to try, use and export

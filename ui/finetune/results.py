@@ -17,7 +17,7 @@ from ui.finetune.data import preview
 from ui.finetune.describe import history_frame, trained_part
 from ui.session import reuse
 from ui.tables import data_table, share_column
-from ui.text import verbatim
+from ui.text import counted, verbatim
 
 MISTAKES_LIMIT = 24  # images in the gallery
 MISTAKES_PER_ROW = 6
@@ -44,19 +44,22 @@ def results(trained: TrainedModel) -> None:
 def outcome(trained: TrainedModel) -> str:
     """One sentence: how the training ended and which epoch the model is."""
     if not trained.history:
-        epochs = trained.epochs_run or "an unknown number of"
-        return f"Imported from a bundle: {epochs} epochs of {trained.config.mode} training."
+        epochs = counted(trained.epochs_run, "epoch") if trained.epochs_run else "an unknown number of epochs"
+        return f"Imported from a bundle: {epochs} of {trained.config.mode} training."
     kept = f"kept epoch {trained.best_epoch}, the one with the lowest validation loss"
     if trained.config.mode == "finetune" and trained.best_epoch == 0:
         kept = "kept epoch 0, the head trained alone on frozen features (no later epoch had a lower validation loss)"
     if trained.stopped_by_user:
         return f"Stopped after epoch {trained.epochs_run} of {trained.config.epochs}; {kept}."
+    budget = trained.config.time_budget_s
+    if budget is not None and not trained.stopped_early and trained.epochs_run < trained.config.epochs:
+        return f"Its time budget of {budget:,.0f} s ran out during epoch {trained.epochs_run}; {kept}."
     if trained.stopped_early:
         return (
             f"Stopped early after epoch {trained.epochs_run}: the validation loss had not improved for "
-            f"{trained.config.patience} epochs; {kept}."
+            f"{counted(trained.config.patience, 'epoch')}; {kept}."
         )
-    return f"Ran all {trained.epochs_run} epochs; {kept}."
+    return f"Ran all {counted(trained.epochs_run, 'epoch')}; {kept}."
 
 
 def show_summary(trained: TrainedModel) -> None:
@@ -71,7 +74,10 @@ def show_summary(trained: TrainedModel) -> None:
         help="The epoch with the lowest validation loss (in fine-tune mode, 0 is the head trained alone)",
     )
     config = trained.config
-    mode = "fast mode" if config.mode == "fast" else f"fine-tune mode ({trained_part(config)} trained)"
+    mode = {
+        "fast": "fast mode",
+        "scratch": "from scratch (random weights, the whole network trained: the baseline for pre-training)",
+    }.get(config.mode, f"fine-tune mode ({trained_part(config)} trained)")
     settings = f"{mode}, {config.head} head, learning rate {config.lr:g}, batch size {config.batch_size}"
     took = f" Took {trained.seconds:.1f} s." if math.isfinite(trained.seconds) else ""
     st.caption(f"{outcome(trained)} {trained.backbone} backbone; {settings}.{took}")

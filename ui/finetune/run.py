@@ -18,7 +18,8 @@ from core.finetune.footprint import training_memory_mb
 from core.finetune.train import train
 from core.finetune.trained import TrainedModel
 from core.jobs.queue import JobCancelled
-from core.models.keys import ModelKey
+from core.models.catalog import get_spec
+from core.models.keys import ModelKey, model_label
 from ui.charts import training_curves
 from ui.finetune import keys
 from ui.finetune.cache import feature_cache
@@ -75,6 +76,11 @@ class LiveTraining:
         self.work = st.progress(0.0, text=f"Computing {backbone} features once per image…")
         if config.mode == "fast":
             first = f"Epoch 1 of {config.epochs}…"
+        elif config.mode == "scratch":
+            self.work.progress(0.0, text="Reading the training images once…")  # random weights: no features
+            budget = config.time_budget_s
+            span = f"{budget:,.0f} s" if budget else f"{config.epochs} epochs"
+            first = f"The {trained_part(config)}, for {span}…"
         else:
             first = f"The head first, on frozen features; then {config.epochs} epochs with the {trained_part(config)}…"
         self.epochs = st.progress(0.0, text=first)
@@ -89,7 +95,7 @@ class LiveTraining:
     def on_epoch(self, log: EpochLog) -> None:
         self.logs.append(log)
         self._epoch_reported = True
-        if self.config.mode == "finetune" and log.epoch >= 1:
+        if self.config.mode != "fast" and log.epoch >= 1:
             self.speed.caption(
                 f"Epoch {log.epoch}: {log.seconds:.1f} s, {log.images_per_second:,.1f} training images per second "
                 f"through the {trained_part(self.config)}."
@@ -107,10 +113,13 @@ def stop_clicked() -> None:
         run.stop_clicked = True
 
 
-def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: TrainingRun) -> TrainedModel | None:
-    """Train with progress bars and a live chart; None (with the reason on screen) if it cannot."""
+def train_live(
+    dataset: Dataset, backbone: str, config: TrainConfig, run: TrainingRun, version: str | None = None
+) -> TrainedModel | None:
+    """Train (on `backbone` in weights `version`, None: the default) with progress bars and a live chart;
+    None (with the reason on screen) if it cannot."""
     try:
-        handle = load_with_progress(ModelKey(backbone))
+        handle = load_with_progress(ModelKey(backbone, weights=version))
     except ZooScopeError as error:
         st.error(str(error), icon=":material/cloud_off:")
         return None
@@ -134,21 +143,24 @@ def train_live(dataset: Dataset, backbone: str, config: TrainConfig, run: Traini
         return None
 
 
-def queue_estimates(dataset: Dataset, backbone: str, config: TrainConfig) -> tuple[float, float | None]:
+def queue_estimates(
+    dataset: Dataset, backbone: str, config: TrainConfig, version: str | None = None
+) -> tuple[float, float | None]:
     """(MiB, seconds) this training should take: what the job queue admits it by and tells the others
     waiting. The time only where the costs were measured already (nothing waits for them)."""
     train_items, val_items = stratified_split(dataset.items, val_fraction=config.val_fraction, seed=config.seed)
-    loaded = ModelKey(backbone) in model_pool().loaded()
+    loaded = ModelKey(backbone, weights=version) in model_pool().loaded()
     memory = training_memory_mb(backbone, config, len(train_items), len(val_items), model_loaded=loaded)
-    costs = measured_costs(backbone, config) if config.mode == "finetune" else None
-    seconds = None
+    costs = measured_costs(backbone, config, version) if config.mode == "finetune" else None
+    seconds = config.time_budget_s  # from scratch: its budget (and an epoch's overshoot)
     if costs is not None:
-        uncached = sum((backbone, item.digest) not in feature_cache() for item in dataset.items)
+        slug = get_spec(backbone, version).slug  # the feature cache's key for this weights version
+        uncached = sum((slug, item.digest) not in feature_cache() for item in dataset.items)
         seconds = estimate_seconds(costs[config.depth], config, len(train_items), len(val_items), uncached=uncached)
     return memory, seconds if seconds is not None and math.isfinite(seconds) else None
 
 
-def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
+def run_training(dataset: Dataset, backbone: str, config: TrainConfig, version: str | None = None) -> None:
     """Wait in line, then train; a click on Stop (or anywhere else) leaves the line, or, while it trains,
     ends it with the best model so far.
 
@@ -157,7 +169,7 @@ def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
     and the new run picks it up.
     """
     try:
-        memory_mb, estimate_s = queue_estimates(dataset, backbone, config)
+        memory_mb, estimate_s = queue_estimates(dataset, backbone, config, version)
     except ZooScopeError as error:  # a depth this model cannot be cut at: train() would refuse it the same way
         st.error(verbatim(str(error)), icon=":material/error:")
         return
@@ -173,14 +185,15 @@ def run_training(dataset: Dataset, backbone: str, config: TrainConfig) -> None:
     st.session_state[keys.RUN] = run  # from here on `finished` is always set: a later run waits for it
     trained = None
     try:
+        part = trained_part(config) if config.mode != "fast" else "the head"
         with in_line(
             "train",
-            f"Fine-tuning {backbone} ({trained_part(config) if config.mode == 'finetune' else 'the head'})",
+            f"Fine-tuning {model_label(backbone, None, version)} ({part})",
             memory_mb=memory_mb,
             estimate_s=estimate_s,
         ):
             run.started = True
-            trained = train_live(dataset, backbone, config, run)
+            trained = train_live(dataset, backbone, config, run, version)
         run.model, run.done = trained, True
     except JobCancelled:
         run.done = True

@@ -10,13 +10,17 @@ from core.finetune.config import MODE_DEFAULTS, MODES, TrainConfig
 from core.finetune.depth import DEPTH_LABELS, DEPTHS
 from core.finetune.heads import HEAD_TYPES
 from core.models import bundled, weights
-from core.models.catalog import ModelSpec, all_specs, curated_specs
+from core.models.catalog import ModelSpec, all_specs, curated_specs, get_spec
 from ui.finetune import keys
 from ui.finetune.costs import lr_finder, time_estimates
+from ui.finetune.features_from import features_from_choice
+from ui.finetune.scratch import scratch_budget
+from ui.weights import weights_select
 
 MODE_LABELS = {
     "fast": "Fast: the head alone, on frozen features computed once (seconds)",
     "finetune": "Fine-tune: the head first, then more of the network, on augmented images (minutes)",
+    "scratch": "From scratch (baseline): random weights, the whole network, for the same time",
 }
 LR_OPTIONS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 WEIGHT_DECAYS = [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1]
@@ -44,10 +48,11 @@ def training_sizes(spec: ModelSpec) -> list[int | None]:
     return [None, *(size for size in TRAIN_SIZES if size < spec.input_size)]
 
 
-def finetune_settings(spec: ModelSpec, columns) -> dict:
-    """Fine-tune mode's own settings: batch norm, flips, the training resolution."""
+def finetune_settings(spec: ModelSpec, columns, *, scratch: bool = False) -> dict:
+    """Fine-tune mode's own settings: batch norm, flips, the training resolution (from scratch: the same
+    augmentations, and batch norm always learns its statistics, having none from ImageNet)."""
     left, middle, right = columns
-    adapt = left.checkbox(
+    adapt = scratch or left.checkbox(
         "Let batch-norm statistics adapt",
         key="finetune_adapt_batchnorm",
         help=(
@@ -80,8 +85,9 @@ def finetune_settings(spec: ModelSpec, columns) -> dict:
     return {"adapt_batchnorm": adapt, "flip": flip, "train_size": size}
 
 
-def training_settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
-    """(backbone, config) as chosen; None (with the reason on screen) where the settings do not make one."""
+def training_settings(dataset: Dataset) -> tuple[str, TrainConfig, str | None] | None:
+    """(backbone, config, weights version: None for the default) as chosen; None (with the reason on screen)
+    where the settings do not make one."""
     specs = all_specs()
     model, mode = st.columns([2, 3])
     backbone = model.selectbox(
@@ -91,6 +97,7 @@ def training_settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
         key="finetune_backbone",
         help="The ImageNet model whose features your classes are learned from.",
     )
+    version = weights_select(backbone, model, key="finetune_weights")
     mode_name = mode.radio(
         "Mode", MODES, format_func=MODE_LABELS.get, key=keys.MODE, on_change=mode_changed, horizontal=True
     )
@@ -98,6 +105,9 @@ def training_settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
         st.session_state.setdefault(keys.setting(name), value)
     finetune = mode_name == "finetune"
     unfreeze = depth_choice() if finetune else TrainConfig().unfreeze
+    budget = scratch_budget(dataset) if mode_name == "scratch" else None
+    # Fast mode's head may read an earlier stage's features, the network cut there.
+    stage = features_from_choice(get_spec(backbone, version)) if mode_name == "fast" else None
     estimates = st.empty()
     with st.expander("Training settings", icon=":material/tune:"):
         left, middle, right = st.columns(3)
@@ -127,7 +137,9 @@ def training_settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
             "Weight decay", WEIGHT_DECAYS, format_func="{:g}".format, key=keys.setting("weight_decay")
         )
         smoothing = right.slider("Label smoothing", 0.0, 0.3, step=0.05, key=keys.setting("label_smoothing"))
-        extra = finetune_settings(specs[backbone], st.columns(3)) if finetune else {}
+        extra: dict = {}
+        if mode_name != "fast":  # the baseline trains on the same augmented images as fine-tuning
+            extra = finetune_settings(get_spec(backbone, version), st.columns(3), scratch=mode_name == "scratch")
         try:
             config = TrainConfig(
                 mode=mode_name,
@@ -139,16 +151,18 @@ def training_settings(dataset: Dataset) -> tuple[str, TrainConfig] | None:
                 label_smoothing=smoothing,
                 patience=int(patience),
                 unfreeze=unfreeze,
+                time_budget_s=budget,
                 **extra,
+                features_from=stage,
             )
         except ZooScopeError as error:
             st.error(str(error), icon=":material/error:")
             return None
-        lr_finder(dataset, backbone, config, LR_OPTIONS)
+        lr_finder(dataset, backbone, config, LR_OPTIONS, version)
     if finetune:
         with estimates.container():
-            time_estimates(dataset, backbone, config)
-    return backbone, config
+            time_estimates(dataset, backbone, config, version)
+    return backbone, config, version
 
 
 def depth_choice() -> str:
