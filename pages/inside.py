@@ -2,6 +2,7 @@
 sees in a photo, and models side by side."""
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core.errors import ZooScopeError
 from core.images import decode_image
@@ -13,8 +14,8 @@ from core.models import bundled
 from core.models.catalog import all_specs, curated_specs, get_spec
 from core.models.keys import ModelKey
 from core.preprocessing import decode_side
-from ui.charts import compound_scaling, params_per_stage
-from ui.inputs import file_digest, image_inputs
+from ui.inputs import file_digest, has_images, image_inputs
+from ui.inside_charts import compound_scaling, params_per_stage
 from ui.jobs import in_line
 from ui.loading import load_with_progress
 from ui.navigation import ensure_app
@@ -25,8 +26,13 @@ from ui.text import verbatim
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
 DEFAULT_MODEL = "resnet50"
-CLASSIC = ("resnet50", "vgg16", "efficientnet_b0")  # the side-by-side default: skips, none, compound scaling
+CLASSIC = ("resnet50", "vgg16", "efficientnet_b0")  # after the opened model: skips, none, compound scaling
 MAX_SIDE_BY_SIDE = 3
+
+# The page's tabs; with a photo, what each stage sees comes first.
+STAGES, GRAPH, SEES, SIDE = "Stages", "Graph", "What each stage sees", "Side by side"
+TABS = "inside_tab"  # the open tab's label
+TABS_WITH_PHOTO = "inside_tabs_with_photo"  # whether the tabs were last laid out for a photo
 MAP_SIZE = 224
 
 STAGE_COLUMNS = {
@@ -90,7 +96,6 @@ def show_summary(found: Anatomy) -> None:
 
 
 def show_stages(found: Anatomy) -> None:
-    st.subheader("Stages")
     data_table(
         found.stages_frame().drop(columns=["params"]),
         hide_index=True,
@@ -100,7 +105,6 @@ def show_stages(found: Anatomy) -> None:
 
 
 def show_graph(found: Anatomy) -> None:
-    st.subheader("Graph")
     left, right = st.columns([2, 3], vertical_alignment="bottom")
     depth = left.segmented_control("Depth", DEPTHS, default=DEFAULT_DEPTH, required=True, key="inside_depth")
     stage = None
@@ -147,10 +151,9 @@ def show_maps(maps: StageMaps, found: Anatomy) -> None:
 
 
 def show_stage_maps(found: Anatomy) -> None:
-    st.subheader("What each stage sees")
     files = image_inputs("inside")
     if not files:
-        st.info("Add a photo above (or press *Try an example*) to see each stage's activations on it.")
+        st.info("Add a photo (or press *Try an example*) to see each stage's activations on it.")
         return
     names = [name for name, _ in files]
     chosen = st.selectbox("Photo", range(len(files)), format_func=names.__getitem__, key="inside_photo")
@@ -160,7 +163,7 @@ def show_stage_maps(found: Anatomy) -> None:
     except JobCancelled:
         return  # its first export was cancelled: in_line said so, with a way to start again
     except ZooScopeError as error:
-        st.warning(f"{error} The anatomy above needs no weights; the stage maps do.", icon=":material/cloud_off:")
+        st.warning(f"{error} The anatomy needs no weights; the stage maps do.", icon=":material/cloud_off:")
         return
     file, data = files[chosen]
     try:
@@ -180,32 +183,42 @@ def show_stage_maps(found: Anatomy) -> None:
     show_maps(maps, found)
 
 
-def show_side_by_side(name: str, options: list[str]) -> None:
-    st.subheader("Side by side")
+SUMMARY_ROWS = ("depth", "blocks", "widest stage", "resolution", "parameters", "GFLOPS", "skip connections")
+
+
+def summary_column(found: Anatomy) -> list[str]:
+    """One model's SUMMARY_ROWS as text; its widest stage is the stage table's, named by number."""
+    row = summary_row(found)
+    return [
+        f"{row['depth']} layers", str(row["blocks"]), f"{row['width']} channels (stage {row['widest_stage']})",
+        f"{row['resolution']} px", f"{row['params_m']:.2f} M", f"{row['gflops']:.2f}", str(row["skip_connections"]),
+    ]  # fmt: skip
+
+
+def side_by_side_models(name: str, options: list[str]) -> list[str]:
+    """The models to set side by side: they start from the opened model (then the classics). One widget
+    per opened model, so opening another starts again from it; the person's picks stay while it is open."""
     default = list(dict.fromkeys([name, *CLASSIC]))[:MAX_SIDE_BY_SIDE]
-    picked = st.multiselect("Models", options, default=default, max_selections=MAX_SIDE_BY_SIDE, key="inside_side")
+    return st.multiselect(
+        "Models", options, default=default, max_selections=MAX_SIDE_BY_SIDE, key=f"inside_side_{name}"
+    )
+
+
+def show_side_by_side(name: str, options: list[str]) -> None:
+    picked = side_by_side_models(name, options)
     if not picked:
         st.info("Pick up to three models to set side by side.")
         return
     with st.spinner("Reading the architectures…"):
         found = [anatomy(model) for model in picked]
-    for column, model in zip(st.columns(len(found)), found, strict=True):
-        row = summary_row(model)
-        column.markdown(f"**{model.model}**")
-        data_table(
-            {
-                "": ["depth", "blocks", "widest stage", "resolution", "parameters", "GFLOPS", "skip connections"],
-                model.model: [
-                    f"{row['depth']} layers", str(row["blocks"]), f"{row['width']} channels",
-                    f"{row['resolution']} px", f"{row['params_m']:.2f} M", f"{row['gflops']:.2f}",
-                    str(row["skip_connections"]),
-                ],
-            },
-            container=column,
-            hide_index=True,
-        )  # fmt: skip
-    st.altair_chart(params_per_stage(stages_long_frame(found)), width="stretch")
-    st.caption("Parameters per stage (the last bar is the head). Hover a bar for the stage's output and GFLOPS.")
+    # One table, a column per model: each column wide enough for its numbers.
+    data_table({"": list(SUMMARY_ROWS), **{model.model: summary_column(model) for model in found}}, hide_index=True)
+    st.altair_chart(params_per_stage(stages_long_frame(found)), width="content")
+    st.caption(
+        "Parameters per stage in network order; the head (the classifier after the last stage) on the right, "
+        "on its own scale, since a large head such as VGG's would flatten every stage. Hover a bar for the "
+        "stage's output shape, as in the stage table, and its GFLOPS."
+    )
 
 
 def show_compound_scaling() -> None:
@@ -224,6 +237,16 @@ def show_compound_scaling() -> None:
     )
 
 
+def page_tabs(*, with_photo: bool) -> dict[str, DeltaGenerator]:
+    """The page's tabs by label. A photo puts what each stage sees first, and opens it when it comes
+    (the browser would otherwise keep the tab that was open at that place)."""
+    order = [SEES, STAGES, GRAPH, SIDE] if with_photo else [STAGES, GRAPH, SEES, SIDE]
+    if st.session_state.get(TABS_WITH_PHOTO) != with_photo or st.session_state.get(TABS) not in order:
+        st.session_state[TABS_WITH_PHOTO] = with_photo
+        st.session_state[TABS] = order[0]
+    return dict(zip(order, st.tabs(order, key=TABS, on_change="rerun"), strict=True))
+
+
 def main() -> None:
     st.title("Inside")
     st.caption(
@@ -239,11 +262,16 @@ def main() -> None:
         st.error(str(error), icon=":material/error:")
         return
     show_summary(found)
-    show_stages(found)
-    show_graph(found)
-    show_stage_maps(found)
-    show_side_by_side(name, options)
-    show_compound_scaling()
+    tabs = page_tabs(with_photo=has_images("inside"))
+    with tabs[STAGES]:
+        show_stages(found)
+    with tabs[GRAPH]:
+        show_graph(found)
+    with tabs[SEES]:
+        show_stage_maps(found)
+    with tabs[SIDE]:
+        show_side_by_side(name, options)
+        show_compound_scaling()
 
 
 main()

@@ -25,6 +25,14 @@ def example_files() -> list[tuple[str, bytes]]:
     return [(path.name, path.read_bytes()) for path in sorted(EXAMPLES_DIR.glob("*.jpg"))]
 
 
+def has_images(key: str) -> bool:
+    """Whether `image_inputs(key)` returns any file on this run: readable before its widgets are drawn
+    (a page can put its photo's section first)."""
+    state = st.session_state
+    camera = bool(state.get(f"{key}_use_camera")) and state.get(f"{key}_camera") is not None
+    return bool(state.get(f"{key}_files")) or bool(state.get(f"{key}_use_examples")) or camera
+
+
 def image_inputs(key: str) -> list[tuple[str, bytes]]:
     """Render the upload / camera / examples inputs and return every chosen file as (name, bytes)."""
     uploads = st.file_uploader(

@@ -113,8 +113,13 @@ class Anatomy:
         return sum(len(stage.blocks) for stage in self.stages)
 
     @property
+    def widest_stage(self) -> Stage:
+        """The stage with the most output channels (the first of equals), as the stage table shows it."""
+        return max(self.stages, key=lambda stage: stage.channels or 0)
+
+    @property
     def widest(self) -> int:
-        return max((stage.channels or 0) for stage in self.stages)
+        return self.widest_stage.channels or 0
 
     def as_json(self) -> dict:
         return {
@@ -418,7 +423,8 @@ def summary_row(found: Anatomy) -> dict:
         "family": found.family,
         "depth": found.depth,
         "blocks": found.blocks,
-        "width": max((stage.channels or 0) for stage in found.stages[:-1] or found.stages),
+        "width": found.widest,  # the stage table's widest output, every stage counted
+        "widest_stage": found.widest_stage.index + 1,
         "resolution": found.input_size,
         "params_m": found.params / 1e6,
         "gflops": found.gflops,
@@ -434,7 +440,11 @@ def compound_scaling_frame(names: list[str]) -> pd.DataFrame:
     rows = []
     for name in sorted(name for name in names if COMPOUND_SCALED.match(name)):
         spec = get_spec(name)
-        row = summary_row(anatomy(name))
-        row.update(series="EfficientNet-Lite" if "lite" in name else "EfficientNet", acc1=spec.acc1)
+        found = anatomy(name)
+        row = summary_row(found)
+        # Width before the final 1x1 convolution (the last stage in both layouts): the Lite models fix
+        # that convolution at 1280 channels, so counting it would hide their scaling.
+        body_width = max((stage.channels or 0) for stage in found.stages[:-1])
+        row.update(series="EfficientNet-Lite" if "lite" in name else "EfficientNet", acc1=spec.acc1, width=body_width)
         rows.append(row)
     return pd.DataFrame(rows)

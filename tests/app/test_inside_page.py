@@ -1,5 +1,6 @@
 """The Inside page through AppTest: anatomy with no weights, the graph at each depth, stage maps of
-the offline model on a real photo, side by side, EfficientNet's compound scaling, and the links in."""
+the offline model on a real photo (their tab first), side by side from the opened model with its stages
+in order and the head apart, EfficientNet's compound scaling, and the links in."""
 
 import json
 from pathlib import Path
@@ -37,12 +38,21 @@ def dot(app: AppTest) -> str:
 
 
 def charts(app: AppTest) -> list[tuple[dict, pd.DataFrame]]:
-    """Each chart's Vega-Lite spec and its data (Streamlit sends the data apart, as Arrow)."""
+    """Each chart's Vega-Lite spec and its data, every dataset's rows (Streamlit sends them apart, as Arrow)."""
     found = []
     for chart in app.get("vega_lite_chart") + app.get("arrow_vega_lite_chart"):
-        (dataset,) = chart.proto.datasets
-        found.append((json.loads(chart.proto.spec), convert_arrow_bytes_to_pandas_df(dataset.data.data)))
+        frames = [convert_arrow_bytes_to_pandas_df(dataset.data.data) for dataset in chart.proto.datasets]
+        found.append((json.loads(chart.proto.spec), pd.concat(frames, ignore_index=True)))
     return found
+
+
+def tabs(app: AppTest) -> list[str]:
+    return [tab.label for tab in app.tabs]
+
+
+def side_by_side_table(app: AppTest, model: str) -> dict[str, str]:
+    table = next(element.value for element in app.dataframe if model in element.value.columns)
+    return dict(zip(table[""], table[model], strict=True))
 
 
 def metric(app: AppTest, label: str) -> str:
@@ -51,6 +61,7 @@ def metric(app: AppTest, label: str) -> str:
 
 def test_resnet50_by_default_with_no_weights_on_disk(inside):
     assert inside.title[0].value == "Inside"
+    assert tabs(inside) == ["Stages", "Graph", "What each stage sees", "Side by side"]
     assert inside.selectbox(key="inside_model").value == "resnet50"
     assert "model" not in inside.query_params  # the default needs no address of its own
     assert metric(inside, "Parameters") == "25.56 M"
@@ -107,6 +118,8 @@ def test_stage_maps_of_the_offline_model_on_a_photo(inside):
     inside.selectbox(key="inside_model").set_value("efficientnet_lite0").run()
     inside.file_uploader(key="inside_files").set_value([("chelsea.jpg", CHELSEA, "image/jpeg")]).run()
     ok(inside)
+    assert tabs(inside) == ["What each stage sees", "Stages", "Graph", "Side by side"]  # the photo's maps first
+    assert inside.session_state["inside_tab"] == "What each stage sees"  # and open
     said = [shown(item.value) for item in inside.markdown if "sees" in item.value]
     assert said and any(cat in said[0] for cat in CATS)
     stages = anatomy("efficientnet_lite0").stages
@@ -145,14 +158,34 @@ def test_a_bad_photo_is_reported(inside):
 
 
 def test_side_by_side_and_compound_scaling(inside):
-    assert inside.multiselect(key="inside_side").value == ["resnet50", "vgg16", "efficientnet_b0"]
-    (values,) = [data for spec, data in charts(inside) if spec.get("encoding", {}).get("xOffset")]
+    assert inside.multiselect(key="inside_side_resnet50").value == ["resnet50", "vgg16", "efficientnet_b0"]
+    (spec, values) = next((spec, data) for spec, data in charts(inside) if "hconcat" in spec)
+    stages, head = spec["hconcat"]
+    # Stages in network order (efficientnet_b0 has nine), the head in a panel of its own on its own scale.
+    assert stages["encoding"]["x"]["sort"] == [str(number) for number in range(1, 10)]
+    assert head["encoding"]["x"]["sort"] == ["head"] and spec["resolve"]["scale"]["y"] == "independent"
+    assert all(layer["encoding"]["color"]["legend"]["orient"] == "bottom" for layer in (stages, head))
     assert set(values["model"]) == {"resnet50", "vgg16", "efficientnet_b0"}
     vgg = values.loc[values["model"] == "vgg16", "params_m"].sum()
     assert vgg * 1e6 == pytest.approx(get_spec("vgg16").num_params)
+    # The widest stage is the stage table's: resnet50's last stage, 2048 x 7 x 7.
+    assert side_by_side_table(inside, "resnet50")["widest stage"] == "2048 channels (stage 5)"
+    assert stages_table(inside).set_index("stage").loc["5", "output_shape"] == "2048 x 7 x 7"
+    layer4 = values[(values["model"] == "resnet50") & (values["stage"] == "5")]
+    assert list(layer4["output_shape"]) == ["2048 x 7 x 7"]  # the chart's tooltip says the same
+
+    # Opening another model starts side by side from it; picks then stay while it stays open.
+    inside.selectbox(key="inside_model").set_value("mobilenet_v3_small").run()
+    picks = inside.multiselect(key="inside_side_mobilenet_v3_small")
+    assert picks.value == ["mobilenet_v3_small", "resnet50", "vgg16"]
+    picks.set_value(["mobilenet_v3_small", "efficientnet_b0"]).run()
+    assert ok(inside).multiselect(key=picks.key).value == ["mobilenet_v3_small", "efficientnet_b0"]
 
     inside.toggle(key="inside_scaling").set_value(True).run()
-    (rows,) = [data for spec, data in charts(ok(inside)) if "facet" in spec]
+    ((spec, rows),) = [(spec, data) for spec, data in charts(ok(inside)) if "facet" in spec]
+    # Folded before the facet splits by dimension (folded inside it, every panel was one "undefined").
+    assert spec["transform"] == [{"fold": ["depth", "width", "resolution"], "as": ["dimension", "value"]}]
+    assert spec["spec"]["layer"][0]["encoding"]["color"]["legend"]["orient"] == "bottom"
     assert set(rows["model"]) == {f"efficientnet_b{i}" for i in range(8)} | {f"efficientnet_lite{i}" for i in range(3)}
     b7 = rows.set_index("model").loc["efficientnet_b7"]
     assert b7["resolution"] == 600 and b7["acc1"] == get_spec("efficientnet_b7").acc1

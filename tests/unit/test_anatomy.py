@@ -12,7 +12,13 @@ import torch.nn as nn
 
 from core.errors import UnknownModel
 from core.inside import anatomy as anatomy_module
-from core.inside.anatomy import anatomy, compound_scaling_frame, stages_long_frame, token_grid_side
+from core.inside.anatomy import (
+    anatomy,
+    compound_scaling_frame,
+    stages_long_frame,
+    summary_row,
+    token_grid_side,
+)
 from core.models.building import build_on_meta
 from core.models.catalog import all_specs, get_spec
 from core.models.family_paths import expand_patterns
@@ -209,3 +215,25 @@ def test_frames_for_side_by_side_and_compound_scaling():
     b0, b3 = scaling.iloc[0], scaling.iloc[1]
     assert b3["depth"] > b0["depth"] and b3["width"] > b0["width"] and b3["resolution"] > b0["resolution"]
     assert b0["resolution"] == 224 and b3["acc1"] == get_spec("efficientnet_b3").acc1
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "stage", "shown"),
+    [
+        ("resnet50", 2048, 5, "2048 x 7 x 7"),  # once reported as 1024: the last stage was left out
+        ("vgg16", 512, 4, "512 x 14 x 14"),  # the first of two equally wide stages
+        ("efficientnet_b0", 1280, 9, "1280 x 7 x 7"),
+        ("swin_t", 768, 5, "7 x 7 x 768"),  # channels last
+        ("vit_b_16", 768, 1, "768 x 14 x 14"),
+    ],
+)
+def test_the_widest_stage_is_the_one_the_stage_table_shows(name, width, stage, shown):
+    found = anatomy(name)
+    row = summary_row(found)
+    assert (row["width"], row["widest_stage"]) == (width, stage) == (found.widest, found.widest_stage.index + 1)
+    table = found.stages_frame().set_index("stage")
+    assert table.loc[str(stage), "output_shape"] == shown
+    # Compound scaling alone leaves out EfficientNet's final 1x1 convolution, and says so.
+    if name == "efficientnet_b0":
+        (b0,) = compound_scaling_frame([name]).to_dict("records")
+        assert b0["width"] == 320
