@@ -17,23 +17,29 @@ from core.classify.predict import (
 from core.engines.handle import ModelHandle
 from core.errors import NetworkUnavailable, ZooScopeError
 from core.finetune.bundle import import_bundle
-from core.finetune.threshold import answers, predictions_with_threshold, with_threshold
+from core.finetune.threshold import answers, judge, predictions_with_threshold
+from core.finetune.trained import TrainedClassifier
 from core.jobs.queue import JobCancelled
 from core.models import weights
 from core.models.catalog import OFFLINE_DEFAULT, ModelSpec, curated_specs
 from core.models.keys import ModelKey
 from ui import fallback
 from ui.charts import top_k_bars
+from ui.confidence import WEAK_HELP, WEAK_LABEL, answer_markdown, is_weak, weak_rows
+from ui.familiarity import familiarity_slider
+from ui.finetune.history import add_imported_run
 from ui.inputs import file_digest, image_inputs
 from ui.jobs import light_work
 from ui.loading import backbone_for_bundle, load_with_progress
+from ui.measures import WITH_PREPROCESSING, int8_verdict_line, per_photo_latency
 from ui.model_pool import model_pool
 from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import CLASSIFY_MODEL, MY_MODEL, MY_MODEL_OPTION, reuse
-from ui.tables import data_table, share_column, top_k_table
-from ui.text import verbatim
+from ui.tables import data_table, share_column, top_k_table, without_idle_columns
+from ui.text import counted, verbatim
 from ui.threshold import answer_line, threshold_slider
+from ui.weights import weights_select
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
@@ -52,14 +58,14 @@ def default_index(specs: list[ModelSpec]) -> int:
     return names.index(available[0] if available else OFFLINE_DEFAULT)
 
 
-def chosen_model(choice: str, engine: str | None) -> Classifier:
-    """The catalogue model (in `engine`: None for the server's runtime, or "int8"), or this session's
-    fine-tuned model on top of its shared backbone."""
+def chosen_model(choice: str, engine: str | None, weights: str | None = None) -> Classifier:
+    """The catalogue model (in `engine`: None for the server's runtime, or "int8"; in its `weights` version,
+    None for the default), or this session's fine-tuned model on top of its shared backbone."""
     if choice == MY_MODEL_OPTION:
         trained = st.session_state[MY_MODEL]
-        backbone = load_with_progress(ModelKey(trained.backbone))
+        backbone = load_with_progress(trained.backbone_key)
         return trained.classifier(backbone.torch, runtime=backbone.runtime)
-    return load_with_progress(ModelKey(choice, engine))
+    return load_with_progress(ModelKey(choice, engine, weights))
 
 
 def on_the_cpu() -> bool:
@@ -81,8 +87,8 @@ def int8_toggle(name: str, container) -> str | None:
 
 
 def runtime_summary(model: ModelHandle) -> tuple[str, bool | None]:
-    """One sentence on what runs `model` and what was measured about it, and whether int8 is the
-    fast choice (None where that does not apply)."""
+    """One sentence on what runs `model` and what was measured about it, and whether its int8 variant is
+    recommended (None where that does not apply)."""
     label = runtime.ENGINE_LABELS[model.runtime]
     if model.runtime == "torch":
         return f"Runs in {label}." + (f" {model.note}" if model.note else ""), None
@@ -94,16 +100,14 @@ def runtime_summary(model: ModelHandle) -> tuple[str, bool | None]:
             None,
         )
     report = model.report
-    fast, reason = model.int8_verdict()
+    recommended, verdict = int8_verdict_line(model)
     fp32_mb = report["fp32_bytes"] / 2**20
     return (
         f"Runs in {label}: same top-1 as fp32 on {report['same_top1']} of {report['images']} check photos "
-        f"({model.agreement:.1%}); {report['int8_ms']:.1f} ms against {report['fp32_ms']:.1f} ms for fp32 "
-        f"(batch 1, measured here); {model.file_size_mb:.1f} MB against {fp32_mb:.1f} MB. "
-        + ("The fast choice: " if fast else "Not the fast choice: ")
-        + reason
-        + ".",
-        fast,
+        f"({model.agreement:.1%}); model alone (one forward, batch 1, no preprocessing): {report['int8_ms']:.1f} ms "
+        f"against {report['fp32_ms']:.1f} ms for fp32 in ONNX Runtime, measured here; {model.file_size_mb:.1f} MB "
+        f"against {fp32_mb:.1f} MB. {verdict}.",
+        recommended,
     )
 
 
@@ -115,16 +119,20 @@ def show_runtime(key: ModelKey) -> None:
         st.caption(text)
 
 
-def classify(choice: str, engine: str | None, files: list[tuple[str, bytes]], k: int) -> list[Classification | Failure]:
-    """Classify once per (model, engine, files, k): widget reruns reuse this session's last answer."""
+def classify(
+    choice: str, engine: str | None, files: list[tuple[str, bytes]], k: int, weights: str | None = None
+) -> list[Classification | Failure]:
+    """Classify once per (model, weights, engine, files, k): widget reruns reuse this session's last answer."""
     trained = st.session_state.get(MY_MODEL) if choice == MY_MODEL_OPTION else None
 
     def compute() -> list[Classification | Failure]:
-        model = chosen_model(choice, engine)
-        with light_work(), progress_bar(f"Classifying {len(files)} image(s) with {model.name}…") as progress:
+        model = chosen_model(choice, engine, weights)
+        with light_work(), progress_bar(f"Classifying {counted(len(files), 'image')} with {model.name}…") as progress:
+            if isinstance(model, TrainedClassifier):  # also says how alike each photo is to its training images
+                return model.classify_files(files, k=k, thumbnails=True, progress=progress)
             return classify_files(model, files, k=k, thumbnails=True, progress=progress)
 
-    return reuse("classify_last", (choice, engine, id(trained), k, file_digest(tuple(files))), compute)
+    return reuse("classify_last", (choice, weights, engine, id(trained), k, file_digest(tuple(files))), compute)
 
 
 def import_bundle_upload() -> None:
@@ -142,7 +150,7 @@ def import_bundle_upload() -> None:
             except ZooScopeError as error:
                 st.error(f"**{verbatim(bundle.name)}**: {error}", icon=":material/error:")
                 return
-            st.session_state[MY_MODEL] = trained
+            add_imported_run(trained, bundle.name)  # a run of its own on Fine-tune, and this session's "my model"
             st.session_state["classify_bundle_digest"] = digest
             st.session_state[CLASSIFY_MODEL] = MY_MODEL_OPTION  # select it (the selectbox is drawn after this)
         trained = st.session_state[MY_MODEL]
@@ -156,10 +164,11 @@ def show_result(result: Classification, device: str) -> None:
         if result.thumbnail is not None:
             picture.image(result.thumbnail, caption=result.file, width="stretch")
         with numbers:
-            st.markdown(answer_line(result))
+            weak = is_weak(result.top1.probability)
+            st.markdown(answer_markdown(answer_line(result), result.top1.probability), help=WEAK_HELP if weak else None)
             st.altair_chart(top_k_bars(top_k_frame(result)), width="stretch")
             top_k_table(result)
-            st.caption(f"{result.latency_ms:.1f} ms on {device} (decode excluded: preprocess, forward, top-k)")
+            st.caption(per_photo_latency(result.latency_ms, result.batch_size, device), help=WITH_PREPROCESSING)
 
 
 def main() -> None:
@@ -191,6 +200,8 @@ def main() -> None:
     mine = None if catalogue_model else trained
     if mine is not None:
         threshold_slider(mine, "classify_threshold", container=settings)
+        familiarity_slider(mine, "classify_min_similarity", container=settings)
+    version = weights_select(choice, settings_model, key="classify_weights") if catalogue_model else None
     engine = int8_toggle(choice, settings_model)  # None (the server's runtime) or "int8"
     files = image_inputs("classify")
 
@@ -199,7 +210,7 @@ def main() -> None:
         return
 
     try:
-        results = classify(choice, engine, files, k)
+        results = classify(choice, engine, files, k, weights=version)
     except NetworkUnavailable as error:
         if catalogue_model:
             fallback.fall_back(CLASSIFY_MODEL, [choice], single=True)  # learned just now: rerun with a stand-in
@@ -211,34 +222,38 @@ def main() -> None:
         st.error(str(error), icon=":material/error:")
         return
 
-    if mine is not None:  # judged at the slider's value, without classifying again
-        results = with_threshold(results, mine.threshold)
+    if mine is not None:  # judged at the sliders' values, without classifying again
+        results = judge(results, mine.threshold, mine.familiarity)
     device = model_pool().device.type.upper()
     if catalogue_model:
-        show_runtime(ModelKey(choice, engine))
+        show_runtime(ModelKey(choice, engine, version))
     for failure in (r for r in results if isinstance(r, Failure)):
         st.error(f"**{verbatim(failure.file)}**: {failure.error}", icon=":material/broken_image:")
 
     classified = [r for r in results if isinstance(r, Classification)]
     if classified:
         if len(results) > 1:
-            st.subheader(f"{len(classified)} of {len(results)} images classified")
-            summary = summary_frame(results)
+            st.subheader(f"{len(classified)} of {counted(len(results), 'image')} classified")
+            summary = without_idle_columns(summary_frame(results), empty=("error",), constant=("latency_ms",))
             if mine is not None:
                 summary.insert(1, "answer", answers(results))
             data_table(
-                summary,
+                weak_rows(summary, "confidence"),
                 hide_index=True,
                 column_config={
                     "confidence": share_column(),
-                    "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f"),
+                    "latency_ms": st.column_config.NumberColumn(
+                        "ms per photo, with preprocessing", format="%.1f", help=WITH_PREPROCESSING
+                    ),
                 },
             )
+            if summary["confidence"].map(is_weak).any():
+                st.caption(f"Greyed rows are weak answers ({WEAK_LABEL}).", help=WEAK_HELP)
         rows = predictions_frame(results) if mine is None else predictions_with_threshold(results, mine.threshold)
         st.download_button(
             "Download all top-k rows (CSV)",
             rows.to_csv(index=False),
-            file_name=f"zooscope-{ModelKey(choice, engine).slug if catalogue_model else choice}-top{k}.csv",
+            file_name=f"zooscope-{ModelKey(choice, engine, version).slug if catalogue_model else choice}-top{k}.csv",
             mime="text/csv",
             key="classify_csv",
             icon=":material/download:",

@@ -48,7 +48,8 @@ from ui.navigation import ensure_app
 from ui.progress import progress_bar
 from ui.session import reuse
 from ui.tables import data_table, share_column
-from ui.text import verbatim
+from ui.text import counted, short_name, verbatim
+from ui.transfer import transfer_section
 
 ensure_app()  # first: keeps a deep link to this page on the app (ui/navigation.py)
 
@@ -63,6 +64,7 @@ MAX_GROUPS_SHOWN = 20
 PER_ROW = 8
 GROUP_IMAGES_SHOWN = 2 * PER_ROW
 NO_CLASS = "(no class)"
+CAPTION_CHARS = 13  # of a file name under a thumbnail, PER_ROW to a row at 1280 px: one line, never split mid-word
 
 
 def model_options() -> list[str]:
@@ -88,7 +90,7 @@ def embeddings_of(model: ModelHandle, sources: SourceSet, key: str) -> Embedding
     """`sources` through `model`'s penultimate layer, once per (images, backbone) in this session."""
 
     def compute() -> Embeddings:
-        label = f"Embedding {len(sources.images):,} images with {model.name}"
+        label = f"Embedding {counted(len(sources.images), 'image')} with {model.name}"
         memory = embedding_memory_mb(
             model.torch, len(sources.images), runtime=model.runtime, batch_size=DEFAULT_BATCH_SIZE,
             thumbnail_side=THUMBNAIL_SIDE,
@@ -108,7 +110,7 @@ def thumbnails(embeddings: Embeddings) -> list[bytes]:
 
 def show_skipped(sources: SourceSet) -> None:
     if sources.skipped:
-        with st.expander(f"{len(sources.skipped)} files in the zip were left out"):
+        with st.expander(f"Left out of the zip: {counted(len(sources.skipped), 'file')}"):
             for skipped in sources.skipped:
                 st.markdown(f"- **{verbatim(skipped.name)}**: {skipped.reason}")
 
@@ -117,6 +119,11 @@ def show_failures(embeddings: Embeddings) -> None:
     """Every file that could not be read, by name, with its reason; the rest go on."""
     for failure in embeddings.failures:
         st.error(f"**{verbatim(failure.file)}**: {failure.error}", icon=":material/broken_image:")
+
+
+def caption_name(file: str) -> str:
+    """A file's name under its thumbnail: without its folders, cut in the middle when long."""
+    return short_name(file.rsplit("/", 1)[-1], CAPTION_CHARS)
 
 
 def image_row(embeddings: Embeddings, rows: list[int], captions: list[str]) -> None:
@@ -165,14 +172,16 @@ def show_map(embeddings: Embeddings, key: str) -> None:
         key="features_projection",
     )
     colours = ["label", "cluster"] if any(embeddings.labels) else ["cluster"]
-    colour = middle.segmented_control(
-        "Colour by",
-        colours,
-        default=colours[0],
-        required=True,
-        key=f"features_colour_{len(colours)}",  # a fresh control when labels arrive: "label" by default
-        help="label: the class folder in the zip; cluster: k-means on the embeddings",
-    )
+    colour = colours[0]  # without labels, k-means clusters: no choice to offer
+    if len(colours) > 1:
+        colour = middle.segmented_control(
+            "Colour by",
+            colours,
+            default=colours[0],
+            required=True,
+            key=f"features_colour_{len(colours)}",  # a fresh control when labels arrive: "label" by default
+            help="label: the class folder in the zip; cluster: k-means on the embeddings",
+        )
     if refusal := projection_refusal(method, len(embeddings)):
         st.warning(refusal, icon=":material/speed:")
         method = "pca"
@@ -214,7 +223,10 @@ def show_neighbours(embeddings: Embeddings, k: int) -> None:
     )
     found = neighbours(embeddings, chosen, k)
     rows = [chosen, *(n.index for n in found)]
-    captions = [f"{embeddings.files[chosen]} (chosen)", *(f"{n.similarity:.3f} · {n.file}" for n in found)]
+    captions = [
+        f"{caption_name(embeddings.files[chosen])} (chosen)",
+        *(f"{n.similarity:.3f} · {caption_name(n.file)}" for n in found),
+    ]
     image_row(embeddings, rows, captions)
     st.caption("Similarity is the cosine of two embeddings: 1 for the same picture, near 0 for unrelated ones.")
 
@@ -246,15 +258,17 @@ def show_duplicates(embeddings: Embeddings, key: str) -> None:
         return
     groups = duplicate_groups(pairs, threshold)
     if not groups:
-        st.success(f"No near-duplicates among {len(embeddings):,} images at {threshold:.2f}.", icon=":material/check:")
+        st.success(
+            f"No near-duplicates among {counted(len(embeddings), 'image')} at {threshold:.2f}.", icon=":material/check:"
+        )
         return
     images = sum(len(group) for group in groups)
-    st.markdown(f"**{len(groups)} groups**, {images} images in all, at similarity {threshold:.2f} or more")
+    st.markdown(f"**{counted(len(groups), 'group')}**, {images} images in all, at similarity {threshold:.2f} or more")
     for number, group in enumerate(groups[:MAX_GROUPS_SHOWN], start=1):
         loosest = group_similarity(embeddings, group)
         st.markdown(f"Group {number}: {len(group)} images, loosest pair {loosest:.3f}")
         shown = group[:GROUP_IMAGES_SHOWN]
-        image_row(embeddings, shown, [embeddings.files[row] for row in shown])
+        image_row(embeddings, shown, [caption_name(embeddings.files[row]) for row in shown])
         if len(group) > len(shown):
             st.caption(f"… and {len(group) - len(shown)} more in this group.")
     if len(groups) > MAX_GROUPS_SHOWN:
@@ -276,9 +290,9 @@ def show_query(model: ModelHandle, embeddings: Embeddings, k: int) -> None:
         return
     found = most_similar(embeddings, result.vector, k)
     photo, rest = st.columns([1, PER_ROW - 1])
-    photo.image(query.getvalue(), caption=f"{query.name} (the query)", width="stretch")
+    photo.image(query.getvalue(), caption=f"{caption_name(query.name)} (the query)", width="stretch")
     with rest:
-        image_row(embeddings, [n.index for n in found], [f"{n.similarity:.3f} · {n.file}" for n in found])
+        image_row(embeddings, [n.index for n in found], [f"{n.similarity:.3f} · {caption_name(n.file)}" for n in found])
 
 
 # --- which backbone separates the classes ---------------------------------------------------------
@@ -391,7 +405,8 @@ def main() -> None:
     show_skipped(sources)
     show_failures(all_embeddings[0][1])
     if not len(all_embeddings[0][1]):
-        st.error(f"None of the {len(sources.images)} files could be read as an image.", icon=":material/error:")
+        files_read = counted(len(sources.images), "file")
+        st.error(f"None of the {files_read} could be read as an image.", icon=":material/error:")
         return
 
     names = [model.name for model, _ in all_embeddings]
@@ -400,7 +415,7 @@ def main() -> None:
     model, embeddings = next(pair for pair in all_embeddings if pair[0].name == shown)
     k = right.slider("Neighbours to show", 1, 20, 5, key="features_k")
     runtime = {"onnx": "ONNX Runtime", "torch": "PyTorch"}.get(embeddings.runtime, embeddings.runtime)
-    st.caption(f"{len(embeddings):,} images · {embeddings.dimensions:,} numbers each from {shown} · {runtime}")
+    st.caption(f"{counted(len(embeddings), 'image')} · {embeddings.dimensions:,} numbers each from {shown} · {runtime}")
 
     show_map(embeddings, key)
     show_neighbours(embeddings, k)
@@ -411,3 +426,5 @@ def main() -> None:
 
 
 main()
+# Its own labelled set and backbones: drawn whatever the sections above had to say.
+transfer_section(model_options(), st.session_state.get(MODELS_KEY) or [bundled.NAMES[0]])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from ui.map_overlaps import SHARED, spread_overlapping
+
 
 def top_k_bars(frame: pd.DataFrame) -> alt.Chart:
     """Horizontal bars of one image's top-k (columns: rank, label, probability), best on top."""
@@ -26,13 +28,15 @@ def accuracy_vs_latency(frame: pd.DataFrame) -> alt.LayerChart:
     Columns: model, family, acc1, latency_ms, params_m (one row per model).
     """
     data = frame.reindex(columns=["model", "family", "acc1", "latency_ms", "params_m"])
+    # Labels sit above their point (the y scale leaves room for the top one) and the legends sit under
+    # the plot: the label of the rightmost model never lands on a legend.
     base = alt.Chart(data).encode(
-        x=alt.X("latency_ms:Q", title="measured latency (ms)"),
-        y=alt.Y("acc1:Q", title="ImageNet top-1 (%)", scale=alt.Scale(zero=False)),
+        x=alt.X("latency_ms:Q", title="measured latency, model alone, batch 1 (ms)"),
+        y=alt.Y("acc1:Q", title="ImageNet top-1 (%)", scale=alt.Scale(zero=False, padding=20)),
     )
     points = base.mark_circle(opacity=0.8).encode(
-        size=alt.Size("params_m:Q", title="parameters (M)"),
-        color=alt.Color("family:N", title="family"),
+        size=alt.Size("params_m:Q", title="parameters (M)", legend=alt.Legend(orient="bottom")),
+        color=alt.Color("family:N", title="family", legend=alt.Legend(orient="bottom")),
         tooltip=[
             alt.Tooltip("model:N"),
             alt.Tooltip("family:N"),
@@ -41,7 +45,7 @@ def accuracy_vs_latency(frame: pd.DataFrame) -> alt.LayerChart:
             alt.Tooltip("params_m:Q", title="parameters (M)", format=".1f"),
         ],
     )
-    labels = base.mark_text(align="left", baseline="middle", dx=8).encode(text=alt.Text("model:N"))
+    labels = base.mark_text(align="center", baseline="bottom", dy=-9).encode(text=alt.Text("model:N"))
     return alt.LayerChart(layer=[points, labels])  # alt.layer may return a FacetChart; these have no facets
 
 
@@ -174,66 +178,7 @@ def lr_finder(frame: pd.DataFrame, suggestion: float) -> alt.LayerChart:
     return alt.LayerChart(layer=[curve, marker]).properties(width=420, height=220)
 
 
-def params_per_stage(frame: pd.DataFrame) -> alt.Chart:
-    """Parameters per stage, models side by side in each stage (grouped bars), head last.
-
-    Columns: model, stage ("1", "2", ..., "head"), order, name, params_m, gflops (long form).
-    """
-    data = frame.reindex(columns=["model", "stage", "order", "name", "params_m", "gflops"])
-    stages = list(dict.fromkeys(data.sort_values("order", kind="stable")["stage"]))
-    return (
-        alt.Chart(data)
-        .mark_bar()
-        .encode(
-            x=alt.X("stage:N", title="stage", sort=stages, axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("model:N"),
-            y=alt.Y("params_m:Q", title="parameters (M)"),
-            color=alt.Color("model:N", title="model", legend=alt.Legend(orient="top")),
-            tooltip=[
-                alt.Tooltip("model:N"),
-                alt.Tooltip("stage:N"),
-                alt.Tooltip("name:N", title="ends at"),
-                alt.Tooltip("params_m:Q", title="parameters (M)", format=".2f"),
-                alt.Tooltip("gflops:Q", title="GFLOPS", format=".3f"),
-            ],
-        )
-        .properties(height=260)
-    )
-
-
-SCALING_DIMENSIONS = ("depth", "width", "resolution")
-
-
-def compound_scaling(frame: pd.DataFrame) -> alt.FacetChart:
-    """EfficientNet's compound scaling: top-1 against depth, width and resolution, one panel each,
-    one line per series (b0-b7, Lite0-2), points labelled with the model.
-
-    Columns: model, series, depth, width, resolution, acc1 (one row per model).
-    """
-    data = frame.reindex(columns=["model", "series", *SCALING_DIMENSIONS, "acc1"])
-    data = data.assign(short=data["model"].str.replace("efficientnet_", "", regex=False))
-    base = alt.Chart().transform_fold(list(SCALING_DIMENSIONS), as_=["dimension", "value"])
-    encoding = {
-        "x": alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
-        "y": alt.Y("acc1:Q", title="ImageNet top-1 (%)", scale=alt.Scale(zero=False)),
-    }
-    lines = base.mark_line(point=True).encode(
-        **encoding,
-        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
-        tooltip=[
-            alt.Tooltip("model:N"),
-            alt.Tooltip("dimension:N"),
-            alt.Tooltip("value:Q"),
-            alt.Tooltip("acc1:Q", title="top-1 (%)", format=".1f"),
-        ],
-    )
-    labels = base.mark_text(align="left", dx=5, dy=-6, fontSize=9).encode(**encoding, text="short:N")
-    return (
-        alt.layer(lines, labels, data=data)
-        .properties(width=220, height=220)
-        .facet(column=alt.Column("dimension:N", title=None, sort=list(SCALING_DIMENSIONS)))
-        .resolve_scale(x="independent")
-    )
+# Inside's charts (parameters per stage, compound scaling) live in ui/inside_charts.py.
 
 
 POINT_SELECTION = "point"  # the embedding map's click selection: [{"index": row}] when a point is clicked
@@ -252,10 +197,16 @@ def embedding_map(frame: pd.DataFrame, *, colour: str, selectable: bool = False)
     Columns: index, x, y, file, `colour`, and optionally image (a data: address, drawn in the tooltip: Vega's
     tooltip shows a field named "image" as a picture). The axes carry no unit, so none is drawn.
     `selectable` adds a click selection named POINT_SELECTION over `index`; the clicked point grows.
+    Points at the same spot (exact copies) are set on a small ring around it (ui.map_overlaps): three
+    copies show as three dots, and the tooltip says how many share the spot.
     """
     columns = ["index", "x", "y", "file", colour, *(["image"] if "image" in frame.columns else [])]
-    data = frame.reindex(columns=columns)
+    data = spread_overlapping(frame.reindex(columns=columns))
     tooltip = [alt.Tooltip("file:N"), alt.Tooltip(f"{colour}:N")]
+    if (data[SHARED] > 1).any():
+        tooltip.append(alt.Tooltip(f"{SHARED}:Q"))
+    else:
+        data = data.drop(columns=SHARED)
     if "image" in data.columns:
         tooltip.append(alt.Tooltip("image:N"))
     chart = (

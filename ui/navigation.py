@@ -63,13 +63,30 @@ def look_inside(name: str) -> None:
     link_to(INSIDE, f"Look inside {name}", {"model": name})
 
 
+# Streamlit serves the default page at the root and nowhere else, so its own name typed into the
+# address bar (/classify) would be "page not found". A hidden page holds that name and sends the
+# visitor to the root; the default page's st.Page takes this other name, an inner key only (two
+# pages may not share one, and a default page's own name is never an address).
+DEFAULT_INNER_NAME = "home"
+
+
+def _to_default_page() -> None:
+    st.switch_page(DEFAULT.file)
+
+
 def navigation() -> StreamlitPage:
-    return st.navigation(
-        [
-            st.Page(page.file, title=page.title, icon=page.icon, url_path=page.url_path, default=page == DEFAULT)
-            for page in PAGES
-        ]
-    )
+    pages = [
+        st.Page(
+            page.file,
+            title=page.title,
+            icon=page.icon,
+            url_path=DEFAULT_INNER_NAME if page == DEFAULT else page.url_path,
+            default=page == DEFAULT,
+        )
+        for page in PAGES
+    ]
+    by_name = st.Page(_to_default_page, title=DEFAULT.title, url_path=DEFAULT.url_path, visibility="hidden")
+    return st.navigation([*pages, by_name])
 
 
 @contextlib.contextmanager

@@ -40,7 +40,8 @@ def test_real_photo_gets_expected_label_table_chart_and_latency(app):
     assert top_k["probability"].is_monotonic_decreasing
     chart_types = [element.type for element in app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")]
     assert chart_types, "expected the top-k bar chart"
-    assert any(" ms on CPU" in caption.value for caption in app.caption)
+    # The card's latency says what it times: preprocessing included, and the batch it shared.
+    assert any(" ms per photo with preprocessing, on CPU: alone (batch 1)" in c.value for c in app.caption)
     assert not app.error
 
 
@@ -135,4 +136,39 @@ def test_int8_is_one_click_away_with_its_measured_agreement_and_speed(app):
     said = [c.value for c in app.caption] + [w.value for w in app.warning]
     summary = next(text for text in said if "Runs in ONNX Runtime int8" in text)
     assert "check photos" in summary and "ms against" in summary and "MB against" in summary
-    assert "the fast choice" in summary.lower()
+    assert "model alone (one forward, batch 1, no preprocessing)" in summary  # not the cards' per-photo time
+    # The verdict's headline names its reason, speed or agreement with fp32, whichever was measured here.
+    slower, unfaithful = "slower than fp32 here" in summary, "same top-1 as fp32 on only" in summary
+    headline = {
+        (False, False): "Recommended, faster",
+        (False, True): "Faster, but not recommended as its answers differ",
+        (True, False): "Faithful, but not recommended as it is not faster",
+        (True, True): "Not recommended, neither faster nor faithful",
+    }[slower, unfaithful]
+    assert headline in summary
+
+
+def grey_png() -> bytes:
+    """A flat grey picture: no class fits, so the model's top-1 is a fraction of a percent."""
+    import io
+
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.new("RGB", (224, 224), (128, 128, 128)).save(data, "PNG")
+    return data.getvalue()
+
+
+def test_a_weak_top1_is_greyed_under_its_floor_and_idle_columns_are_dropped(app):
+    from ui.confidence import WEAK_LABEL
+
+    upload(app, ("coffee.jpg", COFFEE, "image/jpeg"), ("grey.png", grey_png(), "image/png"))
+    summary = frames(app)[0]
+    # One batch: its latency share is one number for every photo, and no file failed: neither column is shown.
+    assert list(summary.columns) == ["file", "top1", "confidence"]
+    assert summary.set_index("file").loc["grey.png", "confidence"] < 0.2
+    assert any(WEAK_LABEL in caption.value for caption in app.caption)  # the floor, shown
+    answers = [m.value for m in app.markdown if " · " in m.value and "%" in m.value]
+    (grey,) = [text for text in answers if f":gray-badge[{WEAK_LABEL}]" in text]
+    assert grey.startswith(":gray[")  # muted, unlike the confident espresso
+    assert any(text.startswith("**espresso**") for text in answers)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.app.conftest import shown
@@ -57,8 +58,9 @@ def test_three_models_table_agreement_and_tradeoff_chart(compare):
 
     models = frame_with(compare, "latency_ms")
     assert list(models["model"]) == LITE
-    for column in ("family", "latency_ms", "memory_mb", "acc1", "acc5", "params_m", "gflops", "size_mb", "input_size"):
-        assert column in models.columns
+    # Only what fits at 1280 px and carries something here: no agreement with fp32 for fp32 models.
+    columns = ["model", "runtime", "latency_ms", "memory_mb", "size_mb", "acc1", "params_m", "gflops", "input_size"]
+    assert list(models.columns) == columns
     assert (models["latency_ms"] > 0).all() and (models["memory_mb"] > 0).all()
     assert list(models["input_size"]) == [224, 240, 260]
 
@@ -87,6 +89,11 @@ def test_explain_shows_one_heat_map_per_model_once_per_image_and_class(compare, 
     compare.toggle(key="compare_explain").set_value(True).run()
     assert not compare.exception, compare.exception
     assert len(compare.get("image")) == images_before + len(LITE)
+    # The heat maps sit right under their toggle, before the photo's card (its thumbnail is the last image).
+    # The heat maps sit right under their toggle, above the photos' cards (not after the last card).
+    texts = [node.value for node in compare.main if node.type in ("caption", "markdown")]
+    heat_maps = [i for i, text in enumerate(texts) if text.startswith(tuple(f"{name}: " for name in LITE))]
+    assert len(heat_maps) == len(LITE) and max(heat_maps) < texts.index("#### coffee\\.jpg")
     assert any("espresso" in caption.value for caption in compare.caption)
     assert len(calls) == len(LITE)
     compare.slider(key="compare_top_k").set_value(3).run()  # another widget: the heat maps are kept
@@ -125,7 +132,9 @@ def test_a_model_and_its_int8_variant_side_by_side(compare):
     upload(compare, ("coffee.jpg", COFFEE, "image/jpeg"))
     models = frame_with(compare, "latency_ms").set_index("model")
     assert list(models["runtime"]) == ["onnx", "int8"]
-    assert models.loc["efficientnet_lite0", "agreement"] == 1.0 and 0 < models.loc[int8, "agreement"] <= 1
+    # Agreement with fp32 only where it is measured: blank on the fp32 row, not a trivial 100%.
+    assert pd.isna(models.loc["efficientnet_lite0", "agreement"]) and 0 < models.loc[int8, "agreement"] <= 1
     assert models.loc[int8, "size_mb"] < models.loc["efficientnet_lite0", "size_mb"] / 3
     verdict = [m.value for m in compare.success] + [m.value for m in compare.warning]
-    assert any(int8 in text and "fast choice" in text for text in verdict)
+    (said,) = [text for text in verdict if int8 in text]
+    assert "recommended" in said.lower() and ("faster" in said.lower() or "faithful" in said.lower())

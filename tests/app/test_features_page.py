@@ -91,6 +91,7 @@ def test_photos_and_a_zip_map_neighbours_duplicates_query_and_score(page):
     spec, frame = map_data(page)
     assert len(frame) == 12 and spec["mark"]["type"] == "circle"
     assert sorted(set(frame["label"])) == ["(no class)", "brick", "grass"]
+    assert page.segmented_control(key="features_colour_2").options == ["label", "cluster"]
     assert frame["image"].str.startswith("data:image/jpeg;base64,").all()  # thumbnails in the tooltips
     files = list(frame["file"])
 
@@ -99,7 +100,7 @@ def test_photos_and_a_zip_map_neighbours_duplicates_query_and_score(page):
     groups = [text for text in texts(page.markdown) if text.startswith("Group ")]
     assert [text.split(",")[0] for text in groups] == ["Group 1: 4 images", "Group 2: 4 images", "Group 3: 2 images"]
     captions = captions_of_images(page)
-    pair = captions.index("chelsea-mirror.jpg")  # the upload comes before the examples
+    pair = captions.index("chelse…or.jpg")  # the upload comes before the examples; a long name cut in the middle
     assert captions[pair + 1] == "chelsea.jpg"
 
     # A click on rocket's point shows rocket's neighbours, most similar first.
@@ -145,6 +146,7 @@ def test_two_images_get_no_map_but_a_sentence_why_and_are_embedded_once(page, mo
     assert not page.get("vega_lite_chart")
     assert any(text.startswith("With 2 images there is no map") for text in texts(page.info))
     assert any(text.startswith("Group 1: 2 images") for text in texts(page.markdown))  # the rest still works
+    assert any(text.startswith("1 group, 2 images in all") for text in texts(page.markdown))
     page.slider(key="features_threshold").set_value(0.999).run()
     assert any(text.startswith("No near-duplicates among 2 images") for text in texts(ok(page).success))
     assert len(calls) == 1  # kept in the session per (images, backbone): the slider never embeds again
@@ -157,6 +159,8 @@ def test_tsne_above_its_measured_size_is_refused_with_the_reason_and_pca_draws(p
     assert texts(ok(page).warning)[0].startswith("t-SNE maps at most 2 images here")
     _, frame = map_data(page)
     assert len(frame) == 3  # the PCA map of the three examples
+    # No labels: the colours are k-means clusters, with no one-choice "Colour by" to show.
+    assert "cluster" in frame.columns and [c.key for c in page.segmented_control] == ["features_projection"]
 
 
 def test_two_backbones_scored_side_by_side(page, monkeypatch):

@@ -37,8 +37,7 @@ def models() -> AppTest:
 
 
 def table(app: AppTest) -> pd.DataFrame:
-    (frame,) = [element.value for element in app.dataframe]
-    return frame
+    return app.dataframe[0].value  # the catalogue (the weights versions table follows it)
 
 
 def count_line(app: AppTest) -> str:
@@ -136,3 +135,28 @@ def test_no_match_shows_info_and_no_table(models):
     models.text_input(key="models_search").input("").run()
     assert len(table(models)) == len(all_specs())
     assert not models.info
+
+
+def test_limits_answer_the_smallest_model_above_an_accuracy(models):
+    frame = table(models)
+    above = frame[frame["acc1"] >= 75]
+    smallest = above.loc[above["size_mb"].idxmin(), "name"]
+    models.number_input(key="models_min_acc1").set_value(75.0).run()
+    shown = table(models)
+    assert (shown["acc1"] >= 75).all() and set(shown["name"]) == set(above["name"])
+    (answer,) = [m.value for m in models.markdown if m.value.startswith("Smallest of these")]
+    assert f"**{smallest.replace('_', chr(92) + '_')}**" in answer
+    models.number_input(key="models_max_size_mb").set_value(20.0).run()
+    models.number_input(key="models_max_params_m").set_value(5.0).run()
+    shown = table(models)
+    assert not shown.empty and (shown["size_mb"] <= 20).all() and (shown["params_m"] <= 5).all()
+    assert (shown["acc1"] >= 75).all()
+
+
+def test_names_show_in_full_and_the_shown_columns_fit(models):
+    element = models.dataframe[0]  # the catalogue
+    config = json.loads(element.proto.columns)
+    assert config["name"]["width"] >= 150  # "shufflenet_v2_x1_5" in full
+    shown = [column for column in element.proto.column_order]
+    assert "source" not in shown and "input_size" not in shown  # in the frame, out of the table's way
+    assert sum(config[column].get("width", 0) for column in shown) <= 818  # the table's width at 1280 px

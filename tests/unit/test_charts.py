@@ -75,13 +75,16 @@ def test_accuracy_vs_latency_is_labelled_scatter(case):
     assert mark_type(labels) == "text"
 
     encoding = {**spec.get("encoding", {}), **points["encoding"]}  # shared x/y may sit on the layer or the parent
-    assert encoding["x"]["field"] == "latency_ms" and encoding["x"]["title"] == "measured latency (ms)"
+    assert encoding["x"]["field"] == "latency_ms"
+    assert encoding["x"]["title"] == "measured latency, model alone, batch 1 (ms)"  # which latency it is
     assert encoding["y"]["field"] == "acc1" and encoding["y"]["title"] == "ImageNet top-1 (%)"
     assert encoding["y"]["scale"]["zero"] is False
     assert encoding["size"]["field"] == "params_m" and encoding["size"]["title"] == "parameters (M)"
     assert encoding["color"]["field"] == "family"
     assert {tip["field"] for tip in encoding["tooltip"]} == {"model", "family", "acc1", "latency_ms", "params_m"}
     assert labels["encoding"]["text"]["field"] == "model"
+    assert labels["mark"]["baseline"] == "bottom"  # above its point, clear of the legends
+    assert encoding["color"]["legend"]["orient"] == encoding["size"]["legend"]["orient"] == "bottom"
     assert len(values(spec)) == len(frame)
 
 
@@ -197,3 +200,19 @@ def test_a_selectable_map_selects_one_point_by_its_index():
     assert param["name"] == POINT_SELECTION
     assert param["select"] == {"type": "point", "fields": ["index"], "on": "click", "clear": "dblclick"}
     assert spec["encoding"]["size"]["condition"]["param"] == POINT_SELECTION  # the clicked point grows
+
+
+def test_coincident_points_are_set_apart_and_counted():
+    """Three exact copies project to one spot: the chart draws three dots, and says three share the spot."""
+    rows = [{"index": i, "x": 1.0, "y": 2.0, "file": f"copy{i}.jpg", "label": "a"} for i in range(3)]
+    rows += [{"index": 3, "x": 0.0, "y": 0.0, "file": "alone.jpg", "label": "b"}]
+    rows += [{"index": 4, "x": 5.0, "y": 5.0, "file": "far.jpg", "label": "b"}]
+    spec = embedding_map(pd.DataFrame(rows), colour="label").to_dict()
+    drawn = pd.DataFrame(next(iter(spec["datasets"].values()))).set_index("index")
+    copies = drawn.loc[[0, 1, 2], ["x", "y"]].to_numpy()
+    gaps = [((copies[i] - copies[j]) ** 2).sum() ** 0.5 for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert min(gaps) >= 0.02 * 5  # a dot's width apart on a map 5 units wide
+    assert abs(copies.mean(axis=0) - [1.0, 2.0]).max() < 1e-9  # around their own spot
+    assert drawn.loc[[3, 4], ["x", "y"]].to_numpy().tolist() == [[0.0, 0.0], [5.0, 5.0]]  # the others stay
+    assert drawn["images here"].tolist() == [3, 3, 3, 1, 1]
+    assert [t["field"] for t in spec["encoding"]["tooltip"]] == ["file", "label", "images here"]
