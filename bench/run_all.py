@@ -32,7 +32,9 @@ if str(ROOT) not in sys.path:
 from bench import machine  # noqa: E402
 from bench import summary_rows as model_rows  # noqa: E402
 from bench import summary_rows_choose as choose_rows  # noqa: E402
+from bench import summary_rows_features_from as features_from_rows  # noqa: E402
 from bench import summary_rows_shrink as shrink_rows  # noqa: E402
+from bench import summary_rows_transfer as transfer_rows  # noqa: E402
 from bench import summary_rows_work as work_rows  # noqa: E402
 from bench.summary_rows import Row  # noqa: E402
 
@@ -73,6 +75,8 @@ def _options(threads: int) -> dict[str, list[str]]:
         # The app's own threads, as the page measures; the whole catalogue within its 15-minute goal.
         "bench_choose.py": ["--budget-min", "15"],
         "bench_shrink.py": t,
+        "bench_features_from.py": ["--seeds", "3", *t],
+        "bench_transfer.py": t,
     }
 
 
@@ -97,6 +101,8 @@ SUMMARIES: dict[str, Callable] = {
     "bench_soak.py": work_rows.soak_rows,
     "bench_choose.py": choose_rows.choose_rows,
     "bench_shrink.py": shrink_rows.shrink_rows,
+    "bench_features_from.py": features_from_rows.features_from_rows,
+    "bench_transfer.py": transfer_rows.transfer_rows,
 }
 ORDER = [
     "bench_load.py",
@@ -116,6 +122,8 @@ ORDER = [
     "bench_soak.py",
     "bench_choose.py",
     "bench_shrink.py",
+    "bench_features_from.py",
+    "bench_transfer.py",
 ]
 
 

@@ -133,7 +133,9 @@ async def compare(page, url: str) -> None:
 
 async def inside(page, url: str) -> None:
     await page.goto(f"{url}/inside?model=efficientnet_lite0")
-    await page.get_by_role("heading", name="Stages").wait_for()
+    await page.get_by_role("tab", name="Stages", exact=True).wait_for()
+    await _settle(page)
+    await page.get_by_role("tab", name="What each stage sees", exact=True).click()  # the photo's tab
     await _settle(page)
     await page.get_by_role("button", name="Try an example").click()
     await page.get_by_text(re.compile(r"efficientnet_lite0 sees .+ \(\d+\.\d%\)")).wait_for()
@@ -150,8 +152,8 @@ async def classify(page, url: str) -> float:
     await _photo_input(page).set_input_files([bad, photo])
     await page.get_by_text("holiday.jpg: The file looks like a text/HTML file").wait_for()
     await page.get_by_text("1 of 2 images classified").wait_for()
-    caption = await page.get_by_text(re.compile(r"[\d.]+ ms on ")).first.inner_text()
-    return float(caption.split(" ms on ")[0])
+    caption = await page.get_by_text(re.compile(r"[\d.]+ ms per photo with preprocessing")).first.inner_text()
+    return float(caption.split(" ms per photo")[0])
 
 
 FLOWS: dict[str, Callable[..., Awaitable[float | None]]] = {

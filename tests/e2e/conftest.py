@@ -173,3 +173,24 @@ def screenshot(page):
         return path
 
     return take
+
+
+def captions_split_mid_word(page) -> list[str]:
+    """The image captions in which a word wraps onto two lines ("bear_00.p" / "ng"): each word of each
+    caption is measured as a range; a word drawn on two lines has two boxes."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll("[data-testid='stImageCaption']")].flatMap(caption => {
+            const walker = document.createTreeWalker(caption, NodeFilter.SHOW_TEXT);
+            const split = [];
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                for (const match of node.textContent.matchAll(/\\S+/g)) {
+                    const range = document.createRange();
+                    range.setStart(node, match.index);
+                    range.setEnd(node, match.index + match[0].length);
+                    const lines = new Set([...range.getClientRects()].map(box => Math.round(box.top)));
+                    if (lines.size > 1) split.push(match[0]);
+                }
+            }
+            return split;
+        })"""
+    )

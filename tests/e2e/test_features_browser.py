@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from tests.e2e.conftest import fresh_page, settle, wait_for_text
+from tests.e2e.conftest import captions_split_mid_word, fresh_page, settle, wait_for_text
 from tests.faces import zip_of
 
 pytestmark = pytest.mark.e2e
@@ -85,11 +85,24 @@ def test_photos_and_a_zip_map_neighbours_and_duplicates(page, screenshot, tmp_pa
 
     # The near-duplicates: the mirrored copy with its original, as a row of images.
     page.get_by_text(re.compile(r"Group \d+: 2 images, loosest pair")).wait_for()
-    pair = captions.index("chelsea-mirror.jpg")
+    pair = captions.index("chelse…or.jpg")  # a long name cut in the middle, never split mid-word
     assert captions[pair + 1] == "chelsea.jpg"
+    assert captions_split_mid_word(page) == []
     page.get_by_text(re.compile(r"efficientnet_lite0 separates your classes best: \d")).wait_for()
     assert page.locator("[data-testid='stException']").count() == 0
     screenshot("features")
+
+    # Which layer fits: the same zip probed on every stage; the chart names its axes and marks the best stage.
+    keyed(page, "transfer_zip").locator("input[type='file']").set_input_files(str(archive))
+    settle(page)
+    keyed(page, "transfer_run").locator("button").click()
+    wait_for_text(page, "On textures.zip: 8 images in 2 classes", timeout=120_000)
+    depth = page.locator("[data-testid='stVegaLiteChart']").last
+    depth.scroll_into_view_if_needed()
+    depth.get_by_text("relative depth (0: input, 1: penultimate layer)").wait_for()
+    stages = {"bn1", "bn2", "penultimate", *(f"blocks.{n}" for n in range(7))}
+    assert stages & set(depth.locator("text").all_text_contents())  # the best stage, named beside its mark
+    assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_features_opens_by_its_address(browser, server_url):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = {name: ROOT / "assets/examples" / f"{name}.jpg" for name in ("coffee", "chelsea", "rocket")}
 CATS = "tabby|tiger cat|Egyptian cat"
-LATENCY = re.compile(r" ms on (CPU|CUDA) ")  # each result card's caption
+LATENCY = re.compile(r" ms per photo with preprocessing, on (CPU|CUDA)")  # each result card's caption
 
 
 @pytest.fixture(scope="module")
